@@ -1,0 +1,109 @@
+"""The exceptions asynqpg-trio raises.
+
+Every error of ours derives from `AsynqpgError`, so ``except AsynqpgError`` catches exactly what
+this library decided to raise.  Errors that PostgreSQL itself reports reach you as psycopg's
+exception classes (``psycopg.errors.*``), unchanged.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AsynqpgError",
+    "ConfigurationError",
+    "ConsumerError",
+    "DuplicateTask",
+    "IllegalTransition",
+    "InvalidTask",
+    "SchemaError",
+    "SchemaMissing",
+    "SchemaTooNew",
+    "TaskAlreadyAvailable",
+    "TaskAlreadyFinalized",
+    "TaskNotFound",
+    "TaskRunning",
+]
+
+
+class AsynqpgError(Exception):
+    """Base class of every error asynqpg-trio raises itself."""
+
+
+class ConfigurationError(AsynqpgError, ValueError):
+    """A component was given a setting it cannot work with (raised at construction)."""
+
+
+class InvalidTask(AsynqpgError, ValueError):
+    """A task given to the producer failed validation; nothing was written.
+
+    For a batch, `index` is the position of the first invalid task, else None.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message if index is None else f"task at index {index}: {message}")
+        self.index = index
+
+
+class DuplicateTask(AsynqpgError):
+    """`Producer.enqueue` found a task of the same type and idempotency token.
+
+    `existing_id` is the id of the task already in the table.
+    """
+
+    def __init__(self, task_type: str, token: str, existing_id: int) -> None:
+        super().__init__(
+            f"a task of type {task_type!r} with idempotency token {token!r} already exists "
+            f"(id {existing_id})"
+        )
+        self.task_type = task_type
+        self.token = token
+        self.existing_id = existing_id
+
+
+class IllegalTransition(AsynqpgError):
+    """The task state table has no rule for this event in this state (a pure-core check)."""
+
+
+class TaskNotFound(AsynqpgError, LookupError):
+    """The client asked for a task id that is not in the table."""
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"task {task_id} not found")
+        self.task_id = task_id
+
+
+class _TaskStateError(AsynqpgError):
+    """A client operation does not apply to the task's current status."""
+
+    def __init__(self, message: str, task: object) -> None:
+        super().__init__(message)
+        #: The task as it is now (a `TaskRecord`).
+        self.task = task
+
+
+class TaskRunning(_TaskStateError):
+    """The task is running, so it cannot be retried or deleted (cancel it first)."""
+
+
+class TaskAlreadyFinalized(_TaskStateError):
+    """The task is completed (or otherwise terminal) and the operation needs a live task."""
+
+
+class TaskAlreadyAvailable(_TaskStateError):
+    """Retry was asked for a task that is already pending."""
+
+
+class SchemaError(AsynqpgError):
+    """The database schema does not match what this version of asynqpg-trio needs."""
+
+
+class SchemaMissing(SchemaError):
+    """The asynqpg tables are not there: run ``asynqpg-trio migrate`` (or `migrate`)."""
+
+
+class SchemaTooNew(SchemaError):
+    """The database was migrated by a newer asynqpg-trio; upgrade this package."""
+
+
+class ConsumerError(AsynqpgError):
+    """A consumer stopped because of a failure inside asynqpg-trio itself (a bug or an
+    unrecoverable condition); the original exception group is its ``__cause__``."""

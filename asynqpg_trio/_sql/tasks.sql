@@ -1,0 +1,165 @@
+-- The producer's and the consumer's statements.  Each implements rows of the state table in
+-- asynqpg_trio/_state.py; the event each one implements is named in its comment ("event: ...").
+-- Times come from asynqpg_now() (the database clock), never from the client.
+
+-- name: enqueue_many
+-- event: enqueue.  Insert a batch in input order (ORDER BY ord, so ids grow with ord); skip
+-- duplicates of (type, idempotency_token), inside the batch too.  A NOTIFY on asynqpg_new,
+-- once per statement, wakes idle consumers when anything inserted is ready now.
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        %(types)s::text[], %(payloads)s::bytea[], %(tokens)s::text[], %(delays)s::float8[],
+        %(process_at)s::timestamptz[], %(attempts)s::smallint[], %(traces)s::jsonb[]
+    ) WITH ORDINALITY AS i(type, payload, token, delay, process_at, attempts, trace, ord)
+), ins AS (
+    INSERT INTO asynqpg_tasks AS t (
+        type, payload, idempotency_token, blocked_till, attempts_left, trace_context,
+        created_at, updated_at
+    )
+    SELECT
+        i.type, i.payload, i.token,
+        CASE WHEN i.process_at IS NOT NULL THEN greatest(asynqpg_now(), i.process_at)
+             ELSE asynqpg_now() + make_interval(secs => i.delay) END,
+        i.attempts, i.trace, asynqpg_now(), asynqpg_now()
+    FROM input i
+    ORDER BY i.ord
+    ON CONFLICT DO NOTHING
+    RETURNING t.id, t.type, t.idempotency_token, t.blocked_till
+), wake AS (
+    SELECT pg_notify('asynqpg_new', '')
+    FROM (SELECT 1 FROM ins WHERE ins.blocked_till <= asynqpg_now() LIMIT 1) AS ready
+)
+SELECT ins.id, ins.type, ins.idempotency_token
+FROM ins CROSS JOIN (SELECT count(*) FROM wake) AS w
+ORDER BY ins.id
+
+-- name: find_by_token
+-- The id of the task holding (type, token), to report a duplicate.
+SELECT id FROM asynqpg_tasks WHERE type = %(type)s AND idempotency_token = %(token)s
+
+-- name: claim
+-- events: claim (pending -> running) and lease_takeover (running with an expired lease ->
+-- running, or -> failed when no attempt is left).  One round trip for every type: for each
+-- (type, n) take up to n ready rows, oldest blocked_till first, id as tie-breaker, skipping
+-- rows other consumers hold.  The claim consumes an attempt and draws a fresh lease token.
+WITH wanted AS (
+    SELECT w.type, w.n FROM unnest(%(types)s::text[], %(limits)s::int[]) AS w(type, n)
+    WHERE w.n > 0
+), picked AS MATERIALIZED (
+    SELECT c.id, c.status AS old_status
+    FROM wanted w
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.status
+        FROM asynqpg_tasks t
+        WHERE t.type = w.type
+          AND t.status IN ('pending', 'running')
+          AND t.blocked_till <= asynqpg_now()
+        ORDER BY t.blocked_till, t.id
+        LIMIT w.n
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) c
+), decided AS (
+    SELECT p.id, p.old_status,
+           (p.old_status = 'running' AND t.attempts_left < 1) AS exhausted
+    FROM picked p JOIN asynqpg_tasks t ON t.id = p.id
+)
+UPDATE asynqpg_tasks t SET
+    status = CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
+    attempts_left = CASE WHEN d.exhausted THEN t.attempts_left
+                         ELSE greatest(t.attempts_left, 1) - 1 END,
+    attempts_elapsed = CASE WHEN d.exhausted THEN t.attempts_elapsed
+                            ELSE t.attempts_elapsed + 1 END,
+    lease_token = CASE WHEN d.exhausted THEN NULL
+                       ELSE nextval('asynqpg_lease_token_seq') END,
+    lease_owner = CASE WHEN d.exhausted THEN NULL ELSE %(owner)s END,
+    blocked_till = CASE WHEN d.exhausted THEN t.blocked_till
+                        ELSE asynqpg_now() + make_interval(secs => %(lease)s) END,
+    attempted_at = CASE WHEN d.exhausted THEN t.attempted_at ELSE asynqpg_now() END,
+    finalized_at = CASE WHEN d.exhausted THEN asynqpg_now() ELSE NULL END,
+    updated_at = asynqpg_now(),
+    messages = CASE
+        WHEN d.old_status <> 'running' THEN t.messages
+        WHEN d.exhausted THEN (t.messages || %(exhausted_message)s::text)[greatest(1, cardinality(t.messages) - 98):]
+        ELSE (t.messages || %(takeover_message)s::text)[greatest(1, cardinality(t.messages) - 98):]
+    END
+FROM decided d
+WHERE t.id = d.id
+RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_left,
+          t.attempts_elapsed, t.created_at, t.attempted_at, t.messages, t.lease_token,
+          t.trace_context, (d.old_status = 'running') AS taken_over
+
+-- name: complete_many
+-- event: complete.  Fenced: id, status running and the lease token must all match.
+UPDATE asynqpg_tasks t SET
+    status = 'completed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
+    lease_token = NULL, lease_owner = NULL
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
+WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+RETURNING t.id
+
+-- name: fail_many
+-- events: fail, skip_retry.  Fenced.  Appends the message (the last 100 are kept).
+UPDATE asynqpg_tasks t SET
+    status = 'failed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
+    lease_token = NULL, lease_owner = NULL,
+    messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(messages)s::text[])
+    AS u(id, token, message)
+WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+RETURNING t.id
+
+-- name: retry_many
+-- events: retry, snooze_with_error.  Fenced.  Back to pending after the delay when an attempt
+-- is left (the claim already consumed this one), else failed.
+UPDATE asynqpg_tasks t SET
+    status = CASE WHEN t.attempts_left >= 1 THEN 'pending' ELSE 'failed' END,
+    blocked_till = CASE WHEN t.attempts_left >= 1
+                        THEN asynqpg_now() + make_interval(secs => u.delay)
+                        ELSE t.blocked_till END,
+    finalized_at = CASE WHEN t.attempts_left >= 1 THEN NULL ELSE asynqpg_now() END,
+    updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL,
+    messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(delays)s::float8[], %(messages)s::text[])
+    AS u(id, token, delay, message)
+WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+RETURNING t.id
+
+-- name: snooze_many
+-- events: snooze (delay from the handler) and release (delay 0, on shutdown).  Fenced.  The
+-- attempt the claim consumed is refunded.
+UPDATE asynqpg_tasks t SET
+    status = 'pending',
+    blocked_till = asynqpg_now() + make_interval(secs => u.delay),
+    attempts_left = t.attempts_left + 1,
+    attempts_elapsed = greatest(t.attempts_elapsed - 1, 0),
+    updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[], %(delays)s::float8[]) AS u(id, token, delay)
+WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+RETURNING t.id
+
+-- name: extend_leases
+-- event: extend_lease.  Fenced.  Ids not returned lost their lease (cancelled, taken over).
+UPDATE asynqpg_tasks t SET
+    blocked_till = asynqpg_now() + make_interval(secs => %(lease)s), updated_at = asynqpg_now()
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
+WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+RETURNING t.id
+
+-- name: lost_leases
+-- Of the given (id, token) pairs, those no longer running under that token (cancelled,
+-- taken over, deleted): the consumer cancels their handlers.
+SELECT u.id
+FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
+LEFT JOIN asynqpg_tasks t ON t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+WHERE t.id IS NULL
+
+-- name: next_ready_at
+-- When the earliest pending task of these types becomes ready (for the fetcher's sleep).
+SELECT extract(epoch FROM min(first.blocked_till) - asynqpg_now())::float8
+FROM unnest(%(types)s::text[]) AS w(type)
+CROSS JOIN LATERAL (
+    SELECT t.blocked_till FROM asynqpg_tasks t
+    WHERE t.type = w.type AND t.status IN ('pending', 'running')
+    ORDER BY t.blocked_till LIMIT 1
+) AS first

@@ -1,0 +1,30 @@
+"""The package's public surface: ``__all__`` and the module's public names agree."""
+
+from __future__ import annotations
+
+import asynqpg_trio
+
+
+def test_all_matches_public_names() -> None:
+    public = {
+        name
+        for name in dir(asynqpg_trio)
+        if not name.startswith("_")
+        and name != "annotations"  # from __future__ import annotations
+        and not isinstance(getattr(asynqpg_trio, name), type(asynqpg_trio))
+    }
+    assert set(asynqpg_trio.__all__) == public
+
+
+def test_public_objects_are_documented() -> None:
+    for name in asynqpg_trio.__all__:
+        obj = getattr(asynqpg_trio, name)
+        if callable(obj):
+            assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_no_private_module_leaks() -> None:
+    for name in asynqpg_trio.__all__:
+        obj = getattr(asynqpg_trio, name)
+        module = getattr(obj, "__module__", "asynqpg_trio")
+        assert module.startswith("asynqpg_trio") or module == "builtins" or name.isupper()
