@@ -25,6 +25,9 @@ from ._migrate import migrate as migrate
 from ._pool import Pool as Pool
 from ._pool import PoolStatistics as PoolStatistics
 from ._pool import open_pool as open_pool
+from ._producer import Producer as Producer
+from ._task import Task as Task
+from ._task import TaskInfo as TaskInfo
 
 __version__ = "0.1.0"
 
@@ -39,13 +42,16 @@ __all__ = (
     "InvalidTask",
     "Pool",
     "PoolStatistics",
+    "Producer",
     "SchemaError",
     "SchemaMissing",
     "SchemaTooNew",
     "TaskAlreadyAvailable",
     "TaskAlreadyFinalized",
     "TaskNotFound",
+    "TaskInfo",
     "TaskRunning",
+    "Task",
     "connect",
     "migrate",
     "open_pool",
