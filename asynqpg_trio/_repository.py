@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from psycopg.rows import dict_row
+
+from ._batching import FlushPlan, OutcomeKind
 from ._queries import load
 
 if TYPE_CHECKING:
@@ -54,3 +57,80 @@ async def find_by_token(
     cur = await conn.execute(QUERIES.find_by_token, {"type": task_type, "token": token})
     row = await cur.fetchone()
     return None if row is None else int(row[0])
+
+
+async def claim(
+    conn: psycopg.AsyncConnection[Any],
+    wanted: dict[str, int],
+    *,
+    owner: str,
+    lease: float,
+    takeover_message: str,
+    exhausted_message: str,
+) -> list[dict[str, Any]]:
+    """Claim up to ``wanted[type]`` ready tasks of each type; return the claimed rows."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        QUERIES.claim,
+        {
+            "types": list(wanted),
+            "limits": list(wanted.values()),
+            "owner": owner,
+            "lease": lease,
+            "takeover_message": takeover_message,
+            "exhausted_message": exhausted_message,
+        },
+    )
+    return await cur.fetchall()
+
+
+async def next_ready_in(conn: psycopg.AsyncConnection[Any], types: list[str]) -> float | None:
+    """Seconds until the earliest pending task of these types is ready (None if none)."""
+    cur = await conn.execute(QUERIES.next_ready_at, {"types": types})
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+async def write_outcomes(conn: psycopg.AsyncConnection[Any], plan: FlushPlan) -> set[int]:
+    """Write a flush plan in one transaction, one statement per kind; return written ids."""
+    written: set[int] = set()
+    async with conn.transaction():
+        for batch in plan.batches:
+            ids, tokens = list(batch.ids), list(batch.tokens)
+            if batch.kind is OutcomeKind.COMPLETE:
+                query, params = QUERIES.complete_many, {"ids": ids, "tokens": tokens}
+            elif batch.kind is OutcomeKind.FAIL:
+                query = QUERIES.fail_many
+                params = {"ids": ids, "tokens": tokens, "messages": list(batch.messages)}
+            elif batch.kind is OutcomeKind.RETRY:
+                query = QUERIES.retry_many
+                params = {
+                    "ids": ids,
+                    "tokens": tokens,
+                    "delays": list(batch.delays),
+                    "messages": list(batch.messages),
+                }
+            else:  # SNOOZE and RELEASE: back to pending, attempt refunded
+                query = QUERIES.snooze_many
+                params = {"ids": ids, "tokens": tokens, "delays": list(batch.delays)}
+            cur = await conn.execute(query, params)
+            written.update(int(r[0]) for r in await cur.fetchall())
+    return written
+
+
+async def extend_leases(
+    conn: psycopg.AsyncConnection[Any], ids: list[int], tokens: list[int], lease: float
+) -> set[int]:
+    """Push the leases forward; return the ids still held."""
+    cur = await conn.execute(
+        QUERIES.extend_leases, {"ids": ids, "tokens": tokens, "lease": lease}
+    )
+    return {int(r[0]) for r in await cur.fetchall()}
+
+
+async def lost_leases(
+    conn: psycopg.AsyncConnection[Any], ids: list[int], tokens: list[int]
+) -> list[int]:
+    """Of these leases, the ids no longer held (cancelled, taken over, deleted)."""
+    cur = await conn.execute(QUERIES.lost_leases, {"ids": ids, "tokens": tokens})
+    return [int(r[0]) for r in await cur.fetchall()]

@@ -1,0 +1,86 @@
+"""The lease book: the tasks this consumer holds a lease on, shared by its actors.
+
+Theory of operation
+-------------------
+A task enters the book when the fetcher claims it and leaves when the completer has written its
+outcome (or found the write stale), or when its lease is found lost.  While it is in the book
+the lease keeper renews its lease, so a task whose outcome waits in the completer (the database
+being down, say) is never rescued by a janitor meanwhile.  ``busy`` counts, per type, the
+claimed tasks not yet finished by a handler: the fetcher claims only into free capacity.
+
+Marking a lease lost (cancelled by a client, taken over, deleted) cancels its handler's scope
+if one is running; the handler then writes nothing, because any write would be stale.
+The book is plain data touched only from the consumer's event loop thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import anyio
+
+__all__ = ["Lease", "LeaseBook"]
+
+
+@dataclass(slots=True, eq=False)
+class Lease:
+    """One held lease and the handler running under it, if any."""
+
+    task_id: int
+    token: int
+    type: str
+    scope: anyio.CancelScope | None = None
+    lost: bool = False
+    released: bool = False
+
+
+@dataclass(slots=True)
+class LeaseBook:
+    """Every lease this consumer holds, and per-type busy counts."""
+
+    leases: dict[int, Lease] = field(default_factory=dict)
+    busy: dict[str, int] = field(default_factory=dict)
+
+    def add(self, lease: Lease) -> None:
+        """Record a new claim."""
+        self.leases[lease.task_id] = lease
+        self.busy[lease.type] = self.busy.get(lease.type, 0) + 1
+
+    def finished(self, task_type: str) -> None:
+        """A handler slot of ``task_type`` is free again."""
+        self.busy[task_type] -= 1
+
+    def forget(self, task_id: int, token: int) -> None:
+        """Drop a lease whose outcome is written (or whose write was stale)."""
+        lease = self.leases.get(task_id)
+        if lease is not None and lease.token == token:
+            del self.leases[task_id]
+
+    def snapshot(self) -> tuple[list[int], list[int]]:
+        """Parallel lists of held task ids and lease tokens."""
+        held = [lease for lease in self.leases.values() if not lease.lost]
+        return [lease.task_id for lease in held], [lease.token for lease in held]
+
+    def mark_lost(self, task_ids: Iterable[int]) -> int:
+        """Mark leases lost and cancel their running handlers; return how many were held."""
+        count = 0
+        for task_id in task_ids:
+            lease = self.leases.get(task_id)
+            if lease is None or lease.lost:
+                continue
+            lease.lost = True
+            count += 1
+            if lease.scope is not None:
+                lease.scope.cancel()
+        return count
+
+    def release_running(self) -> None:
+        """At the end of the shutdown grace: cancel every running handler for release."""
+        for lease in self.leases.values():
+            if lease.scope is not None:
+                lease.released = True
+                lease.scope.cancel()

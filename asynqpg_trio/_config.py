@@ -1,0 +1,172 @@
+"""The consumer's configuration, its statistics and the handler registration value."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigurationError
+from ._task import MAX_TYPE_LENGTH
+
+if TYPE_CHECKING:
+    from ._task import TaskInfo
+
+__all__ = [
+    "ConsumerConfig",
+    "ConsumerStatistics",
+    "ErrorHandler",
+    "Handler",
+    "HandlerFn",
+    "Middleware",
+    "seconds",
+]
+
+#: A task handler: ``async def handle(task: TaskInfo) -> None``.
+HandlerFn = Callable[["TaskInfo"], Awaitable[None]]
+#: Middleware takes the next handler and returns a handler that wraps it.
+Middleware = Callable[[HandlerFn], HandlerFn]
+#: Called for tasks that failed for good: ``async def on_error(task, error) -> None``.
+ErrorHandler = Callable[["TaskInfo", BaseException], Awaitable[None]]
+
+
+def seconds(value: float | timedelta, name: str, *, allow_zero: bool = False) -> float:
+    """A positive (or non-negative) finite number of seconds, else `ConfigurationError`."""
+    if isinstance(value, timedelta):
+        result = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        result = float(value)
+    else:
+        raise ConfigurationError(f"{name} must be seconds or a timedelta, got {value!r}")
+    if not math.isfinite(result) or result < 0 or (result == 0 and not allow_zero):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ConfigurationError(f"{name} must be a finite, {bound} duration, got {value!r}")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """How one task type is handled.
+
+    Args:
+        fn: ``async def fn(task: TaskInfo) -> None``.  Returning completes the task; raising
+            `SkipRetry`, `TaskSnooze`, `TaskSnoozeWithError` or any other exception decides
+            its fate (see `open_consumer`).
+        workers: handler actors for this type: how many of its tasks run at once (>= 1).
+        timeout: seconds a task may run before it is cancelled and counted as a failed
+            attempt.
+        middleware: per-type middleware, outermost first, inside the consumer's global one.
+    """
+
+    fn: HandlerFn
+    workers: int = field(default=10, kw_only=True)
+    timeout: float = field(default=30.0, kw_only=True)
+    middleware: Sequence[Middleware] = field(default=(), kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise ConfigurationError(f"handler must be an async callable, got {self.fn!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigurationError(f"workers must be an int >= 1, got {self.workers!r}")
+        object.__setattr__(self, "timeout", seconds(self.timeout, "timeout"))
+        object.__setattr__(self, "middleware", tuple(self.middleware))
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    """Validated consumer settings (see `open_consumer` for their meaning and defaults)."""
+
+    handlers: dict[str, Handler]
+    middleware: tuple[Middleware, ...]
+    consumer_id: str
+    poll_interval: float
+    prefetch: int | None
+    shutdown_timeout: float
+    flush_timeout: float
+    lease_duration: float
+    cancel_check_interval: float
+    batch_size: int
+    batch_interval: float
+    max_backlog: int
+    message_limit: int
+
+    def limit(self, task_type: str) -> int:
+        """Most tasks of a type held at once: its workers plus its prefetch buffer."""
+        workers = self.handlers[task_type].workers
+        return workers + (workers if self.prefetch is None else self.prefetch)
+
+
+def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
+    """Validate ``open_consumer``'s arguments; raise `ConfigurationError` with the reason."""
+    if not isinstance(handlers, dict) or not handlers:
+        raise ConfigurationError(
+            "handlers must be a non-empty dict of task type -> Handler (or async function)"
+        )
+    checked: dict[str, Handler] = {}
+    for task_type, handler in handlers.items():
+        if not isinstance(task_type, str) or not 0 < len(task_type) <= MAX_TYPE_LENGTH:
+            raise ConfigurationError(f"task type must be 1 to 255 characters, got {task_type!r}")
+        checked[task_type] = handler if isinstance(handler, Handler) else Handler(handler)
+    consumer_id = raw["consumer_id"]
+    if not isinstance(consumer_id, str) or not 0 < len(consumer_id) < 128:
+        raise ConfigurationError(f"consumer_id must be 1 to 127 characters, got {consumer_id!r}")
+    prefetch = raw["prefetch"]
+    if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 0):
+        raise ConfigurationError(f"prefetch must be an int >= 0 or None, got {prefetch!r}")
+    for name in ("batch_size", "max_backlog", "message_limit"):
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+    lease = seconds(raw["lease_duration"], "lease_duration")
+    if lease < 1:
+        raise ConfigurationError(f"lease_duration must be at least 1 second, got {lease}")
+    return ConsumerConfig(
+        handlers=checked,
+        middleware=tuple(middleware),
+        consumer_id=consumer_id,
+        poll_interval=seconds(raw["poll_interval"], "poll_interval"),
+        prefetch=prefetch,
+        shutdown_timeout=seconds(raw["shutdown_timeout"], "shutdown_timeout", allow_zero=True),
+        flush_timeout=seconds(raw["flush_timeout"], "flush_timeout"),
+        lease_duration=lease,
+        cancel_check_interval=seconds(raw["cancel_check_interval"], "cancel_check_interval"),
+        batch_size=raw["batch_size"],
+        batch_interval=seconds(raw["batch_interval"], "batch_interval", allow_zero=True),
+        max_backlog=max(raw["max_backlog"], raw["batch_size"]),
+        message_limit=raw["message_limit"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStatistics:
+    """A snapshot of a consumer's counters, from `Consumer.statistics`.
+
+    Attributes:
+        claimed: tasks claimed.
+        completed, failed, retried, snoozed: handler outcomes written.
+        released: tasks handed back unstarted or unfinished at shutdown (no attempt used).
+        cancelled: running handlers cancelled because their task was cancelled or its lease
+            lost.
+        stale_acks: outcomes the database refused because the lease had changed.
+        lease_takeovers: expired leases of other (dead) consumers this one took over.
+        takeover_failures: such tasks failed because no attempt was left.
+        in_flight: tasks held now (running, buffered, or awaiting their write).
+        pending_writes: outcomes waiting in the completer.
+        actor_restarts: actors restarted after a transient database error.
+    """
+
+    claimed: int
+    completed: int
+    failed: int
+    retried: int
+    snoozed: int
+    released: int
+    cancelled: int
+    stale_acks: int
+    lease_takeovers: int
+    takeover_failures: int
+    in_flight: int
+    pending_writes: int
+    actor_restarts: int

@@ -1,0 +1,371 @@
+"""`open_consumer`: a supervised tree of actors that processes tasks.
+
+Theory of operation
+-------------------
+Inside one task group run: the listener (LISTEN connection), the lease keeper, the completer,
+maintenance (leader election, janitor, cleaner) when enabled, and the pipeline: the fetcher
+and, per task type, ``workers`` handler actors.  They talk through bounded memory channels:
+fetcher -> per-type task channels -> handler actors -> outcome channel -> completer.  Transient
+database errors restart the actor that met them, with back-off; any other exception inside
+the tree is a bug and surfaces as `ConsumerError` raised from the exception group.
+
+Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation):
+
+1. stop claiming (the fetcher is cancelled and closes the task channels);
+2. handler actors release the tasks still buffered (back to pending, no attempt used) and
+   in-flight handlers get ``shutdown_timeout`` seconds to finish;
+3. handlers still running are cancelled and their tasks released too;
+4. the completer writes every outcome (bounded by ``flush_timeout``);
+5. the rest (lease keeper, listener, maintenance) stops; maintenance resigns leadership.
+
+The whole sequence runs shielded and bounded, so a cancelled host still shuts down
+gracefully; `Consumer.stop_now` cuts it short (leases then simply expire).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any, final
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ._batching import Outcome
+from ._completer import run_completer
+from ._config import (
+    ConsumerStatistics,
+    ErrorHandler,
+    Handler,
+    HandlerFn,
+    Middleware,
+    build_config,
+)
+from ._context import TRANSIENT, Runtime, supervise
+from ._errors import ConsumerError
+from ._fetcher import Claimed, run_fetcher
+from ._handlers import build_chain, run_worker
+from ._leases import run_lease_keeper
+from ._listener import run_listener
+from ._migrate import check_schema
+from ._policies import DefaultRetryPolicy
+from ._pool import Pool, pool_for
+from ._retry import RetryPolicy
+
+__all__ = ["Consumer", "open_consumer", "serve_consumer"]
+
+logger = logging.getLogger("asynqpg_trio.consumer")
+
+
+@final
+class Consumer:
+    """A running consumer, yielded by `open_consumer`.  Not constructed directly."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._stop_scope: anyio.CancelScope | None = None
+        self._stop_requested = anyio.Event()
+
+    @property
+    def consumer_id(self) -> str:
+        """This consumer's id (its lease owner and leader-election identity)."""
+        return self._rt.config.consumer_id
+
+    def statistics(self) -> ConsumerStatistics:
+        """A frozen snapshot of the consumer's counters."""
+        c = self._rt.counts
+        return ConsumerStatistics(
+            claimed=c["claimed"],
+            completed=c["completed"],
+            failed=c["failed"],
+            retried=c["retried"],
+            snoozed=c["snoozed"],
+            released=c["released"],
+            cancelled=c["cancelled"],
+            stale_acks=c["stale_acks"],
+            lease_takeovers=c["lease_takeovers"],
+            takeover_failures=c["takeover_failures"],
+            in_flight=len(self._rt.book.leases),
+            pending_writes=self._rt.pending_writes,
+            actor_restarts=c["actor_restarts"],
+        )
+
+    def stop(self) -> None:
+        """Ask for a graceful shutdown; `wait_stopped` returns when it is asked for.
+
+        Used by `serve_consumer` and the ``worker`` command (first signal).
+        """
+        self._stop_requested.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until `stop` is called.
+
+        Cancellation: a checkpoint; nothing changes if cancelled.
+        """
+        await self._stop_requested.wait()
+
+    def stop_now(self) -> None:
+        """Cut a graceful shutdown short (a second signal): stop without waiting for
+        handlers or writes.  Leases left behind expire and their tasks are rescued."""
+        self._stop_requested.set()
+        if self._stop_scope is not None:
+            self._stop_scope.cancel()
+
+
+@asynccontextmanager
+async def open_consumer(
+    pool_or_dsn: Pool | str,
+    *,
+    handlers: Mapping[str, Handler | HandlerFn],
+    middleware: Sequence[Middleware] = (),
+    retry_policy: RetryPolicy | None = None,
+    error_handler: ErrorHandler | None = None,
+    consumer_id: str | None = None,
+    poll_interval: float | timedelta = 1.0,
+    prefetch: int | None = None,
+    shutdown_timeout: float | timedelta = 30.0,
+    flush_timeout: float | timedelta = 10.0,
+    lease_duration: float | timedelta = 30.0,
+    cancel_check_interval: float | timedelta = 1.0,
+    batch_size: int = 500,
+    batch_interval: float | timedelta = 0.02,
+    max_backlog: int = 20_000,
+    message_limit: int = 2048,
+    maintenance: Any = True,
+) -> AsyncIterator[Consumer]:
+    """Process tasks while the block runs; shut down gracefully when it ends.
+
+    Handlers decide a task's fate by how they end: returning completes it; `SkipRetry` fails
+    it now; `TaskSnooze(s)` puts it back for s seconds without using an attempt;
+    `TaskSnoozeWithError(s)` counts a failed attempt and retries after s seconds (fails when
+    none is left); any other exception retries after ``retry_policy``'s delay, or fails the
+    task when its attempts are used up (then ``error_handler`` is called).
+
+    Args:
+        pool_or_dsn: an `open_pool` pool (size it for about 4 connections plus your own use),
+            or a DSN (the consumer opens and closes its own pool).
+        handlers: task type -> `Handler` (or a bare async function: 10 workers, 30 s timeout).
+        middleware: global middleware, outermost first, around every type's own middleware.
+        retry_policy: back-off after failed attempts (default `DefaultRetryPolicy`:
+            attempt**4 seconds, +-10 % jitter, capped at 24 h).
+        error_handler: ``async def(task, error)``, called after a task failed for good.
+        consumer_id: identity for leases and leader election (default: random).
+        poll_interval: seconds between claims when no NOTIFY arrives (default 1).
+        prefetch: tasks claimed per type beyond its workers (default: as many as workers).
+        shutdown_timeout: seconds in-flight handlers get to finish at shutdown (default 30).
+        flush_timeout: seconds the final write of outcomes may take at shutdown (default 10).
+        lease_duration: seconds a claim is leased for; renewed every third of it (default 30).
+        cancel_check_interval: seconds between checks for remotely cancelled tasks, behind the
+            NOTIFY that normally reports them at once (default 1).
+        batch_size: most outcomes written per statement (default 500).
+        batch_interval: seconds an outcome may wait to be batched (default 0.02).
+        max_backlog: outcomes held while the database is unreachable before handlers block.
+        message_limit: longest error message stored per failed attempt (characters).
+        maintenance: True (default) to take part in leader election and, when leader, run
+            the janitor and the cleaner; False to disable; or a `MaintenanceConfig`.
+
+    Raises:
+        ConfigurationError: a setting is invalid (before anything starts).
+        SchemaMissing, SchemaTooNew: the database schema is not the one this package needs.
+        ConsumerError: a failure inside the consumer itself tore it down.
+
+    Cancellation: entering is a checkpoint and returns once LISTEN is in effect and the first
+    claim can run.  Leaving always runs the graceful shutdown, shielded and bounded by
+    ``shutdown_timeout + flush_timeout`` (plus a little); no task is lost: each ends
+    completed, failed, pending, or (after `Consumer.stop_now`) running until its lease expires.
+    """
+    config = build_config(
+        dict(handlers),
+        middleware,
+        consumer_id=consumer_id or f"consumer-{uuid.uuid4()}",
+        poll_interval=poll_interval,
+        prefetch=prefetch,
+        shutdown_timeout=shutdown_timeout,
+        flush_timeout=flush_timeout,
+        lease_duration=lease_duration,
+        cancel_check_interval=cancel_check_interval,
+        batch_size=batch_size,
+        batch_interval=batch_interval,
+        max_backlog=max_backlog,
+        message_limit=message_limit,
+    )
+    maintenance_config = _maintenance_config(maintenance)
+    pool, owned = pool_for(pool_or_dsn, max_size=6)
+    rt = Runtime(
+        config=config,
+        pool=pool,
+        policy=retry_policy if retry_policy is not None else DefaultRetryPolicy(),
+        error_handler=error_handler,
+    )
+    consumer = Consumer(rt)
+    body_error: BaseException | None = None
+    try:
+        async with pool.connection() as conn:
+            await check_schema(conn)
+        try:
+            async with anyio.create_task_group() as root:
+                pipeline_scope = await root.start(_run_tree, rt, maintenance_config)
+                try:
+                    yield consumer
+                except BaseException as exc:  # re-raised below, outside the task group
+                    body_error = exc
+                finally:
+                    await _shutdown(rt, consumer, pipeline_scope)
+                    root.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise ConsumerError(f"the consumer failed: {group!r}") from group
+        if body_error is not None:
+            raise body_error
+    finally:
+        if owned:
+            pool.close()
+
+
+def _maintenance_config(maintenance: Any) -> Any:
+    if maintenance is False or maintenance is None:
+        return None
+    from ._maintenance import MaintenanceConfig
+
+    if maintenance is True:
+        return MaintenanceConfig()
+    if isinstance(maintenance, MaintenanceConfig):
+        return maintenance
+    from ._errors import ConfigurationError
+
+    raise ConfigurationError(
+        f"maintenance must be True, False or a MaintenanceConfig, got {maintenance!r}"
+    )
+
+
+async def _run_tree(
+    rt: Runtime,
+    maintenance_config: Any,
+    *,
+    task_status: TaskStatus[anyio.CancelScope] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Start every actor; report started once LISTEN is in effect."""
+    config = rt.config
+    outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](config.batch_size)
+    async with anyio.create_task_group() as tg:
+        await tg.start(_listen_forever, rt)
+        tg.start_soon(supervise, rt, "lease keeper", lambda: run_lease_keeper(rt))
+        tg.start_soon(_complete, rt, outcome_receive)
+        if maintenance_config is not None:
+            from ._maintenance import run_maintenance
+
+            tg.start_soon(
+                lambda: run_maintenance(
+                    rt.pool,
+                    client_id=config.consumer_id,
+                    config=maintenance_config,
+                    retry_policy=rt.policy,
+                )
+            )
+        pipeline_scope = anyio.CancelScope()
+        tg.start_soon(_pipeline, rt, pipeline_scope, outcome_send)
+        task_status.started(pipeline_scope)
+
+
+async def _listen_forever(
+    rt: Runtime, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    started = False
+
+    def ready() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            task_status.started()
+
+    # The first connection must succeed (start-up fails otherwise); later losses restart.
+    while True:
+        try:
+            await run_listener(rt, ready)
+            return
+        except TRANSIENT:
+            if not started:
+                raise
+            break
+    await supervise(rt, "listener", lambda: run_listener(rt, ready))
+
+
+async def _complete(rt: Runtime, receive: Any) -> None:
+    await run_completer(rt, receive)
+
+
+async def _pipeline(
+    rt: Runtime, scope: anyio.CancelScope, outcome_send: Any
+) -> None:
+    """The fetcher and the handler actors; returns when all handler actors have exited."""
+    config = rt.config
+    sends: dict[str, Any] = {}
+    async with outcome_send, anyio.create_task_group() as workers:
+        for task_type, handler in config.handlers.items():
+            send, receive = anyio.create_memory_object_stream[Claimed](config.limit(task_type))
+            sends[task_type] = send
+            chain = build_chain(handler.fn, config.middleware + tuple(handler.middleware))
+            async with receive:
+                for _ in range(handler.workers):
+                    workers.start_soon(
+                        run_worker, rt, handler, chain, receive.clone(), outcome_send.clone()
+                    )
+        with scope:
+            async with _closing(sends):
+                await supervise(rt, "fetcher", lambda: run_fetcher(rt, sends))
+
+
+@asynccontextmanager
+async def _closing(sends: dict[str, Any]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        for send in sends.values():
+            send.close()
+
+
+async def _shutdown(rt: Runtime, consumer: Consumer, pipeline_scope: anyio.CancelScope) -> None:
+    """The graceful shutdown sequence (see the module docstring), shielded and bounded."""
+    config = rt.config
+    grace = config.shutdown_timeout + config.flush_timeout + 5.0
+    with anyio.CancelScope(shield=True) as stop_scope:
+        consumer._stop_scope = stop_scope  # noqa: SLF001
+        stop_scope.deadline = anyio.current_time() + grace
+        rt.stopping = True
+        pipeline_scope.cancel()  # 1. stop claiming; the task channels close
+        with anyio.move_on_after(config.shutdown_timeout):
+            while _handlers_running(rt):  # 2. let in-flight handlers finish
+                await anyio.sleep(0.01)
+        rt.book.release_running()  # 3. cancel the rest; they release their tasks
+        with anyio.move_on_after(config.flush_timeout):  # 4. every outcome written
+            while rt.pending_writes or _handlers_running(rt):
+                await anyio.sleep(0.01)
+        if rt.pending_writes:
+            logger.warning(
+                "shutdown: %d outcomes could not be written in time; their leases will expire",
+                rt.pending_writes,
+            )
+
+
+def _handlers_running(rt: Runtime) -> bool:
+    return any(rt.book.busy.get(t, 0) for t in rt.config.handlers)
+
+
+async def serve_consumer(
+    pool_or_dsn: Pool | str,
+    *,
+    task_status: TaskStatus[Consumer] = anyio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Run a consumer until cancelled or until `Consumer.stop` is called.
+
+    For ``nursery.start(serve_consumer, dsn, handlers=...)``: the started value is the
+    `Consumer`, reported once LISTEN is in effect.  Takes the same options as `open_consumer`.
+
+    Cancellation: runs the graceful shutdown before returning (see `open_consumer`).
+    """
+    async with open_consumer(pool_or_dsn, **options) as consumer:
+        task_status.started(consumer)
+        await consumer.wait_stopped()

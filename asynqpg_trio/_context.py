@@ -1,0 +1,77 @@
+"""What the consumer's actors share: settings, the pool, the lease book, counters, signals."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+import psycopg
+
+from ._book import LeaseBook
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from ._config import ConsumerConfig, ErrorHandler
+    from ._pool import Pool
+    from ._retry import RetryPolicy
+
+__all__ = ["TRANSIENT", "Runtime", "supervise"]
+
+logger = logging.getLogger("asynqpg_trio.consumer")
+
+#: Database errors an actor survives by restarting (connection loss, server restart).
+TRANSIENT: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@dataclass(eq=False)
+class Runtime:
+    """Shared state of one running consumer (touched only from its event loop)."""
+
+    config: ConsumerConfig
+    pool: Pool
+    policy: RetryPolicy
+    error_handler: ErrorHandler | None
+    book: LeaseBook = field(default_factory=LeaseBook)
+    counts: Counter[str] = field(default_factory=Counter)
+    stopping: bool = False
+    backlogged: set[str] = field(default_factory=set)
+    pending_writes: int = 0
+    kick_send: MemoryObjectSendStream[None] = field(init=False)
+    kick_receive: MemoryObjectReceiveStream[None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kick_send, self.kick_receive = anyio.create_memory_object_stream[None](1)
+
+    def kick(self) -> None:
+        """Wake the fetcher (at most one wake-up is kept)."""
+        try:
+            self.kick_send.send_nowait(None)
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    def free(self, task_type: str) -> int:
+        """Free claim capacity of a type."""
+        return self.config.limit(task_type) - self.book.busy.get(task_type, 0)
+
+
+async def supervise(rt: Runtime, name: str, actor: Callable[[], Awaitable[None]]) -> None:
+    """Run ``actor``; restart it with exponential back-off after transient database errors.
+
+    Any other exception is a bug and propagates, tearing the consumer down.
+    """
+    delay = 0.05
+    while True:
+        try:
+            await actor()
+            return
+        except TRANSIENT as exc:
+            rt.counts["actor_restarts"] += 1
+            logger.warning("%s: database error, restarting in %.2f s: %s", name, delay, exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)

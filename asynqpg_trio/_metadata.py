@@ -1,0 +1,86 @@
+"""Task metadata visible to code running inside a handler, on a `contextvars.ContextVar`.
+
+The consumer sets it around each handler call; `with_task_metadata` sets it for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from datetime import datetime
+
+__all__ = [
+    "TaskMetadata",
+    "get_created_at",
+    "get_max_retry",
+    "get_retry_count",
+    "get_task_id",
+    "get_task_metadata",
+    "with_task_metadata",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMetadata:
+    """What a running handler can learn about its task without being passed it.
+
+    Attributes:
+        id: the task id.
+        retry_count: attempts made before this one.
+        max_retry: total attempts allowed (retry_count + attempts left, this one included).
+        created_at: when the task was enqueued.
+    """
+
+    id: int
+    retry_count: int
+    max_retry: int
+    created_at: datetime
+
+
+_CURRENT: contextvars.ContextVar[TaskMetadata | None] = contextvars.ContextVar(
+    "asynqpg_task_metadata", default=None
+)
+
+
+def get_task_metadata() -> TaskMetadata | None:
+    """The metadata of the task being handled, or None outside a handler."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def with_task_metadata(meta: TaskMetadata) -> Iterator[TaskMetadata]:
+    """Make ``meta`` the current task metadata inside the block (for handler tests)."""
+    token = _CURRENT.set(meta)
+    try:
+        yield meta
+    finally:
+        _CURRENT.reset(token)
+
+
+def get_task_id() -> int | None:
+    """The current task's id, or None outside a handler."""
+    meta = _CURRENT.get()
+    return None if meta is None else meta.id
+
+
+def get_retry_count() -> int | None:
+    """Attempts made before the current one, or None outside a handler."""
+    meta = _CURRENT.get()
+    return None if meta is None else meta.retry_count
+
+
+def get_max_retry() -> int | None:
+    """Total attempts allowed for the current task, or None outside a handler."""
+    meta = _CURRENT.get()
+    return None if meta is None else meta.max_retry
+
+
+def get_created_at() -> datetime | None:
+    """When the current task was enqueued, or None outside a handler."""
+    meta = _CURRENT.get()
+    return None if meta is None else meta.created_at

@@ -1,0 +1,162 @@
+"""How a handler's return or exception becomes a database outcome (pure, no I/O).
+
+Theory of operation
+-------------------
+`decide` maps what a handler did to one `Outcome` of the completion batch:
+
+* returned -> complete;
+* raised (anything in its ``__cause__`` chain, outermost first, decides):
+  `TaskSnooze` -> snooze (attempt refunded, no message);
+  `TaskSnoozeWithError` -> retry after its delay while attempts remain, else fail;
+  `SkipRetry` -> fail now;
+  anything else -> retry after the retry policy's delay while attempts remain, else fail.
+
+One order serves the database write, the metrics status and the error handler alike, so they
+never disagree (the Go library checks SkipRetry and snooze in different orders).  Stored
+messages are bounded: `format_error` keeps the exception line and the innermost frames of the
+traceback, cut to ``limit`` characters.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ._batching import Outcome, OutcomeKind
+from ._retry import RetryPolicy
+
+__all__ = [
+    "Decision",
+    "SkipRetry",
+    "TaskSnooze",
+    "TaskSnoozeWithError",
+    "decide",
+    "format_error",
+]
+
+
+def _duration(value: float | timedelta, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{what} needs a finite, non-negative duration, got {value!r}")
+    return seconds
+
+
+class SkipRetry(Exception):  # noqa: N818 - the Go library's name
+    """Raise from a handler to fail the task now, without retrying it.
+
+    For errors no retry can fix: an invalid payload, a business rule that says no.
+    """
+
+
+class TaskSnooze(Exception):  # noqa: N818
+    """Raise from a handler to put the task back for ``delay`` seconds without using an attempt.
+
+    Args:
+        delay: seconds (or a `timedelta`) before the task is ready again.
+    """
+
+    def __init__(self, delay: float | timedelta) -> None:
+        self.delay = _duration(delay, "TaskSnooze")
+        super().__init__(f"snoozed for {self.delay:g} s")
+
+
+class TaskSnoozeWithError(Exception):  # noqa: N818
+    """Raise from a handler to count a failed attempt and retry after ``delay`` seconds.
+
+    The message is stored; when no attempt is left the task fails instead.
+
+    Args:
+        delay: seconds (or a `timedelta`) before the retry.
+        message: what to record (defaults to a generic note).
+    """
+
+    def __init__(self, delay: float | timedelta, message: str = "") -> None:
+        self.delay = _duration(delay, "TaskSnoozeWithError")
+        super().__init__(message or f"snoozed with error for {self.delay:g} s")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A handler run's outcome and the status reported to metrics and logs."""
+
+    outcome: Outcome
+    #: completed, failed, retried or snoozed (the Go library's bounded metric values).
+    status: str
+    #: The exception that made the task fail for good (for the error handler), else None.
+    final_error: BaseException | None
+
+
+def _marker(exc: BaseException) -> BaseException:
+    """The first of our marker exceptions in the cause chain, else ``exc`` itself."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TaskSnooze | TaskSnoozeWithError | SkipRetry):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return exc
+
+
+def format_error(exc: BaseException, limit: int) -> str:
+    """The exception's type and message plus the innermost traceback frames, at most
+    ``limit`` characters (the head is kept: it says what happened)."""
+    head = f"{type(exc).__name__}: {exc}"
+    frames = traceback.format_tb(exc.__traceback__)[-3:]
+    text = head if not frames else head + "\n" + "".join(frames).rstrip()
+    if len(text) > limit:
+        text = text[: max(0, limit - 15)] + " ...[truncated]"
+    return text
+
+
+def decide(
+    task_id: int,
+    lease_token: int,
+    error: BaseException | None,
+    *,
+    attempts_left: int,
+    attempt: int,
+    policy: RetryPolicy,
+    message_limit: int = 2048,
+) -> Decision:
+    """Map a handler run to its outcome.
+
+    Args:
+        task_id: the task.
+        lease_token: the lease the handler ran under.
+        error: what the handler raised, or None if it returned.
+        attempts_left: attempts left after this one (the stored counter after the claim).
+        attempt: the 1-based number of this attempt (stored ``attempts_elapsed``).
+        policy: computes the back-off for ordinary errors.
+        message_limit: the longest message stored.
+    """
+    if error is None:
+        return Decision(Outcome(task_id, lease_token, OutcomeKind.COMPLETE), "completed", None)
+    marker = _marker(error)
+    if isinstance(marker, TaskSnooze):
+        return Decision(
+            Outcome(task_id, lease_token, OutcomeKind.SNOOZE, delay=marker.delay), "snoozed", None
+        )
+    message = format_error(error, message_limit)
+    if isinstance(marker, SkipRetry):
+        return Decision(
+            Outcome(task_id, lease_token, OutcomeKind.FAIL, message=message), "failed", error
+        )
+    if attempts_left < 1:
+        return Decision(
+            Outcome(task_id, lease_token, OutcomeKind.FAIL, message=message), "failed", error
+        )
+    if isinstance(marker, TaskSnoozeWithError):
+        delay = marker.delay
+        status = "snoozed"
+    else:
+        delay = max(0.0, float(policy.next_retry(attempt)))
+        status = "retried"
+    return Decision(
+        Outcome(task_id, lease_token, OutcomeKind.RETRY, delay=delay, message=message),
+        status,
+        None,
+    )
