@@ -60,7 +60,26 @@ class DuplicateTask(AsynqpgError):
 
 
 class IllegalTransition(AsynqpgError):
-    """The task state table has no rule for this event in this state (a pure-core check)."""
+    """A task state change that the state machine forbids was requested.
+
+    Raised by the pure state machine (``asynqpg_trio._state.apply``) when no rule of the
+    transition table allows ``event`` from the row's current status (for example, deleting a
+    running task or cancelling a completed one).  Fenced worker events never raise it: a stale
+    lease token is a silent no-op, as in the SQL.
+
+    Attributes:
+        event: The name of the refused event.
+        status: The row's status when the event arrived, or ``None`` if the row does not exist.
+    """
+
+    def __init__(self, event: str, status: str | None) -> None:
+        self.event = event
+        self.status = status
+        where = "a missing task" if status is None else f"a {status} task"
+        super().__init__(f"event {event!r} is not allowed on {where}")
+
+    def __reduce__(self) -> tuple[type[IllegalTransition], tuple[str, str | None]]:
+        return (type(self), (self.event, self.status))
 
 
 class TaskNotFound(AsynqpgError, LookupError):
