@@ -37,6 +37,10 @@ class Lease:
     lost: bool = False
     released: bool = False
 
+    def is_lost(self) -> bool:
+        """Whether the lease was found lost (read after an await: it may have changed)."""
+        return self.lost
+
 
 @dataclass(slots=True)
 class LeaseBook:

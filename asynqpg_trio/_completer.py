@@ -59,7 +59,7 @@ async def run_completer(rt: Runtime, receive: MemoryObjectReceiveStream[Outcome]
                 with anyio.move_on_at(math.inf if deadline is None else deadline):
                     try:
                         batch.add(await receive.receive(), anyio.current_time())
-                    except anyio.EndOfChannel:
+                    except anyio.EndOfStream:
                         open_ = False
                 # Take whatever else is already waiting, without yielding.
                 while open_ and len(batch) < rt.config.max_backlog:
@@ -67,7 +67,7 @@ async def run_completer(rt: Runtime, receive: MemoryObjectReceiveStream[Outcome]
                         batch.add(receive.receive_nowait(), anyio.current_time())
                     except anyio.WouldBlock:
                         break
-                    except anyio.EndOfChannel:
+                    except anyio.EndOfStream:
                         open_ = False
                 if open_ and not batch.should_flush(anyio.current_time()):
                     continue

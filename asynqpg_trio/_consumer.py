@@ -24,9 +24,10 @@ gracefully; `Consumer.stop_now` cuts it short (leases then simply expire).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, final
@@ -207,19 +208,21 @@ async def open_consumer(
             await check_schema(conn)
         try:
             async with anyio.create_task_group() as root:
-                pipeline_scope = await root.start(_run_tree, rt, maintenance_config)
+                pipeline_scope, tree_scope = await root.start(_run_tree, rt, maintenance_config)
                 try:
                     yield consumer
                 except BaseException as exc:  # re-raised below, outside the task group
                     body_error = exc
                 finally:
                     await _shutdown(rt, consumer, pipeline_scope)
-                    root.cancel_scope.cancel()
+                    tree_scope.cancel()
         except BaseExceptionGroup as group:
             raise ConsumerError(f"the consumer failed: {group!r}") from group
         if body_error is not None:
             raise body_error
     finally:
+        rt.kick_send.close()
+        rt.kick_receive.close()
         if owned:
             pool.close()
 
@@ -244,11 +247,42 @@ async def _run_tree(
     rt: Runtime,
     maintenance_config: Any,
     *,
-    task_status: TaskStatus[anyio.CancelScope] = anyio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[tuple[anyio.CancelScope, anyio.CancelScope]] = (
+        anyio.TASK_STATUS_IGNORED
+    ),
 ) -> None:
-    """Start every actor; report started once LISTEN is in effect."""
+    """Start every actor; report started once LISTEN is in effect.
+
+    The tree runs shielded: cancelling the host does not reach the actors, so the graceful
+    shutdown still has its completer and handlers; `open_consumer` ends the tree itself by
+    cancelling ``tree_scope`` once shutdown is over.
+    """
     config = rt.config
     outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](config.batch_size)
+    with anyio.CancelScope(shield=True) as tree_scope, _closed(outcome_send, outcome_receive):
+        await _start_actors(
+            rt, maintenance_config, outcome_send, outcome_receive, tree_scope, task_status
+        )
+
+
+@contextlib.contextmanager
+def _closed(*streams: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+async def _start_actors(
+    rt: Runtime,
+    maintenance_config: Any,
+    outcome_send: Any,
+    outcome_receive: Any,
+    tree_scope: anyio.CancelScope,
+    task_status: TaskStatus[tuple[anyio.CancelScope, anyio.CancelScope]],
+) -> None:
+    config = rt.config
     async with anyio.create_task_group() as tg:
         await tg.start(_listen_forever, rt)
         tg.start_soon(supervise, rt, "lease keeper", lambda: run_lease_keeper(rt))
@@ -266,7 +300,7 @@ async def _run_tree(
             )
         pipeline_scope = anyio.CancelScope()
         tg.start_soon(_pipeline, rt, pipeline_scope, outcome_send)
-        task_status.started(pipeline_scope)
+        task_status.started((pipeline_scope, tree_scope))
 
 
 async def _listen_forever(
@@ -296,25 +330,34 @@ async def _complete(rt: Runtime, receive: Any) -> None:
     await run_completer(rt, receive)
 
 
-async def _pipeline(
-    rt: Runtime, scope: anyio.CancelScope, outcome_send: Any
-) -> None:
+async def _pipeline(rt: Runtime, scope: anyio.CancelScope, outcome_send: Any) -> None:
     """The fetcher and the handler actors; returns when all handler actors have exited."""
     config = rt.config
+    chains = {
+        task_type: build_chain(handler.fn, config.middleware + tuple(handler.middleware))
+        for task_type, handler in config.handlers.items()
+    }
     sends: dict[str, Any] = {}
-    async with outcome_send, anyio.create_task_group() as workers:
+    async with outcome_send, _closing(sends), anyio.create_task_group() as workers:
         for task_type, handler in config.handlers.items():
             send, receive = anyio.create_memory_object_stream[Claimed](config.limit(task_type))
             sends[task_type] = send
-            chain = build_chain(handler.fn, config.middleware + tuple(handler.middleware))
             async with receive:
                 for _ in range(handler.workers):
                     workers.start_soon(
-                        run_worker, rt, handler, chain, receive.clone(), outcome_send.clone()
+                        run_worker,
+                        rt,
+                        handler,
+                        chains[task_type],
+                        receive.clone(),
+                        outcome_send.clone(),
                     )
         with scope:
-            async with _closing(sends):
+            try:
                 await supervise(rt, "fetcher", lambda: run_fetcher(rt, sends))
+            finally:
+                for send in sends.values():
+                    send.close()
 
 
 @asynccontextmanager
@@ -331,7 +374,7 @@ async def _shutdown(rt: Runtime, consumer: Consumer, pipeline_scope: anyio.Cance
     config = rt.config
     grace = config.shutdown_timeout + config.flush_timeout + 5.0
     with anyio.CancelScope(shield=True) as stop_scope:
-        consumer._stop_scope = stop_scope  # noqa: SLF001
+        consumer._stop_scope = stop_scope
         stop_scope.deadline = anyio.current_time() + grace
         rt.stopping = True
         pipeline_scope.cancel()  # 1. stop claiming; the task channels close

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,10 +51,10 @@ class Runtime:
 
     def kick(self) -> None:
         """Wake the fetcher (at most one wake-up is kept)."""
-        try:
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+        ):
             self.kick_send.send_nowait(None)
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
 
     def free(self, task_type: str) -> int:
         """Free claim capacity of a type."""

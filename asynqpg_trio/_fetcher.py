@@ -61,7 +61,9 @@ class Claimed:
     trace_context: Any
 
 
-def plan_claim(free: dict[str, int], busy: dict[str, int], limits: dict[str, int]) -> dict[str, int]:
+def plan_claim(
+    free: dict[str, int], busy: dict[str, int], limits: dict[str, int]
+) -> dict[str, int]:
     """How many tasks of each type to ask for (pure): free capacity, in batches."""
     wanted: dict[str, int] = {}
     for task_type, n in free.items():

@@ -114,7 +114,7 @@ async def _run_one(
             error = exc
         finally:
             lease.scope = None
-    if lease.lost:
+    if lease.is_lost():
         # Cancelled by a client or taken over: the row already says so; write nothing.
         rt.counts["cancelled"] += 1
         rt.book.forget(claimed.id, claimed.lease_token)

@@ -44,14 +44,14 @@ def _duration(value: float | timedelta, what: str) -> float:
     return seconds
 
 
-class SkipRetry(Exception):  # noqa: N818 - the Go library's name
+class SkipRetry(Exception):
     """Raise from a handler to fail the task now, without retrying it.
 
     For errors no retry can fix: an invalid payload, a business rule that says no.
     """
 
 
-class TaskSnooze(Exception):  # noqa: N818
+class TaskSnooze(Exception):
     """Raise from a handler to put the task back for ``delay`` seconds without using an attempt.
 
     Args:
@@ -63,7 +63,7 @@ class TaskSnooze(Exception):  # noqa: N818
         super().__init__(f"snoozed for {self.delay:g} s")
 
 
-class TaskSnoozeWithError(Exception):  # noqa: N818
+class TaskSnoozeWithError(Exception):
     """Raise from a handler to count a failed attempt and retry after ``delay`` seconds.
 
     The message is stored; when no attempt is left the task fails instead.

@@ -97,6 +97,7 @@ async def write_outcomes(conn: psycopg.AsyncConnection[Any], plan: FlushPlan) ->
     async with conn.transaction():
         for batch in plan.batches:
             ids, tokens = list(batch.ids), list(batch.tokens)
+            params: dict[str, list[Any]]
             if batch.kind is OutcomeKind.COMPLETE:
                 query, params = QUERIES.complete_many, {"ids": ids, "tokens": tokens}
             elif batch.kind is OutcomeKind.FAIL:
@@ -122,9 +123,7 @@ async def extend_leases(
     conn: psycopg.AsyncConnection[Any], ids: list[int], tokens: list[int], lease: float
 ) -> set[int]:
     """Push the leases forward; return the ids still held."""
-    cur = await conn.execute(
-        QUERIES.extend_leases, {"ids": ids, "tokens": tokens, "lease": lease}
-    )
+    cur = await conn.execute(QUERIES.extend_leases, {"ids": ids, "tokens": tokens, "lease": lease})
     return {int(r[0]) for r in await cur.fetchall()}
 
 

@@ -30,15 +30,16 @@ CREATE SEQUENCE IF NOT EXISTS asynqpg_lease_token_seq AS bigint CACHE 1000;
 
 CREATE UNIQUE INDEX IF NOT EXISTS asynqpg_tasks_idempotency_idx
     ON asynqpg_tasks (type, idempotency_token) WHERE idempotency_token IS NOT NULL;
+-- The Go library's ready index, with id added: the claim orders by (blocked_till, id), and
+-- without id a batch of tasks sharing one blocked_till would be sorted in full at every claim.
 CREATE INDEX IF NOT EXISTS asynqpg_tasks_ready_idx
-    ON asynqpg_tasks (type, blocked_till) WHERE status IN ('pending', 'running');
+    ON asynqpg_tasks (type, blocked_till, id) WHERE status IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS asynqpg_tasks_failed_idx
     ON asynqpg_tasks (type) WHERE status = 'failed';
 CREATE INDEX IF NOT EXISTS asynqpg_tasks_finalized_idx
     ON asynqpg_tasks (status, finalized_at) WHERE status IN ('completed', 'failed', 'cancelled');
-CREATE INDEX IF NOT EXISTS asynqpg_tasks_stuck_idx
-    ON asynqpg_tasks (attempted_at, id) WHERE status = 'running';
--- Ours: the janitor's scan for expired leases.
+-- The Go library's asynqpg_tasks_stuck_idx (attempted_at, id) serves only its rescuer; ours
+-- looks for expired leases instead:
 CREATE INDEX IF NOT EXISTS asynqpg_tasks_lease_idx
     ON asynqpg_tasks (blocked_till) WHERE status = 'running';
 
