@@ -13,6 +13,7 @@ __all__ = [
     "ConsumerError",
     "DuplicateTask",
     "IllegalTransition",
+    "InvalidQuery",
     "InvalidTask",
     "SchemaError",
     "SchemaMissing",
@@ -43,6 +44,16 @@ class InvalidTask(AsynqpgError, ValueError):
         self.index = index
 
 
+class InvalidQuery(AsynqpgError, ValueError):
+    """A `Client` method was given an argument it cannot use; nothing was run.
+
+    Raised before any database work for an unknown status or order field, a naive
+    datetime, a negative offset, a task id that is not an int, or a malformed or
+    mismatched page cursor.  Differs from `InvalidTask` (the producer's input) and from
+    `TaskNotFound` (a well-formed id that names no task).
+    """
+
+
 class DuplicateTask(AsynqpgError):
     """`Producer.enqueue` found a task of the same type and idempotency token.
 
@@ -59,7 +70,7 @@ class DuplicateTask(AsynqpgError):
         self.existing_id = existing_id
 
 
-class IllegalTransition(AsynqpgError):  # noqa: N818 (names the refusal, like h11)
+class IllegalTransition(AsynqpgError):
     """A task state change that the state machine forbids was requested.
 
     Raised by the pure state machine (``asynqpg_trio._state.apply``) when no rule of the
