@@ -5,6 +5,7 @@ The public API lives here; every other module is private.
 
 from __future__ import annotations
 
+from ._client import Client as Client
 from ._config import ConsumerStatistics as ConsumerStatistics
 from ._config import Handler as Handler
 from ._conn import Connection as Connection
@@ -17,6 +18,7 @@ from ._errors import ConfigurationError as ConfigurationError
 from ._errors import ConsumerError as ConsumerError
 from ._errors import DuplicateTask as DuplicateTask
 from ._errors import IllegalTransition as IllegalTransition
+from ._errors import InvalidQuery as InvalidQuery
 from ._errors import InvalidTask as InvalidTask
 from ._errors import SchemaError as SchemaError
 from ._errors import SchemaMissing as SchemaMissing
@@ -43,6 +45,10 @@ from ._pool import Pool as Pool
 from ._pool import PoolStatistics as PoolStatistics
 from ._pool import open_pool as open_pool
 from ._producer import Producer as Producer
+from ._records import QueueStats as QueueStats
+from ._records import TaskPage as TaskPage
+from ._records import TaskRecord as TaskRecord
+from ._records import TypeStats as TypeStats
 from ._retry import RetryPolicy as RetryPolicy
 from ._row import TaskStatus as TaskStatus
 from ._task import Task as Task
@@ -52,6 +58,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "AsynqpgError",
+    "Client",
     "ConfigurationError",
     "Connection",
     "ConstantRetryPolicy",
@@ -62,11 +69,13 @@ __all__ = (
     "DuplicateTask",
     "Handler",
     "IllegalTransition",
+    "InvalidQuery",
     "InvalidTask",
     "LATEST_VERSION",
     "Pool",
     "PoolStatistics",
     "Producer",
+    "QueueStats",
     "RetryPolicy",
     "SchemaError",
     "SchemaMissing",
@@ -78,10 +87,13 @@ __all__ = (
     "TaskInfo",
     "TaskMetadata",
     "TaskNotFound",
+    "TaskPage",
+    "TaskRecord",
     "TaskRunning",
     "TaskSnooze",
     "TaskSnoozeWithError",
     "TaskStatus",
+    "TypeStats",
     "connect",
     "get_created_at",
     "get_max_retry",

@@ -13,6 +13,7 @@ __all__ = [
     "ConsumerError",
     "DuplicateTask",
     "IllegalTransition",
+    "InvalidQuery",
     "InvalidTask",
     "SchemaError",
     "SchemaMissing",
@@ -41,6 +42,16 @@ class InvalidTask(AsynqpgError, ValueError):
     def __init__(self, message: str, *, index: int | None = None) -> None:
         super().__init__(message if index is None else f"task at index {index}: {message}")
         self.index = index
+
+
+class InvalidQuery(AsynqpgError, ValueError):
+    """A `Client` method was given an argument it cannot use; nothing was run.
+
+    Raised before any database work for an unknown status or order field, a naive
+    datetime, a negative offset, a task id that is not an int, or a malformed or
+    mismatched page cursor.  Differs from `InvalidTask` (the producer's input) and from
+    `TaskNotFound` (a well-formed id that names no task).
+    """
 
 
 class DuplicateTask(AsynqpgError):

@@ -1,0 +1,232 @@
+"""The command line as a subprocess against real PostgreSQL: output, JSON and exit codes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+SyncConn = psycopg.Connection[Any]
+DEAD_DSN = "host=127.0.0.1 port=1 user=postgres"
+
+
+def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ASYNQPG_DSN"} | {"COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "asynqpg_trio._cli", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+
+
+def ok_json(*args: str) -> Any:
+    done = cli(*args, "--json")
+    assert (done.returncode, done.stderr) == (0, ""), done
+    return json.loads(done.stdout)
+
+
+def fails(code: int, *args: str, match: str) -> None:
+    done = cli(*args)
+    assert done.returncode == code, done
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback
+    assert match in done.stderr, done.stderr
+
+
+def make(sync_conn: SyncConn, status: str, task_type: str = "t", created: str = "now()") -> int:
+    running, final = status == "running", status in ("completed", "failed", "cancelled")
+    row = sync_conn.execute(
+        f"""INSERT INTO asynqpg_tasks (type, payload, status, blocked_till, attempts_left,
+               created_at, finalized_at, lease_token, lease_owner)
+           VALUES (%s, 'p', %s, now(), 1, {created}, CASE WHEN %s THEN now() END,
+               CASE WHEN %s THEN 7 END, CASE WHEN %s THEN 'w1' END)
+           RETURNING id""",
+        (task_type, status, final, running, running),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_migrate_enqueue_show(empty_dsn: str) -> None:
+    fails(1, "tasks", "list", "--dsn", empty_dsn, match="asynqpg-trio migrate")
+    assert ok_json("--dsn", empty_dsn, "migrate") == {"applied": [1], "version": 1}
+    done = cli("migrate", "--dsn", empty_dsn)
+    assert (done.returncode, done.stdout) == (0, "schema is up to date (version 1)\n")
+
+    first = ok_json("enqueue", "--dsn", empty_dsn, "email", '{"to": "a"}', "--token", "k")["id"]
+    fails(1, "enqueue", "--dsn", empty_dsn, "email", "x", "--token", "k", match=f"(id {first})")
+    fails(2, "enqueue", "--dsn", empty_dsn, "x" * 300, "p", match="most is 255")
+    raw = b"\x00\xff binary"
+    done = cli("--dsn", empty_dsn, "--json", "enqueue", "blob", "-", "--delay", "60", stdin=raw)
+    second = json.loads(done.stdout)["id"]
+    shown = ok_json("tasks", "show", str(second), "--dsn", empty_dsn)
+    assert base64.b64decode(shown["payload_base64"]) == raw
+    assert (shown["payload"], shown["payload_size"]) == (None, len(raw))  # not UTF-8
+    blocked = datetime.fromisoformat(shown["blocked_till"])
+    assert blocked - datetime.fromisoformat(shown["created_at"]) == timedelta(seconds=60)
+    task = ok_json("tasks", "show", str(first), "--dsn", empty_dsn)
+    assert (task["type"], task["payload"], task["status"], task["attempts_left"]) == (
+        "email",
+        '{"to": "a"}',
+        "pending",
+        3,
+    )
+    human = cli("tasks", "show", str(first), "--dsn", empty_dsn).stdout
+    assert "email" in human
+    assert "idempotency token" in human
+
+
+def test_list_filters_and_pages(dsn: str, sync_conn: SyncConn) -> None:
+    ids = [
+        make(sync_conn, "failed", "a", "'2024-05-01T10:00Z'"),
+        make(sync_conn, "failed", "b", "'2024-05-01T11:00Z'"),
+        make(sync_conn, "pending", "a", "'2024-05-01T12:00Z'"),
+        make(sync_conn, "completed", "c", "'2024-05-01T13:00Z'"),
+    ]
+
+    def listed(*args: str) -> list[int]:
+        return [t["id"] for t in ok_json("tasks", "list", "--dsn", dsn, *args)["tasks"]]
+
+    assert listed() == ids
+    assert listed("--status", "failed", "--type", "a") == [ids[0]]
+    assert listed("--status", "failed,completed", "--status", "pending") == ids
+    assert listed("--type", "b,c") == ids[1::2]
+    assert listed("--id", f"{ids[3]},{ids[0]}") == [ids[0], ids[3]]
+    window = ["--created-after", "2024-05-01T11:00:00Z", "--created-before", "2024-05-01T14:00+02"]
+    assert listed(*window) == ids[1:3]
+    assert listed("--order-by", "created_at", "--desc") == ids[::-1]
+
+    page = ok_json("tasks", "list", "--dsn", dsn, "--limit", "3")
+    assert (len(page["tasks"]), page["total"]) == (3, 4)
+    rest = ok_json("tasks", "list", "--dsn", dsn, "--after", page["next_cursor"])
+    assert ([t["id"] for t in rest["tasks"]], rest["next_cursor"]) == ([ids[3]], None)
+    assert listed("--offset", "3") == [ids[3]]
+    fails(2, "tasks", "list", "--dsn", dsn, "--after", "garbage", match="malformed page cursor")
+
+    human = cli("tasks", "list", "--dsn", dsn, "--limit", "2").stdout
+    assert "failed" in human
+    assert "2 tasks shown (1-2 of 4 matching); next page: --after " in human
+
+
+def test_single_task_actions_and_state_errors(dsn: str, sync_conn: SyncConn) -> None:
+    running, done, pending = (make(sync_conn, s) for s in ("running", "completed", "pending"))
+    fails(1, "tasks", "retry", str(pending), "--dsn", dsn, match="already pending")
+    fails(1, "tasks", "delete", str(running), "--dsn", dsn, match="is running")
+    fails(1, "tasks", "cancel", str(done), "--dsn", dsn, match="already completed")
+    for action in ("show", "cancel", "retry", "delete"):
+        fails(1, "tasks", action, "424242", "--dsn", dsn, match="task 424242 not found")
+
+    cancelled = ok_json("tasks", "cancel", str(running), "--dsn", dsn)
+    assert (cancelled["status"], cancelled["lease_token"]) == ("cancelled", None)
+    retried = cli("tasks", "retry", str(running), "--dsn", dsn)
+    assert retried.stdout == f"re-queued task {running} (t); status now pending\n"
+    gone = ok_json("tasks", "delete", str(done), "--dsn", dsn)
+    assert (gone["id"], gone["status"]) == (done, "completed")
+    fails(1, "tasks", "show", str(done), "--dsn", dsn, match="not found")
+
+
+def test_bulk_retry_and_delete_failed(dsn: str, sync_conn: SyncConn) -> None:
+    for task_type in ("a", "a", "b"):
+        make(sync_conn, "failed", task_type)
+    assert ok_json("tasks", "retry-failed", "--type", "a", "--dsn", dsn) == {"affected": 2}
+    assert ok_json("tasks", "delete-failed", "--dsn", dsn) == {"affected": 1}
+    done = cli("tasks", "delete-failed", "--dsn", dsn)
+    assert (done.returncode, done.stdout) == (0, "deleted 0 failed tasks\n")
+
+
+def test_stats(dsn: str, sync_conn: SyncConn) -> None:
+    make(sync_conn, "pending", "b")
+    make(sync_conn, "failed", "a")
+    stats = ok_json("stats", "--dsn", dsn)
+    assert stats["total"] == 2
+    assert stats["by_status"] == {
+        "pending": 1,
+        "running": 0,
+        "completed": 0,
+        "failed": 1,
+        "cancelled": 0,
+    }
+    assert [t["type"] for t in stats["by_type"]] == ["a", "b"]
+    assert stats["by_type"][0]["oldest_pending_age"] is None
+    assert stats["by_type"][1]["oldest_pending_age"] >= 0
+    human = cli("stats", "--dsn", dsn).stdout
+    assert "cancelled" in human
+    assert "lag" in human
+
+
+def test_stats_watch_until_ctrl_c(dsn: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ASYNQPG_DSN"} | {"ASYNQPG_DSN": dsn}
+    with subprocess.Popen(
+        [sys.executable, "-m", "asynqpg_trio._cli", "stats", "--watch", "0.1", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as proc:
+        assert proc.stdout is not None
+        lines = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    assert all(line["total"] == 0 for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["tasks", "show", "abc"], "invalid task id 'abc'"),
+        (["tasks", "cancel", "0"], "invalid task id '0'"),
+        (["tasks", "delete", "-3"], "invalid task id '-3'"),
+        (["tasks", "list", "--status", "done"], "valid statuses are pending, running"),
+        (["tasks", "list", "--id", "1,x"], "invalid task id 'x'"),
+        (["tasks", "list", "--created-after", "yesterday"], "invalid timestamp 'yesterday'"),
+        (["tasks", "list", "--created-before", "2024-05-01"], "has no UTC offset"),
+        (["tasks", "list", "--order-by", "payload"], "invalid choice: 'payload'"),
+        (["tasks", "list", "--offset", "-1"], "non-negative integer"),
+        (["stats", "--watch", "0"], "positive number of seconds"),
+        (["tasks"], "required: ACTION"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_usage_errors_exit_2_before_connecting(args: list[str], match: str) -> None:
+    # The DSN points nowhere: exiting 2 (not 1) proves nothing tried to connect.
+    fails(2, "--dsn", DEAD_DSN, *args, match=match)
+
+
+def test_no_dsn_is_a_usage_error() -> None:
+    fails(2, "stats", match="no database given: pass --dsn or set ASYNQPG_DSN")
+    fails(2, "stats", "--dsn", "host='unterminated", match="invalid DSN")
+
+
+def test_unreachable_database_is_one_line_exit_1() -> None:
+    fails(1, "stats", "--dsn", DEAD_DSN, match="cannot connect to the database")
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        fails(
+            1,
+            "tasks",
+            "list",
+            "--dsn",
+            f"host=127.0.0.1 port={port} user=postgres",
+            "--connect-timeout",
+            "2",
+            match="cannot connect to the database",
+        )
+        assert time.monotonic() - started < 15
