@@ -16,14 +16,32 @@ The book is plain data touched only from the consumer's event loop thread.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     import anyio
 
-__all__ = ["Lease", "LeaseBook"]
+__all__ = ["Claimed", "Lease", "LeaseBook"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claimed task on its way to a handler actor (stored counters, after the claim)."""
+
+    id: int
+    type: str
+    payload: bytes
+    idempotency_token: str | None
+    attempts_left: int
+    attempts_elapsed: int
+    created_at: datetime
+    attempted_at: datetime | None
+    messages: tuple[str, ...]
+    lease_token: int
+    trace_context: Any
 
 
 @dataclass(slots=True, eq=False)

@@ -36,6 +36,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ._batching import Outcome
+from ._book import Claimed
 from ._completer import run_completer
 from ._config import (
     ConsumerStatistics,
@@ -47,7 +48,7 @@ from ._config import (
 )
 from ._context import TRANSIENT, Runtime, supervise
 from ._errors import ConsumerError
-from ._fetcher import Claimed, run_fetcher
+from ._fetcher import run_fetcher
 from ._handlers import build_chain, run_worker
 from ._leases import run_lease_keeper
 from ._listener import run_listener
@@ -135,7 +136,7 @@ async def open_consumer(
     batch_interval: float | timedelta = 0.02,
     max_backlog: int = 20_000,
     message_limit: int = 2048,
-    maintenance: Any = True,
+    maintenance: Any = False,
 ) -> AsyncIterator[Consumer]:
     """Process tasks while the block runs; shut down gracefully when it ends.
 

@@ -22,43 +22,24 @@ Closing its send channels on exit tells the handler actors no more work comes.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from . import _repository as repo
-from ._book import Lease
+from ._book import Claimed, Lease
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
     from ._context import Runtime
 
-__all__ = ["Claimed", "plan_claim", "run_fetcher"]
+__all__ = ["plan_claim", "run_fetcher"]
 
 logger = logging.getLogger("asynqpg_trio.fetcher")
 
 TAKEOVER_MESSAGE = "lease expired: the consumer running this attempt stopped renewing its lease"
 EXHAUSTED_MESSAGE = TAKEOVER_MESSAGE + "; no attempt left"
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A claimed task on its way to a handler actor (stored counters, after the claim)."""
-
-    id: int
-    type: str
-    payload: bytes
-    idempotency_token: str | None
-    attempts_left: int
-    attempts_elapsed: int
-    created_at: datetime
-    attempted_at: datetime | None
-    messages: tuple[str, ...]
-    lease_token: int
-    trace_context: Any
 
 
 def plan_claim(

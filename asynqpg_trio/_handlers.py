@@ -33,9 +33,9 @@ from ._task import TaskInfo
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from ._book import Claimed
     from ._config import Handler, HandlerFn, Middleware
     from ._context import Runtime
-    from ._fetcher import Claimed
 
 __all__ = ["build_chain", "run_worker"]
 

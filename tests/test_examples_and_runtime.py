@@ -1,0 +1,80 @@
+"""The examples, the ``worker`` command and the ``demo`` command, run as users run them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, **kw
+    )
+
+
+def test_trio_example(dsn: str) -> None:
+    proc = _run([sys.executable, "examples/trio_consumer.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("sent email") == 5
+    assert "done: 5 emails" in proc.stdout
+
+
+def test_anyio_example(dsn: str) -> None:
+    proc = _run([sys.executable, "examples/anyio_consumer.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("resized image") == 3
+
+
+def test_demo_command(dsn: str) -> None:
+    proc = _run([sys.executable, "-m", "asynqpg_trio._cli", "demo", "--tasks", "300", "--dsn", dsn])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "every task ended as intended" in proc.stdout
+    with psycopg.connect(dsn) as conn:
+        counts = dict(
+            conn.execute("SELECT status, count(*) FROM asynqpg_tasks GROUP BY 1").fetchall()
+        )
+    assert set(counts) <= {"completed", "failed"}
+    assert sum(counts.values()) == 300
+
+
+def test_worker_command_graceful_sigterm(dsn: str, sync_conn: Any) -> None:
+    from asynqpg_trio import Task, sync
+
+    sync.enqueue_many(sync_conn, [Task("greet", b"world")])
+    env = {**os.environ, "ASYNQPG_DSN": dsn}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asynqpg_trio._cli", "worker", "examples.worker_app:handlers"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = sync_conn.execute("SELECT status FROM asynqpg_tasks").fetchone()
+        if row == ("completed",):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "hello, world!" in out
+    assert "worker stopped: completed 1" in err
+
+
+def test_worker_command_bad_target(dsn: str) -> None:
+    proc = _run(
+        [sys.executable, "-m", "asynqpg_trio._cli", "worker", "nope:handlers", "--dsn", dsn]
+    )
+    assert proc.returncode == 2
+    assert "cannot import 'nope'" in proc.stderr
