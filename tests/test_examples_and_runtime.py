@@ -39,9 +39,8 @@ def test_demo_command(dsn: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "every task ended as intended" in proc.stdout
     with psycopg.connect(dsn) as conn:
-        counts = dict(
-            conn.execute("SELECT status, count(*) FROM asynqpg_tasks GROUP BY 1").fetchall()
-        )
+        rows = conn.execute("SELECT status, count(*) FROM asynqpg_tasks GROUP BY 1").fetchall()
+    counts: dict[str, int] = {str(k): int(v) for k, v in rows}
     assert set(counts) <= {"completed", "failed"}
     assert sum(counts.values()) == 300
 
