@@ -27,6 +27,7 @@ from ._errors import TaskAlreadyAvailable as TaskAlreadyAvailable
 from ._errors import TaskAlreadyFinalized as TaskAlreadyFinalized
 from ._errors import TaskNotFound as TaskNotFound
 from ._errors import TaskRunning as TaskRunning
+from ._maintenance import MaintenanceConfig as MaintenanceConfig
 from ._metadata import TaskMetadata as TaskMetadata
 from ._metadata import get_created_at as get_created_at
 from ._metadata import get_max_retry as get_max_retry
@@ -72,6 +73,7 @@ __all__ = (
     "InvalidQuery",
     "InvalidTask",
     "LATEST_VERSION",
+    "MaintenanceConfig",
     "Pool",
     "PoolStatistics",
     "Producer",

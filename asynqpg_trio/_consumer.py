@@ -136,7 +136,7 @@ async def open_consumer(
     batch_interval: float | timedelta = 0.02,
     max_backlog: int = 20_000,
     message_limit: int = 2048,
-    maintenance: Any = False,
+    maintenance: Any = True,
 ) -> AsyncIterator[Consumer]:
     """Process tasks while the block runs; shut down gracefully when it ends.
 
