@@ -28,3 +28,20 @@ def test_no_private_module_leaks() -> None:
         obj = getattr(asynqpg_trio, name)
         module = getattr(obj, "__module__", "asynqpg_trio")
         assert module.startswith("asynqpg_trio") or module == "builtins" or name.isupper()
+
+
+def test_readme_state_diagram_is_current() -> None:
+    """The README's diagram is generated from the state table; regenerate it when stale."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "scripts/gen_state_diagram.py", "--check", "README.md"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
