@@ -33,14 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._maintenance_sql import SQL
+from ._maintenance_sql import QUERIES
 from ._rescue import ExpiredLease, plan_rescue
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ._pool import Pool
-    from ._rescue import RetryPolicy
+    from ._retry import RetryPolicy
 
 __all__ = ["FINAL_STATUSES", "RescueResult", "clean_finalized", "rescue_expired"]
 
@@ -83,13 +83,13 @@ async def rescue_expired(
     for _ in range(max_batches):
         async with pool.connection() as conn, conn.transaction():
             fence = {"group": group, "me": me}
-            cur = await conn.execute(SQL.select_expired, {**fence, "batch": batch_size})
+            cur = await conn.execute(QUERIES.select_expired, {**fence, "batch": batch_size})
             rows = [ExpiredLease(*row) for row in await cur.fetchall()]
             if not rows:
                 break
             plan = plan_rescue(rows, janitor=me, policy=policy)
             cur = await conn.execute(
-                SQL.update_rescued,
+                QUERIES.update_rescued,
                 {
                     **fence,
                     "ids": list(plan.ids),
@@ -148,7 +148,7 @@ async def clean_finalized(
         }
         for _ in range(max_batches):
             async with pool.connection() as conn:
-                cur = await conn.execute(SQL.clean, params)
+                cur = await conn.execute(QUERIES.clean, params)
                 deleted = cur.rowcount
             total += deleted
             if deleted < batch_size:

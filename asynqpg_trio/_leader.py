@@ -43,7 +43,7 @@ import anyio
 import psycopg
 
 from ._errors import ConfigurationError
-from ._maintenance_sql import SQL
+from ._maintenance_sql import QUERIES
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -177,7 +177,7 @@ class Elector:
         async with self._pool.connection() as conn:
             sent = anyio.current_time()
             cur = await conn.execute(
-                SQL.elect, {"group": self._group, "me": self._me, "ttl": self._ttl}
+                QUERIES.elect, {"group": self._group, "me": self._me, "ttl": self._ttl}
             )
             row = await cur.fetchone()
         self._held = row is not None
@@ -191,7 +191,7 @@ class Elector:
         Cancellation: a checkpoint; if cancelled the lease may or may not be released.
         """
         async with self._pool.connection() as conn:
-            cur = await conn.execute(SQL.resign, {"group": self._group, "me": self._me})
+            cur = await conn.execute(QUERIES.resign, {"group": self._group, "me": self._me})
             resigned = await cur.fetchone() is not None
         self._held = False
         return resigned
@@ -301,7 +301,7 @@ class Elector:
                     conn: Connection[Any] = await self._pool.connect()
                     try:
                         await conn.set_autocommit(True)
-                        await conn.execute(SQL.listen)
+                        await conn.execute(QUERIES.listen)
                         if failures:
                             _nudge(wake)  # a resignation may have gone unheard meanwhile
                         failures = 0

@@ -33,7 +33,7 @@ import psycopg
 from ._errors import ConfigurationError
 from ._janitor import clean_finalized, rescue_expired
 from ._leader import Elector, validate_client_id
-from ._rescue import FallbackRetryPolicy, RetryPolicy
+from ._policies import DefaultRetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from ._pool import Pool
+    from ._retry import RetryPolicy
 
 __all__ = ["MaintenanceConfig", "MaintenanceStats", "run_maintenance"]
 
@@ -204,8 +205,8 @@ async def run_maintenance(
         client_id: this instance's id, unique in the group (non-empty, < 128 characters);
             also the name the janitor signs rescue messages with.
         config: the election and maintenance settings.
-        retry_policy: gives the back-off of rescued tasks (``next_retry(attempt)``); default
-            ``attempt ** 4`` seconds capped at one day.
+        retry_policy: gives the back-off of rescued tasks (``next_retry(attempt)``); pass the
+            consumer's; default `DefaultRetryPolicy`.
         stats: counters to update; pass one to observe this instance.
         task_status: for `TaskGroup.start`.
 
@@ -218,7 +219,7 @@ async def run_maintenance(
     case its lease expires within ``config.ttl`` seconds.
     """
     me = validate_client_id(client_id)
-    policy: RetryPolicy = retry_policy if retry_policy is not None else FallbackRetryPolicy()
+    policy: RetryPolicy = retry_policy if retry_policy is not None else DefaultRetryPolicy()
     counters = stats if stats is not None else MaintenanceStats()
     retentions = {
         "completed": config.completed_retention,

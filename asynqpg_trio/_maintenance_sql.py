@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ._queries import load
 
-__all__ = ["SQL", "MaintenanceQueries"]
+__all__ = ["QUERIES", "MaintenanceQueries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,4 +27,4 @@ class MaintenanceQueries:
 
 
 #: The loaded statements.
-SQL: MaintenanceQueries = load(MaintenanceQueries, "maintenance.sql")
+QUERIES: MaintenanceQueries = load(MaintenanceQueries, "maintenance.sql")

@@ -13,39 +13,17 @@ the rows, calls it, and writes the plan under SQL fences.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = [
-    "MAX_RESCUE_DELAY",
-    "ExpiredLease",
-    "FallbackRetryPolicy",
-    "RescuePlan",
-    "RetryPolicy",
-    "plan_rescue",
-]
+    from ._retry import RetryPolicy
+
+__all__ = ["MAX_RESCUE_DELAY", "ExpiredLease", "RescuePlan", "plan_rescue"]
 
 #: The longest back-off a rescue applies, whatever the policy says (one year).
 MAX_RESCUE_DELAY = 366 * 86400.0
-
-
-class RetryPolicy(Protocol):
-    """Anything with ``next_retry``; the consumer's retry policy fits."""
-
-    def next_retry(self, attempt: int) -> float:
-        """Return the delay in seconds after attempt number ``attempt`` (1-based) failed."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class FallbackRetryPolicy:
-    """``attempt ** 4`` seconds, capped at one day: used when no policy is given."""
-
-    def next_retry(self, attempt: int) -> float:
-        """Return ``min(attempt ** 4, 86400)`` seconds (attempt 1 waits one second)."""
-        return float(min(max(attempt, 1) ** 4, 86400))
 
 
 @dataclass(frozen=True, slots=True)

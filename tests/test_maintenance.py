@@ -29,8 +29,8 @@ from asynqpg_trio import ConfigurationError, connect, open_pool
 from asynqpg_trio._janitor import clean_finalized, rescue_expired
 from asynqpg_trio._leader import validate_client_id
 from asynqpg_trio._maintenance import MaintenanceConfig, MaintenanceStats, run_maintenance
-from asynqpg_trio._maintenance_sql import SQL
-from asynqpg_trio._rescue import ExpiredLease, FallbackRetryPolicy, plan_rescue
+from asynqpg_trio._maintenance_sql import QUERIES
+from asynqpg_trio._rescue import ExpiredLease, plan_rescue
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -268,11 +268,6 @@ def test_plan_rescue_is_pure_and_uses_the_failed_attempt_number() -> None:
         assert plan.delays == (expected,)
 
 
-def test_fallback_policy() -> None:
-    policy = FallbackRetryPolicy()
-    assert [policy.next_retry(n) for n in (0, 1, 2, 3, 100)] == [1.0, 1.0, 16.0, 81.0, 86400.0]
-
-
 async def test_janitor_rescues_expired_leases_only(pool: Pool, sync_conn: SyncConn) -> None:
     make_leader(sync_conn, "jan")
     retry = insert_task(
@@ -333,7 +328,7 @@ async def test_rescue_update_is_fenced_by_token_and_plan(pool: Pool, sync_conn: 
     b = insert_task(sync_conn, lease_token=6, attempts_left=0)
     async with pool.connection() as conn:
         cur = await conn.execute(
-            SQL.update_rescued,
+            QUERIES.update_rescued,
             {
                 "group": "default",
                 "me": "jan",
