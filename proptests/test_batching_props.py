@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -53,6 +53,7 @@ class BatchMachine(RuleBasedStateMachine):
         self.added: list[Outcome] = []
         self.in_flight: list[FlushPlan] = []
         self.written: list[Outcome] = []
+        self.taken_keys: set[tuple[int, int]] = set()
 
     @initialize(
         max_size=st.integers(1, 5),
@@ -71,6 +72,9 @@ class BatchMachine(RuleBasedStateMachine):
     def add(
         self, task_id: int, token: int, kind: OutcomeKind, delay: float, message: str | None
     ) -> None:
+        # The consumer reports a lease's outcome once: after an outcome has been taken for
+        # writing, its (task, token) pair never comes back (a new run has a new token).
+        assume((task_id, token) not in self.taken_keys)
         outcome = Outcome(task_id, token, kind, delay, message)
         self.batch.add(outcome, self.now)
         self.added.append(outcome)
@@ -97,6 +101,7 @@ class BatchMachine(RuleBasedStateMachine):
         check_plan_shape(plan, self.batch.max_size)
         assert len(plan) == expected_size
         for outcome, added_at in zip(plan.outcomes, plan.added_at, strict=True):
+            self.taken_keys.add((outcome.task_id, outcome.lease_token))
             modelled, modelled_at = self.model.pop(outcome.task_id)
             assert modelled is outcome
             assert modelled_at == added_at
