@@ -7,18 +7,18 @@
 # when a batch is due; it does no I/O and reads no clock (``now`` is an argument and
 # must not decrease between calls).
 # Invariants:
-#   * At most one outcome per task id is pending. A second outcome for the same id
-#     replaces the first (keeping its place in the queue and its age), unless it
-#     carries an older lease token: a report from a lease that was since taken over
-#     never displaces the new lease holder's report. Equal tokens: the last one wins.
-#   * Nothing is dropped: every pending outcome leaves through exactly one take(), and
-#     requeue() puts a plan back (oldest first, ahead of newer outcomes) after a failed
-#     write, without displacing a newer outcome for the same id.
+#   * At most one outcome per task id is pending. Of two outcomes for one task, the
+#     newer wins: the one with the higher lease token (a report from a lease that was
+#     since taken over never displaces the new lease holder's), then the later arrival.
+#     The winner keeps the task's place in the queue and its age.
+#   * Nothing is dropped: every outcome leaves through exactly one take() unless a newer
+#     one for its task supersedes it. After a failed write, requeue() puts a plan back
+#     under the same rule; its outcomes keep their age, so they go ahead of newer ones.
 #   * take() returns at most max_size outcomes, oldest first, so a plan never holds the
 #     same id twice and its per-kind statements may run in any order.
 #   * A flush is due when max_size outcomes are pending, or when the oldest pending
 #     outcome has waited max_age seconds; deadline() says when the latter happens.
-# The pending queue stays sorted by arrival time, so the oldest outcome is at its head.
+# The queue stays sorted by age, so the oldest outcome is at its head.
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ class Outcome:
             raise ValueError(f"outcome delay must be finite and >= 0, got {self.delay!r}")
 
 
-_Entry = tuple[Outcome, float]  # (outcome, time its task id became pending)
+# (outcome, since when its task has had an outcome pending, arrival number)
+_Entry = tuple[Outcome, float, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +90,16 @@ class FlushPlan:
     Attributes:
         batches: One non-empty batch per kind present, in ``OutcomeKind`` order.
         outcomes: All outcomes of the plan, oldest first (task ids are distinct).
-        added_at: When each outcome became pending (parallel to ``outcomes``).
+        added_at: Since when each task has had an outcome pending (parallel to
+            ``outcomes``); the age a requeued outcome resumes with.
+        arrivals: Arrival number of each outcome (parallel to ``outcomes``); tells
+            requeue which of two reports with the same lease token is newer.
     """
 
     batches: tuple[KindBatch, ...]
     outcomes: tuple[Outcome, ...]
     added_at: tuple[float, ...]
+    arrivals: tuple[int, ...]
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -110,7 +115,7 @@ class FlushPlan:
 def _plan(entries: list[_Entry]) -> FlushPlan:
     batches = []
     for kind in OutcomeKind:
-        group = [outcome for outcome, _ in entries if outcome.kind is kind]
+        group = [outcome for outcome, _, _ in entries if outcome.kind is kind]
         if group:
             batches.append(
                 KindBatch(
@@ -121,8 +126,12 @@ def _plan(entries: list[_Entry]) -> FlushPlan:
                     tuple(o.message for o in group),
                 )
             )
-    outcomes = tuple(outcome for outcome, _ in entries)
-    return FlushPlan(tuple(batches), outcomes, tuple(t for _, t in entries))
+    return FlushPlan(
+        tuple(batches),
+        tuple(outcome for outcome, _, _ in entries),
+        tuple(since for _, since, _ in entries),
+        tuple(arrival for _, _, arrival in entries),
+    )
 
 
 class CompletionBatch:
@@ -145,6 +154,7 @@ class CompletionBatch:
         self.max_size = max_size
         self.max_age = max_age
         self._pending: OrderedDict[int, _Entry] = OrderedDict()
+        self._arrivals = 0
 
     def __len__(self) -> int:
         """Return the number of pending outcomes (distinct task ids)."""
@@ -152,17 +162,18 @@ class CompletionBatch:
 
     def add(self, outcome: Outcome, now: float) -> None:
         """Queue ``outcome``, replacing a pending one for the same task (see module)."""
+        self._arrivals += 1
         current = self._pending.get(outcome.task_id)
         if current is None:
-            self._pending[outcome.task_id] = (outcome, now)
+            self._pending[outcome.task_id] = (outcome, now, self._arrivals)
         elif outcome.lease_token >= current[0].lease_token:
-            self._pending[outcome.task_id] = (outcome, current[1])
+            self._pending[outcome.task_id] = (outcome, current[1], self._arrivals)
 
     def deadline(self) -> float | None:
         """Return when the age trigger fires, or ``None`` if nothing is pending."""
         if not self._pending:
             return None
-        _, oldest = next(iter(self._pending.values()))
+        _, oldest, _ = next(iter(self._pending.values()))
         return oldest + self.max_age
 
     def should_flush(self, now: float) -> bool:
@@ -180,15 +191,21 @@ class CompletionBatch:
     def requeue(self, plan: FlushPlan) -> None:
         """Put back the outcomes of ``plan``, whose write failed.
 
-        They keep their original age, so they sort ahead of newer outcomes. An outcome
-        for a task that has a pending outcome with the same or a newer lease token is
-        dropped: the pending one supersedes it. Requeueing a plan twice is harmless.
+        Each outcome competes with any outcome pending for its task under the rule of
+        :meth:`add` (newer lease token, then later arrival, wins), and the winner keeps
+        the older of the two ages, so requeued outcomes sort ahead of newer ones.
+        Requeueing a plan twice is harmless.
         """
         returning: list[_Entry] = []
-        for outcome, added_at in zip(plan.outcomes, plan.added_at, strict=True):
-            current = self._pending.get(outcome.task_id)
-            if current is None or outcome.lease_token > current[0].lease_token:
-                self._pending.pop(outcome.task_id, None)
-                returning.append((outcome, added_at))
+        for outcome, since, arrival in zip(
+            plan.outcomes, plan.added_at, plan.arrivals, strict=True
+        ):
+            current = self._pending.pop(outcome.task_id, None)
+            if current is None:
+                returning.append((outcome, since, arrival))
+            elif (outcome.lease_token, arrival) > (current[0].lease_token, current[2]):
+                returning.append((outcome, min(since, current[1]), arrival))
+            else:
+                returning.append((current[0], min(since, current[1]), current[2]))
         merged = sorted(chain(returning, self._pending.values()), key=lambda e: e[1])
-        self._pending = OrderedDict((outcome.task_id, (outcome, t)) for outcome, t in merged)
+        self._pending = OrderedDict((entry[0].task_id, entry) for entry in merged)

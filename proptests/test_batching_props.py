@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -24,13 +24,13 @@ from hypothesis.stateful import (
 
 from asynqpg_trio._batching import CompletionBatch, FlushPlan, Outcome, OutcomeKind
 
-Entry = tuple[Outcome, float]
+Entry = tuple[Outcome, float, int]  # outcome, pending since, arrival index
 
 
 def check_plan_shape(plan: FlushPlan, max_size: int) -> None:
     """The per-kind arrays are a faithful regrouping of the plan's outcomes."""
     assert len(plan) <= max_size
-    assert len(plan.added_at) == len(plan.outcomes)
+    assert len(plan.added_at) == len(plan.arrivals) == len(plan.outcomes)
     ids = [o.task_id for o in plan.outcomes]
     assert len(set(ids)) == len(ids)
     assert [b.kind for b in plan.batches] == [k for k in OutcomeKind if plan.batch(k)]
@@ -53,7 +53,6 @@ class BatchMachine(RuleBasedStateMachine):
         self.added: list[Outcome] = []
         self.in_flight: list[FlushPlan] = []
         self.written: list[Outcome] = []
-        self.taken_keys: set[tuple[int, int]] = set()
 
     @initialize(
         max_size=st.integers(1, 5),
@@ -63,8 +62,8 @@ class BatchMachine(RuleBasedStateMachine):
         self.batch = CompletionBatch(max_size=max_size, max_age=max_age)
 
     @rule(
-        task_id=st.integers(0, 6),
-        token=st.integers(0, 3),
+        task_id=st.integers(0, 3),
+        token=st.integers(0, 2),
         kind=st.sampled_from(OutcomeKind),
         delay=st.sampled_from([0.0, 1.5, 60.0]),
         message=st.none() | st.text(max_size=3),
@@ -72,17 +71,20 @@ class BatchMachine(RuleBasedStateMachine):
     def add(
         self, task_id: int, token: int, kind: OutcomeKind, delay: float, message: str | None
     ) -> None:
-        # The consumer reports a lease's outcome once: after an outcome has been taken for
-        # writing, its (task, token) pair never comes back (a new run has a new token).
-        assume((task_id, token) not in self.taken_keys)
         outcome = Outcome(task_id, token, kind, delay, message)
         self.batch.add(outcome, self.now)
         self.added.append(outcome)
-        current = self.model.get(task_id)
+        self.merge((outcome, self.now, len(self.added) - 1))
+
+    def merge(self, entry: Entry) -> None:
+        """The documented rule: newer token, then later arrival, wins; oldest age kept."""
+        outcome, since, _ = entry
+        current = self.model.get(outcome.task_id)
         if current is None:
-            self.model[task_id] = (outcome, self.now)
-        elif token >= current[0].lease_token:
-            self.model[task_id] = (outcome, current[1])
+            self.model[outcome.task_id] = entry
+            return
+        winner = max(entry, current, key=lambda e: (e[0].lease_token, e[2]))
+        self.model[outcome.task_id] = (winner[0], min(since, current[1]), winner[2])
 
     @rule(dt=st.sampled_from([0.0, 0.25, 1.0, 3.0]))
     def tick(self, dt: float) -> None:
@@ -90,7 +92,7 @@ class BatchMachine(RuleBasedStateMachine):
 
     @rule()
     def should_flush(self) -> None:
-        oldest = min((t for _, t in self.model.values()), default=math.inf)
+        oldest = min((t for _, t, _ in self.model.values()), default=math.inf)
         expected = len(self.model) >= self.batch.max_size or self.now >= oldest + self.batch.max_age
         assert self.batch.should_flush(self.now) == expected
 
@@ -101,12 +103,11 @@ class BatchMachine(RuleBasedStateMachine):
         check_plan_shape(plan, self.batch.max_size)
         assert len(plan) == expected_size
         for outcome, added_at in zip(plan.outcomes, plan.added_at, strict=True):
-            self.taken_keys.add((outcome.task_id, outcome.lease_token))
-            modelled, modelled_at = self.model.pop(outcome.task_id)
+            modelled, modelled_at, _ = self.model.pop(outcome.task_id)
             assert modelled is outcome
             assert modelled_at == added_at
         if plan.added_at and self.model:  # oldest first
-            assert max(plan.added_at) <= min(t for _, t in self.model.values())
+            assert max(plan.added_at) <= min(t for _, t, _ in self.model.values())
         self.in_flight.append(plan)
 
     @precondition(lambda self: bool(self.in_flight))
@@ -120,16 +121,15 @@ class BatchMachine(RuleBasedStateMachine):
     def write_fails_and_requeues(self, data: st.DataObject) -> None:
         plan = self.in_flight.pop(data.draw(st.integers(0, len(self.in_flight) - 1)))
         self.batch.requeue(plan)
+        arrival = {id(o): i for i, o in enumerate(self.added)}
         for outcome, added_at in zip(plan.outcomes, plan.added_at, strict=True):
-            current = self.model.get(outcome.task_id)
-            if current is None or outcome.lease_token > current[0].lease_token:
-                self.model[outcome.task_id] = (outcome, added_at)
+            self.merge((outcome, added_at, arrival[id(outcome)]))
 
     @invariant()
     def agrees_with_model(self) -> None:
         assert len(self.batch) == len(self.model)
         if self.model:
-            oldest = min(t for _, t in self.model.values())
+            oldest = min(t for _, t, _ in self.model.values())
             assert self.batch.deadline() == oldest + self.batch.max_age
         else:
             assert self.batch.deadline() is None
@@ -233,9 +233,35 @@ def test_requeue_does_not_override_a_newer_report() -> None:
     batch.requeue(plan)
     batch.requeue(plan)  # twice: harmless
     again = batch.take()
-    assert [o.task_id for o in again.outcomes] == [2, 1]
-    assert again.outcomes[1] is newer
-    assert again.added_at == (0.0, 2.0)
+    assert [o.task_id for o in again.outcomes] == [1, 2]
+    assert again.outcomes[0] is newer  # which keeps the older report's age
+    assert again.added_at == (0.0, 0.0)
+
+
+def test_requeue_in_take_order_keeps_the_later_report() -> None:
+    batch = CompletionBatch(max_size=1, max_age=1.0)
+    first, second = Outcome(1, 3, OutcomeKind.RETRY, 1.0, "a"), Outcome(1, 3, OutcomeKind.FAIL)
+    batch.add(first, 0.0)
+    older = batch.take()
+    batch.add(second, 1.0)
+    newer = batch.take()
+    batch.requeue(older)
+    batch.requeue(newer)
+    assert batch.take().outcomes == (second,)
+    assert len(batch) == 0
+
+
+def test_a_requeued_winner_keeps_the_older_age() -> None:
+    batch = CompletionBatch(max_size=1, max_age=1.0)
+    batch.add(Outcome(1, 1, OutcomeKind.COMPLETE), 0.0)
+    old_lease = batch.take()
+    new_lease_outcome = Outcome(1, 2, OutcomeKind.COMPLETE)
+    batch.add(new_lease_outcome, 5.0)
+    new_lease = batch.take()
+    batch.requeue(old_lease)
+    batch.requeue(new_lease)
+    assert batch.deadline() == 1.0
+    assert batch.take().outcomes == (new_lease_outcome,)
 
 
 @pytest.mark.parametrize(("max_size", "max_age"), [(0, 1.0), (-1, 1.0), (1, -0.5), (1, math.nan)])

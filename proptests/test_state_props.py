@@ -130,7 +130,7 @@ def params_for(
 
 @st.composite
 def situations(
-    draw: st.DrawFn, max_steps: int = 15
+    draw: st.DrawFn, max_steps: int = 10
 ) -> tuple[TaskRow | None, Event, TransitionParams, list[int]]:
     """A row reached by a random history, the next event and its params, tokens issued."""
     row: TaskRow | None = None
@@ -173,7 +173,7 @@ def check_invariants(row: TaskRow | None) -> None:
 def test_random_walk_matches_spec_and_keeps_invariants(data: st.DataObject) -> None:
     row: TaskRow | None = None
     now, issued = 1000.0, list[int]()
-    for _ in range(data.draw(st.integers(1, 40))):
+    for _ in range(data.draw(st.integers(1, 30))):
         event = data.draw(st.sampled_from(Event))
         params = data.draw(params_for(row, now, issued))
         try:
