@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    import anyio
 
 __all__ = ["Claimed", "Lease", "LeaseBook"]
 
@@ -51,7 +50,7 @@ class Lease:
     task_id: int
     token: int
     type: str
-    scope: anyio.CancelScope | None = None
+    scope: Any = None  # the running handler's cancel scope (anyio's, or trio's own)
     lost: bool = False
     released: bool = False
 
