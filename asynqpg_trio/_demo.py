@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,31 +44,31 @@ class _Tally:
     snoozed: set[int] = field(default_factory=set)
 
 
-def _mix(n: int, rng: random.Random) -> tuple[list[Task], int]:
+def _mix(n: int, rng: random.Random, prefix: str) -> tuple[list[Task], int]:
     """The tasks to enqueue and how many of them are meant to fail."""
     tasks: list[Task] = []
     rejected = 0
     for i in range(n):
         roll = rng.random()
         if roll < 0.55:
-            tasks.append(Task("email.send", b'{"to": "user%d@example.com"}' % i))
+            tasks.append(Task(prefix + "email.send", b'{"to": "user%d@example.com"}' % i))
         elif roll < 0.70:
             fails = rng.choice((0, 1, 2))
-            tasks.append(Task("report.generate", b"%d" % fails, max_retry=3))
+            tasks.append(Task(prefix + "report.generate", b"%d" % fails, max_retry=3))
         elif roll < 0.85:
-            tasks.append(Task("notification.push", b"{}", delay=rng.uniform(0, 2.0)))
+            tasks.append(Task(prefix + "notification.push", b"{}", delay=rng.uniform(0, 2.0)))
         elif roll < 0.95:
-            tasks.append(Task("invoice.check", b"{}"))
+            tasks.append(Task(prefix + "invoice.check", b"{}"))
         else:
-            tasks.append(Task("webhook.deliver", b"bad-url", max_retry=5))
+            tasks.append(Task(prefix + "webhook.deliver", b"bad-url", max_retry=5))
             rejected += 1
     return tasks, rejected
 
 
-def _handlers(tally: _Tally, rng: random.Random) -> dict[str, Handler]:
+def _handlers(tally: _Tally, rng: random.Random, prefix: str) -> dict[str, Handler]:
     def started(task: TaskInfo) -> None:
         tally.runs[task.type] += 1
-        if task.attempts_elapsed == 0 and task.type != "notification.push":
+        if task.attempts_elapsed == 0 and not task.type.endswith("notification.push"):
             tally.latencies.append(time.time() - task.created_at.timestamp())
 
     async def email(task: TaskInfo) -> None:
@@ -93,17 +94,21 @@ def _handlers(tally: _Tally, rng: random.Random) -> dict[str, Handler]:
         raise SkipRetry("webhook URL is invalid; retrying cannot help")
 
     return {
-        "email.send": Handler(email, workers=20),
-        "report.generate": Handler(report, workers=5),
-        "notification.push": Handler(notification, workers=5),
-        "invoice.check": Handler(invoice, workers=5),
-        "webhook.deliver": Handler(webhook, workers=2),
+        prefix + "email.send": Handler(email, workers=20),
+        prefix + "report.generate": Handler(report, workers=5),
+        prefix + "notification.push": Handler(notification, workers=5),
+        prefix + "invoice.check": Handler(invoice, workers=5),
+        prefix + "webhook.deliver": Handler(webhook, workers=2),
     }
 
 
-async def _counts(pool: Pool) -> dict[str, int]:
+async def _counts(pool: Pool, prefix: str) -> dict[str, int]:
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT status, count(*) FROM asynqpg_tasks GROUP BY status")
+        cur = await conn.execute(
+            "SELECT status, count(*) FROM asynqpg_tasks"
+            " WHERE starts_with(type, %s) GROUP BY status",
+            (prefix,),
+        )
         return {str(s): int(c) for s, c in await cur.fetchall()}
 
 
@@ -117,15 +122,15 @@ async def run_demo(dsn: str, n: int, console: Console, timeout: float = 300.0) -
     rng = random.Random(7)
     await migrate(dsn)
     tally = _Tally()
-    tasks, rejected = _mix(n, rng)
+    # A prefix of its own: the demo never touches other tasks in a shared database.
+    prefix = f"demo-{uuid.uuid4().hex[:8]}:"
+    tasks, rejected = _mix(n, rng, prefix)
     async with open_pool(dsn, min_size=2, max_size=8) as pool:
-        async with pool.connection() as conn:
-            await conn.execute(
-                "DELETE FROM asynqpg_tasks WHERE type = ANY(%s)", (list(_handlers(tally, rng)),)
-            )
         start = time.monotonic()
         await Producer(pool).enqueue_many(tasks)
-        console.print(f"[bold]asynqpg-trio demo[/bold]: {n} tasks of 5 types enqueued")
+        console.print(
+            f"[bold]asynqpg-trio demo[/bold]: {n} tasks of 5 types enqueued (types {prefix}*)"
+        )
         progress = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -138,14 +143,14 @@ async def run_demo(dsn: str, n: int, console: Console, timeout: float = 300.0) -
         counts: dict[str, int] = {}
         async with open_consumer(
             pool,
-            handlers=_handlers(tally, rng),
+            handlers=_handlers(tally, rng, prefix),
             retry_policy=ConstantRetryPolicy(0.2),
             poll_interval=0.2,
             maintenance=False,
         ) as consumer:
             with progress, trio.move_on_after(timeout):
                 while True:
-                    counts = await _counts(pool)
+                    counts = await _counts(pool, prefix)
                     done = counts.get("completed", 0) + counts.get("failed", 0)
                     progress.update(
                         bar,

@@ -35,14 +35,25 @@ def test_anyio_example(dsn: str) -> None:
 
 
 def test_demo_command(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        from asynqpg_trio import Task, sync
+
+        mine = sync.enqueue(conn, Task("email.send", b"not the demo's"))
     proc = _run([sys.executable, "-m", "asynqpg_trio._cli", "demo", "--tasks", "300", "--dsn", dsn])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "every task ended as intended" in proc.stdout
     with psycopg.connect(dsn) as conn:
-        rows = conn.execute("SELECT status, count(*) FROM asynqpg_tasks GROUP BY 1").fetchall()
+        rows = conn.execute(
+            "SELECT status, count(*) FROM asynqpg_tasks WHERE id <> %s GROUP BY 1", (mine,)
+        ).fetchall()
+        untouched = conn.execute(
+            "SELECT status FROM asynqpg_tasks WHERE id = %s", (mine,)
+        ).fetchone()
     counts: dict[str, int] = {str(k): int(v) for k, v in rows}
     assert set(counts) <= {"completed", "failed"}
     assert sum(counts.values()) == 300
+    # The demo runs beside other work: it leaves tasks it did not create alone.
+    assert untouched == ("pending",)
 
 
 def test_worker_command_graceful_sigterm(dsn: str, sync_conn: Any) -> None:
