@@ -132,10 +132,11 @@ async def _run_one(
         rt.counts["cancelled"] += 1
         rt.book.forget(claimed.id, claimed.lease_token)
         return
+    if lease.released and (error is not None or scope.cancelled_caught):
+        # Cut short by the end of the shutdown grace, however it ended: no attempt used.
+        await _send(rt, outcomes, Outcome(claimed.id, claimed.lease_token, OutcomeKind.RELEASE))
+        return
     if scope.cancel_called and error is None and scope.cancelled_caught:
-        if lease.released:
-            await _send(rt, outcomes, Outcome(claimed.id, claimed.lease_token, OutcomeKind.RELEASE))
-            return
         error = TimeoutError(f"handler for {claimed.type!r} timed out after {handler.timeout:g} s")
     decision = decide(
         claimed.id,
