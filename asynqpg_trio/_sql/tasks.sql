@@ -47,10 +47,11 @@ WITH wanted AS (
     SELECT w.type, w.n FROM unnest(%(types)s::text[], %(limits)s::int[]) AS w(type, n)
     WHERE w.n > 0
 ), picked AS MATERIALIZED (
-    SELECT c.id, c.status AS old_status
+    SELECT c.id, c.status AS old_status,
+           (c.status = 'running' AND c.attempts_left < 1) AS exhausted
     FROM wanted w
     CROSS JOIN LATERAL (
-        SELECT t.id, t.status
+        SELECT t.id, t.status, t.attempts_left
         FROM asynqpg_tasks t
         WHERE t.type = w.type
           AND t.status IN ('pending', 'running')
@@ -59,10 +60,6 @@ WITH wanted AS (
         LIMIT w.n
         FOR NO KEY UPDATE SKIP LOCKED
     ) c
-), decided AS (
-    SELECT p.id, p.old_status,
-           (p.old_status = 'running' AND t.attempts_left < 1) AS exhausted
-    FROM picked p JOIN asynqpg_tasks t ON t.id = p.id
 )
 UPDATE asynqpg_tasks t SET
     status = CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
@@ -83,8 +80,10 @@ UPDATE asynqpg_tasks t SET
         WHEN d.exhausted THEN (t.messages || %(exhausted_message)s::text)[greatest(1, cardinality(t.messages) - 98):]
         ELSE (t.messages || %(takeover_message)s::text)[greatest(1, cardinality(t.messages) - 98):]
     END
-FROM decided d
-WHERE t.id = d.id
+FROM picked d
+-- The ANY(ARRAY(...)) hands the planner the ids up front: a primary-key lookup per claimed
+-- row, never a join over the whole table.
+WHERE t.id = d.id AND t.id = ANY(ARRAY(SELECT p.id FROM picked p))
 RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_left,
           t.attempts_elapsed, t.created_at, t.attempted_at, t.messages, t.lease_token,
           t.trace_context, (d.old_status = 'running') AS taken_over
