@@ -181,7 +181,7 @@ def claim_complete(dsn: str, n: int, connections: int = 2, batch: int = 500) -> 
         close()
 
 
-def notify_latency(dsn: str, count: int) -> tuple[float, float]:
+def notify_latency(dsn: str, count: int, gap: float = IDLE_GAP) -> tuple[float, float]:
     """(p50, p99) in ms from before an INSERT+NOTIFY to a listener having claimed the row."""
     _truncate(dsn)
     starts: queue.Queue[float] = queue.Queue()
@@ -211,7 +211,7 @@ def notify_latency(dsn: str, count: int) -> tuple[float, float]:
                 before = time.perf_counter()
                 conn.execute(_INSERT_NOTIFY, (TASK_TYPE, PAYLOAD))
                 latencies.append((starts.get(timeout=5.0) - before) * 1000.0)
-                time.sleep(IDLE_GAP)  # let the listener go idle again
+                time.sleep(gap)  # let the listener go idle again
     finally:
         stop.set()
         thread.join(5.0)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ceiling, ours, peer_pgqueuer, peer_procrastinate, report
-from .common import analyze, fresh_database, resolve_server, server_settings
+from .common import IDLE_GAP, analyze, fresh_database, resolve_server, server_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -42,6 +42,8 @@ class Config:
     n: int = 20_000
     ceiling_n: int = 100_000
     latency_count: int = 500
+    #: Seconds between idle-latency samples (see README: this VM's wake-up cost grows with it).
+    idle_gap: float = IDLE_GAP
     #: procrastinate fetches one job per query; its N is capped to keep the run short.
     procrastinate_max_n: int = 10_000
     scaling_processes: tuple[int, ...] = (1, 2, 4)
@@ -152,7 +154,7 @@ def run_ceiling(server: str, config: Config, clock: Clock, out: dict[str, Any]) 
         clock.log(f"ceiling: insert (COPY) {out['insert_copy_per_s']:,.0f} rows/s")
         out["claim_complete_per_s"] = ceiling.claim_complete(dsn, n, 2, 500)
         clock.log(f"ceiling: claim+complete {out['claim_complete_per_s']:,.0f} tasks/s")
-        p50, p99 = ceiling.notify_latency(dsn, config.latency_count)
+        p50, p99 = ceiling.notify_latency(dsn, config.latency_count, config.idle_gap)
         out["notify_latency_p50_ms"], out["notify_latency_p99_ms"] = p50, p99
         clock.log(f"ceiling: notify latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
 
@@ -222,7 +224,7 @@ def run(config: Config) -> dict[str, Any]:
                     setup=peer_pgqueuer.setup,
                     enqueue=lambda d, n: peer_pgqueuer.enqueue_batch(d, n, pgq),
                     burn=lambda d, n: peer_pgqueuer.burn_down(d, n, pgq),
-                    latency=lambda d, c: peer_pgqueuer.idle_latency(d, c, pgq),
+                    latency=lambda d, c: peer_pgqueuer.idle_latency(d, c, pgq, config.idle_gap),
                 ),
             )
         if "procrastinate" in config.steps:
@@ -242,7 +244,9 @@ def run(config: Config) -> dict[str, Any]:
                     setup=peer_procrastinate.setup,
                     enqueue=lambda d, n: peer_procrastinate.enqueue_batch(d, n, pro),
                     burn=lambda d, n: peer_procrastinate.burn_down(d, n, pro),
-                    latency=lambda d, c: peer_procrastinate.idle_latency(d, c, pro),
+                    latency=lambda d, c: peer_procrastinate.idle_latency(
+                        d, c, pro, config.idle_gap
+                    ),
                 ),
             )
         _run_ours(server, config, clock, results)
@@ -277,7 +281,7 @@ def _run_ours(server: str, config: Config, clock: Clock, results: dict[str, Any]
             setup=ours.setup,
             enqueue=ours.enqueue_batch,
             burn=ours.burn_down,
-            latency=ours.idle_latency,
+            latency=lambda d, c: ours.idle_latency(d, c, config.idle_gap),
         ),
         skip="ours" not in wanted,
     )
@@ -308,7 +312,8 @@ def _print_settings(config: Config, env: dict[str, Any]) -> None:
     print("asynqpg-trio benchmarks")
     print(
         f"  N={config.n:,} (procrastinate N<={config.procrastinate_max_n:,}), "
-        f"ceiling N={config.ceiling_n:,}, latency samples={config.latency_count}"
+        f"ceiling N={config.ceiling_n:,}, latency samples={config.latency_count} "
+        f"{config.idle_gap * 1000:.0f} ms apart"
     )
     print(
         f"  PostgreSQL {server['server_version']}, synchronous_commit="
@@ -332,6 +337,9 @@ def parse(argv: Sequence[str] | None) -> Config:
     parser.add_argument("--quick", action="store_true", help="small sizes (under two minutes)")
     parser.add_argument("--n", type=int, help="tasks per system (default 20,000; quick 5,000)")
     parser.add_argument("--latency-count", type=int, help="idle-latency samples (default 500)")
+    parser.add_argument(
+        "--idle-gap-ms", type=float, help="pause between idle-latency samples (default 10)"
+    )
     parser.add_argument("--json", type=Path, help=f"results file (default {DEFAULT_JSON})")
     parser.add_argument(
         "--only",
@@ -352,6 +360,8 @@ def parse(argv: Sequence[str] | None) -> Config:
         changes["n"] = args.n
     if args.latency_count:
         changes["latency_count"] = args.latency_count
+    if args.idle_gap_ms is not None:
+        changes["idle_gap"] = args.idle_gap_ms / 1000.0
     if args.json:
         changes["json_path"] = args.json
     if args.only:

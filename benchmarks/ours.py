@@ -146,7 +146,7 @@ def burn_down(dsn: str, n: int, processes: int = PROCESSES, timeout: float = 300
         close()
 
 
-def idle_latency(dsn: str, count: int) -> tuple[float, float]:
+def idle_latency(dsn: str, count: int, gap: float = IDLE_GAP) -> tuple[float, float]:
     """(p50, p99) ms from just before ``enqueue_many`` to handler start, idle consumer."""
 
     async def main() -> tuple[float, float]:
@@ -168,7 +168,7 @@ def idle_latency(dsn: str, count: int) -> tuple[float, float]:
                 with trio.fail_after(5):
                     started = await receive.receive()
                 latencies.append((started - before) * 1000.0)
-                await trio.sleep(IDLE_GAP)  # back to idle
+                await trio.sleep(gap)  # back to idle
         return percentile(latencies, 50), percentile(latencies, 99)
 
     return trio.run(main)

@@ -42,8 +42,9 @@ PAYLOAD = b"{}"
 class Settings:
     """pgqueuer knobs the harness turns."""
 
-    processes: int = 2
-    managers: int = 2  # QueueManagers (each one connection) per process
+    # Best of a sweep on the 2-core reference machine (see README).
+    processes: int = 4
+    managers: int = 1  # QueueManagers (each one connection) per process
     batch_size: int = 200
     enqueue_chunk: int = 5000
     enqueue_connections: int = 2
@@ -163,7 +164,9 @@ def burn_down(dsn: str, n: int, settings: Settings, timeout: float = 300.0) -> f
         close()
 
 
-def idle_latency(dsn: str, count: int, settings: Settings) -> tuple[float, float]:
+def idle_latency(
+    dsn: str, count: int, settings: Settings, gap: float = IDLE_GAP
+) -> tuple[float, float]:
     """(p50, p99) ms from just before ``enqueue`` to handler start, idle consumer."""
 
     async def main() -> tuple[float, float]:
@@ -189,7 +192,7 @@ def idle_latency(dsn: str, count: int, settings: Settings) -> tuple[float, float
                 await producer.enqueue(ENTRYPOINT, PAYLOAD)
                 started = await asyncio.wait_for(starts.get(), 5.0)
                 latencies.append((started - before) * 1000.0)
-                await asyncio.sleep(IDLE_GAP)  # back to idle
+                await asyncio.sleep(gap)  # back to idle
         finally:
             qm.shutdown.set()
             await asyncio.wait_for(asyncio.gather(run, return_exceptions=True), 15.0)
