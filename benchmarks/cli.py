@@ -13,11 +13,14 @@ step that would start after the time budget is skipped and recorded as such.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
+import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +30,7 @@ from . import ceiling, ours, peer_pgqueuer, peer_procrastinate, report
 from .common import IDLE_GAP, analyze, fresh_database, resolve_server, server_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
 __all__ = ["Config", "main"]
 
@@ -49,6 +52,8 @@ class Config:
     scaling_processes: tuple[int, ...] = (1, 2, 4)
     rss_backlogs: tuple[int, ...] = (1_000, 1_000_000)
     rss_window: float = 5.0
+    #: Runs of each system (round-robin); the table shows the median.
+    repeat: int = 1
     budget: float = 540.0  # seconds; later steps are skipped past it
     steps: tuple[str, ...] = STEPS
     sweep: bool = False
@@ -139,13 +144,6 @@ def run_ceiling(server: str, config: Config, clock: Clock, out: dict[str, Any]) 
     """The raw SQL ceiling on our table."""
     n = config.ceiling_n
     out["n"] = n
-    out["settings"] = {
-        "connections": 2,
-        "unnest_chunk": 5000,
-        "copy_chunk": 10_000,
-        "claim_batch": 500,
-        "latency_count": config.latency_count,
-    }
     with fresh_database(server, "ceiling") as dsn:
         ceiling.migrate(dsn)
         out["insert_unnest_per_s"] = ceiling.insert_unnest(dsn, n, 2, 5000)
@@ -186,11 +184,117 @@ def run_system(
         clock.log(f"{name}: idle latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
 
 
+#: A step fills one run's figures into the dict it is given.
+Step = Callable[[dict[str, Any]], None]
+
+
+def _plan(
+    server: str,
+    config: Config,
+    clock: Clock,
+    results: dict[str, Any],
+    pgq: peer_pgqueuer.Settings,
+    pro: peer_procrastinate.Settings,
+) -> list[tuple[str, dict[str, Any], Step]]:
+    """The repeated steps: (name, where its results go, what fills one run)."""
+    plan: list[tuple[str, dict[str, Any], Step]] = []
+    systems: dict[str, dict[str, Any]] = results["systems"]
+    gap = config.idle_gap
+    if "ceiling" in config.steps:
+        results["ceiling"]["settings"] = {
+            "connections": 2,
+            "unnest_chunk": 5000,
+            "copy_chunk": 10_000,
+            "claim_batch": 500,
+        }
+        plan.append(
+            ("ceiling", results["ceiling"], functools.partial(run_ceiling, server, config, clock))
+        )
+    if "pgqueuer" in config.steps:
+        systems["pgqueuer"] = {"version": peer_pgqueuer.version(), "settings": pgq.describe()}
+        step: Step = functools.partial(
+            run_system,
+            server,
+            "pgqueuer",
+            config.n,
+            config.latency_count,
+            clock,
+            setup=peer_pgqueuer.setup,
+            enqueue=lambda d, n: peer_pgqueuer.enqueue_batch(d, n, pgq),
+            burn=lambda d, n: peer_pgqueuer.burn_down(d, n, pgq),
+            latency=lambda d, c: peer_pgqueuer.idle_latency(d, c, pgq, gap),
+        )
+        plan.append(("pgqueuer", systems["pgqueuer"], step))
+    if "procrastinate" in config.steps:
+        systems["procrastinate"] = {
+            "version": peer_procrastinate.version(),
+            "settings": pro.describe(),
+        }
+        n_pro = min(config.n, config.procrastinate_max_n)
+        step = functools.partial(
+            run_system,
+            server,
+            "procrastinate",
+            n_pro,
+            config.latency_count,
+            clock,
+            setup=peer_procrastinate.setup,
+            enqueue=lambda d, n: peer_procrastinate.enqueue_batch(d, n, pro),
+            burn=lambda d, n: peer_procrastinate.burn_down(d, n, pro),
+            latency=lambda d, c: peer_procrastinate.idle_latency(d, c, pro, gap),
+        )
+        plan.append(("procrastinate", systems["procrastinate"], step))
+    if {"ours", "scaling", "rss"} & set(config.steps):
+        ours_out: dict[str, Any] = {"available": ours.AVAILABLE}
+        systems["ours"] = ours_out
+        if not ours.AVAILABLE:
+            ours_out["error"] = f"not available yet ({ours.UNAVAILABLE_REASON})"
+            clock.log(f"ours: not available yet ({ours.UNAVAILABLE_REASON})")
+        elif "ours" in config.steps:
+            ours_out["settings"] = ours.settings()
+            step = functools.partial(
+                run_system,
+                server,
+                "ours",
+                config.n,
+                config.latency_count,
+                clock,
+                setup=ours.setup,
+                enqueue=ours.enqueue_batch,
+                burn=ours.burn_down,
+                latency=lambda d, c: ours.idle_latency(d, c, gap),
+            )
+            plan.append(("ours", ours_out, step))
+    return plan
+
+
+def _aggregate(out: dict[str, Any]) -> None:
+    """Put the median of every figure over the runs at the top level of ``out``."""
+    runs: list[dict[str, Any]] = out.get("runs", [])
+    keys = {
+        key
+        for one in runs
+        for key, value in one.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    for key in sorted(keys):
+        out[key] = statistics.median(one[key] for one in runs if key in one)
+    errors = [one["error"] for one in runs if one.get("error")]
+    if errors and not keys:
+        out["error"] = errors[-1]
+    elif errors:
+        out["warnings"] = errors
+
+
 def run(config: Config) -> dict[str, Any]:
-    """Run every selected step; return the results (also printed and written)."""
+    """Run every selected step; return the results (also printed and written).
+
+    The ceiling and each system run ``config.repeat`` times, round-robin (so a change in the
+    machine's load hits every system alike); the tables show the median of the runs, the
+    JSON keeps each run.  Our scaling and memory probes run once, at the end.
+    """
     clock = Clock(config.budget)
     results: dict[str, Any] = {"config": asdict(config), "systems": {}, "ceiling": {}}
-    systems: dict[str, dict[str, Any]] = results["systems"]
     with resolve_server() as server:
         results["environment"] = environment(server)
         _print_settings(config, results["environment"])
@@ -200,92 +304,28 @@ def run(config: Config) -> dict[str, Any]:
             from . import sweep
 
             pgq, pro = sweep.run(server, config, clock, results)
-        if "ceiling" in config.steps:
-            _guard(
-                clock,
-                "ceiling",
-                results["ceiling"],
-                lambda: run_ceiling(server, config, clock, results["ceiling"]),
-            )
-        if "pgqueuer" in config.steps:
-            out = systems["pgqueuer"] = {"settings": pgq.describe()}
-            clock.log(f"pgqueuer {peer_pgqueuer.version()}: settings {pgq.describe()}")
-            _guard(
-                clock,
-                "pgqueuer",
-                out,
-                lambda: run_system(
-                    server,
-                    "pgqueuer",
-                    config.n,
-                    config.latency_count,
-                    clock,
-                    out,
-                    setup=peer_pgqueuer.setup,
-                    enqueue=lambda d, n: peer_pgqueuer.enqueue_batch(d, n, pgq),
-                    burn=lambda d, n: peer_pgqueuer.burn_down(d, n, pgq),
-                    latency=lambda d, c: peer_pgqueuer.idle_latency(d, c, pgq, config.idle_gap),
-                ),
-            )
-        if "procrastinate" in config.steps:
-            out = systems["procrastinate"] = {"settings": pro.describe()}
-            clock.log(f"procrastinate {peer_procrastinate.version()}: settings {pro.describe()}")
-            _guard(
-                clock,
-                "procrastinate",
-                out,
-                lambda: run_system(
-                    server,
-                    "procrastinate",
-                    min(config.n, config.procrastinate_max_n),
-                    config.latency_count,
-                    clock,
-                    out,
-                    setup=peer_procrastinate.setup,
-                    enqueue=lambda d, n: peer_procrastinate.enqueue_batch(d, n, pro),
-                    burn=lambda d, n: peer_procrastinate.burn_down(d, n, pro),
-                    latency=lambda d, c: peer_procrastinate.idle_latency(
-                        d, c, pro, config.idle_gap
-                    ),
-                ),
-            )
-        _run_ours(server, config, clock, results)
+        plan = _plan(server, config, clock, results, pgq, pro)
+        for name, out, _ in plan:
+            if "settings" in out:
+                version = f" {out['version']}" if out.get("version") else ""
+                clock.log(f"{name}{version}: settings {out['settings']}")
+        for attempt in range(config.repeat):
+            for name, out, step in plan:
+                one: dict[str, Any] = {}
+                label = name if config.repeat == 1 else f"{name} (run {attempt + 1})"
+                _guard(clock, label, one, functools.partial(step, one))
+                out.setdefault("runs", []).append(one)
+        for _, out, _ in plan:
+            _aggregate(out)
+        if ours.AVAILABLE:
+            _run_ours_extras(server, config, clock, results)
     results["environment"]["loadavg_at_end"] = list(os.getloadavg())
     results["elapsed_s"] = clock.elapsed()
     return results
 
 
-def _run_ours(server: str, config: Config, clock: Clock, results: dict[str, Any]) -> None:
-    wanted = {"ours", "scaling", "rss"} & set(config.steps)
-    if not wanted:
-        return
-    out: dict[str, Any] = {"available": ours.AVAILABLE}
-    results["systems"]["ours"] = out
-    if not ours.AVAILABLE:
-        out["error"] = f"not available yet ({ours.UNAVAILABLE_REASON})"
-        clock.log(f"ours: not available yet ({ours.UNAVAILABLE_REASON})")
-        return
-    out["settings"] = ours.settings()
-    clock.log(f"ours: settings {out['settings']}")
-    _guard(
-        clock,
-        "ours",
-        out,
-        lambda: run_system(
-            server,
-            "ours",
-            config.n,
-            config.latency_count,
-            clock,
-            out,
-            setup=ours.setup,
-            enqueue=ours.enqueue_batch,
-            burn=ours.burn_down,
-            latency=lambda d, c: ours.idle_latency(d, c, config.idle_gap),
-        ),
-        skip="ours" not in wanted,
-    )
-    if "scaling" in wanted:
+def _run_ours_extras(server: str, config: Config, clock: Clock, results: dict[str, Any]) -> None:
+    if "scaling" in config.steps:
         scaling: dict[str, Any] = {"n": config.n}
         results["scaling"] = scaling
 
@@ -295,7 +335,7 @@ def _run_ours(server: str, config: Config, clock: Clock, results: dict[str, Any]
             clock.log(f"ours: scaling {scaling['burn_down_per_s']}")
 
         _guard(clock, "scaling", scaling, do_scaling)
-    if "rss" in wanted:
+    if "rss" in config.steps:
         rss: dict[str, Any] = {"window_s": config.rss_window}
         results["rss"] = rss
 
@@ -340,6 +380,9 @@ def parse(argv: Sequence[str] | None) -> Config:
     parser.add_argument(
         "--idle-gap-ms", type=float, help="pause between idle-latency samples (default 10)"
     )
+    parser.add_argument(
+        "--repeat", type=int, help="runs of each system, median reported (default 1)"
+    )
     parser.add_argument("--json", type=Path, help=f"results file (default {DEFAULT_JSON})")
     parser.add_argument(
         "--only",
@@ -362,6 +405,8 @@ def parse(argv: Sequence[str] | None) -> Config:
         changes["latency_count"] = args.latency_count
     if args.idle_gap_ms is not None:
         changes["idle_gap"] = args.idle_gap_ms / 1000.0
+    if args.repeat:
+        changes["repeat"] = args.repeat
     if args.json:
         changes["json_path"] = args.json
     if args.only:
