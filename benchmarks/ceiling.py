@@ -7,7 +7,8 @@ No queue library here: the loops a queue's hot path reduces to, run against
 sequence), each in its own processes so Python never shares a core with another loop.
 
 - *insert (unnest)*: ``INSERT ... SELECT FROM unnest(text[], bytea[])`` in chunks.
-- *insert (COPY)*: ``COPY ... FROM STDIN (FORMAT BINARY)`` in chunks.
+- *insert (COPY)*: ``COPY ... FROM STDIN (FORMAT BINARY)`` in chunks; each chunk's rows share
+  one ``blocked_till``, as one enqueue statement's rows do.
 - *claim+complete*: claim a batch with ``FOR NO KEY UPDATE SKIP LOCKED`` (pending -> running,
   an attempt consumed, a lease token drawn), then complete the batch with one ``UPDATE`` from
   ``unnest(ids, tokens)``; two autocommit round trips per batch, as a consumer that batches
@@ -97,13 +98,14 @@ def _insert_child(signals: Signals, dsn: str, rows: int, chunk: int, use_copy: b
         with psycopg.connect(dsn, autocommit=True) as conn:
             types = [TASK_TYPE] * chunk
             payloads = [PAYLOAD] * chunk
-            now = datetime.now(UTC)
             signals.ready()
             signals.go.wait()
             done = 0
             while done < rows and not signals.stop.is_set():
                 size = min(chunk, rows - done)
                 if use_copy:
+                    # One timestamp per chunk, as one enqueue statement gives its rows.
+                    now = datetime.now(UTC)
                     with conn.cursor() as cur, cur.copy(_COPY) as copy:
                         copy.set_types(["text", "bytea", "timestamptz", "int2"])
                         for _ in range(size):
