@@ -26,6 +26,7 @@ class TaskQueries:
     """The statements of ``_sql/tasks.sql``, one attribute per named block."""
 
     enqueue_many: str
+    enqueue_many_untokened: str
     find_by_token: str
     claim: str
     complete_many: str
@@ -41,12 +42,19 @@ class TaskQueries:
 QUERIES: TaskQueries = load(TaskQueries, "tasks.sql")
 
 
+def enqueue_statement(params: dict[str, list[Any]]) -> str:
+    """The batch insert to use: without ON CONFLICT when no task carries a token."""
+    if any(token is not None for token in params["tokens"]):
+        return QUERIES.enqueue_many
+    return QUERIES.enqueue_many_untokened
+
+
 async def insert_batch(
     conn: psycopg.AsyncConnection[Any], params: dict[str, list[Any]]
 ) -> list[tuple[Any, ...]]:
     """Run the batch insert; return (id, type, token) of the inserted rows in id order."""
     cur = conn.cursor(binary=True)
-    await cur.execute(QUERIES.enqueue_many, params)
+    await cur.execute(enqueue_statement(params), params)
     return await cur.fetchall()
 
 

@@ -21,7 +21,7 @@ import psycopg
 
 from ._enqueue import check_default_max_retry, map_results, plan_batch
 from ._errors import DuplicateTask
-from ._repository import QUERIES
+from ._repository import QUERIES, enqueue_statement
 from ._task import Task
 
 __all__ = ["enqueue", "enqueue_many"]
@@ -38,7 +38,7 @@ def enqueue_many(
         return []
     plan = plan_batch(tasks, default_max_retry)
     cur = conn.cursor(binary=True)
-    cur.execute(QUERIES.enqueue_many, plan.params)
+    cur.execute(enqueue_statement(plan.params), plan.params)
     return map_results(plan, cur.fetchall())
 
 

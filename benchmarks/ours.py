@@ -68,9 +68,12 @@ __all__ = [
 TASK_TYPE = "noop"
 PAYLOAD = b"{}"
 #: Handler workers per consumer process.
-WORKERS = 100
+WORKERS = 50
 #: Tasks per ``enqueue_many`` call, and how many calls are in flight at once.
 ENQUEUE_CHUNK = 5000
+#: Burn-down consumer settings: claim and complete in large batches (no-op handlers).
+BURN_PREFETCH = 450
+BURN_BATCH = 1000
 ENQUEUE_IN_FLIGHT = 2
 #: Default consumer processes for the burn-down.
 PROCESSES = 2
@@ -131,7 +134,12 @@ async def _consume(signals: Signals, dsn: str, workers: int, task_type: str) -> 
         await trio.to_thread.run_sync(signals.go.wait, 600.0)
         if signals.stop.is_set():
             return
-        async with open_consumer(pool, handlers={task_type: Handler(noop, workers=workers)}):
+        async with open_consumer(
+            pool,
+            handlers={task_type: Handler(noop, workers=workers)},
+            prefetch=BURN_PREFETCH,
+            batch_size=BURN_BATCH,
+        ):
             await trio.to_thread.run_sync(signals.stop.wait, 600.0)
 
 
