@@ -28,7 +28,7 @@ import sniffio
 import trio
 
 from ._batching import Outcome, OutcomeKind
-from ._metadata import TaskMetadata, with_task_metadata
+from ._metadata import CURRENT_TASK, TaskMetadata
 from ._outcome import decide
 from ._task import TaskInfo
 
@@ -120,12 +120,13 @@ async def _run_one(
     error: BaseException | None = None
     with _scope(handler.timeout) as scope:
         lease.scope = scope
+        token = CURRENT_TASK.set(meta)
         try:
-            with with_task_metadata(meta):
-                await chain(info)
+            await chain(info)
         except Exception as exc:
             error = exc
         finally:
+            CURRENT_TASK.reset(token)
             lease.scope = None
     if lease.is_lost():
         # Cancelled by a client or taken over: the row already says so; write nothing.

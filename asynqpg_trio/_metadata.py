@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 __all__ = [
+    "CURRENT_TASK",
     "TaskMetadata",
     "get_created_at",
     "get_max_retry",
@@ -42,45 +43,45 @@ class TaskMetadata:
     created_at: datetime
 
 
-_CURRENT: contextvars.ContextVar[TaskMetadata | None] = contextvars.ContextVar(
+CURRENT_TASK: contextvars.ContextVar[TaskMetadata | None] = contextvars.ContextVar(
     "asynqpg_task_metadata", default=None
 )
 
 
 def get_task_metadata() -> TaskMetadata | None:
     """The metadata of the task being handled, or None outside a handler."""
-    return _CURRENT.get()
+    return CURRENT_TASK.get()
 
 
 @contextlib.contextmanager
 def with_task_metadata(meta: TaskMetadata) -> Iterator[TaskMetadata]:
     """Make ``meta`` the current task metadata inside the block (for handler tests)."""
-    token = _CURRENT.set(meta)
+    token = CURRENT_TASK.set(meta)
     try:
         yield meta
     finally:
-        _CURRENT.reset(token)
+        CURRENT_TASK.reset(token)
 
 
 def get_task_id() -> int | None:
     """The current task's id, or None outside a handler."""
-    meta = _CURRENT.get()
+    meta = CURRENT_TASK.get()
     return None if meta is None else meta.id
 
 
 def get_retry_count() -> int | None:
     """Attempts made before the current one, or None outside a handler."""
-    meta = _CURRENT.get()
+    meta = CURRENT_TASK.get()
     return None if meta is None else meta.retry_count
 
 
 def get_max_retry() -> int | None:
     """Total attempts allowed for the current task, or None outside a handler."""
-    meta = _CURRENT.get()
+    meta = CURRENT_TASK.get()
     return None if meta is None else meta.max_retry
 
 
 def get_created_at() -> datetime | None:
     """When the current task was enqueued, or None outside a handler."""
-    meta = _CURRENT.get()
+    meta = CURRENT_TASK.get()
     return None if meta is None else meta.created_at
