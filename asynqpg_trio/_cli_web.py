@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._cli_args import CommandError, Parser, common_options, split
+from ._cli_args import CommandError, Parser, common_options, positive_seconds, split
 from ._cli_commands import one_line
 from ._server import DSN_ENV, resolve_dsn
 
@@ -120,6 +120,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         "payloads": args.payloads,
         "secure_cookies": args.secure_cookies,
         "secret_key": args.secret_key or os.environ.get(SECRET_ENV) or None,
+        "refresh_seconds": args.refresh,
     }
     from ._errors import ConfigurationError
 
@@ -169,6 +170,13 @@ def add_web_commands(sub: Any, common: Parser) -> None:
         "--secret-key", default=None, help=f"signs session cookies (or ${SECRET_ENV}; random)"
     )
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (HTTPS)")
+    p.add_argument(
+        "--refresh",
+        type=positive_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how often pages refresh their live part (default 5)",
+    )
     p.set_defaults(func=_run_dashboard)
 
 

@@ -141,6 +141,8 @@ def dashboard(dsn: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def shoot(url: str, out: Path) -> list[Path]:

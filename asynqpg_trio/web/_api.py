@@ -74,6 +74,8 @@ class _Api:
 
     async def health(self, request: Request) -> Response:
         try:
+            if self.site.pool.closed:
+                raise psycopg.OperationalError("the dashboard's pool is closed")
             async with self.site.pool.connection() as conn:
                 await conn.execute("SELECT 1")
         except (psycopg.Error, OSError):
