@@ -35,6 +35,7 @@ __all__ = ["add_web_commands"]
 PASSWORD_ENV = "ASYNQPG_DASHBOARD_PASSWORD"
 SECRET_ENV = "ASYNQPG_DASHBOARD_SECRET"
 GITHUB_SECRET_ENV = "ASYNQPG_GITHUB_CLIENT_SECRET"
+PROG = "asynqpg-trio"
 
 
 def _port(text: str) -> int:
@@ -181,9 +182,7 @@ def add_web_commands(sub: Any, common: Parser) -> None:
 
 
 def _standalone(argv: list[str]) -> int:
-    from ._cli import PROG
-
-    parser = Parser(prog=f"{PROG}-dashboard", parents=[common_options(top=True)])
+    parser = Parser(prog=PROG, parents=[common_options(top=True)])
     sub = parser.add_subparsers(dest="command", required=True)
     add_web_commands(sub, common_options(top=False))
     args = parser.parse_args(["dashboard", *argv])

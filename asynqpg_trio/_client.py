@@ -1,4 +1,4 @@
-"""The client: inspect and manage tasks (get, list, cancel, retry, delete, bulk, stats).
+"""The client: inspect and manage tasks (get, list, cancel, retry, delete, bulk, stats, throughput).
 
 Theory of operation
 -------------------

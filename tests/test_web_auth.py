@@ -336,3 +336,19 @@ def test_dashboard_command_needs_a_dsn(
     monkeypatch.delenv("ASYNQPG_DSN", raising=False)
     assert _standalone([]) == 2
     assert "no database given" in capsys.readouterr().err
+
+
+def test_web_public_surface() -> None:
+    """``asynqpg_trio.web`` exports what ``__all__`` says, documented, and nothing private."""
+    import asynqpg_trio.web as web
+
+    public = {
+        name
+        for name in dir(web)
+        if not name.startswith("_")
+        and name != "annotations"
+        and not isinstance(getattr(web, name), type(web))
+    }
+    assert set(web.__all__) == public
+    for name in web.__all__:
+        assert getattr(web, name).__doc__, f"{name} has no docstring"

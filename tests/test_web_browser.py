@@ -105,6 +105,12 @@ def test_dashboard_in_chromium(dsn: str, sync_conn: SyncConn) -> None:
             expect(page).to_have_url(f"{url}tasks/{pending}")
             badge = page.locator("main h1 .status")
             expect(badge).to_have_text("pending")
+            # The payload, once revealed, stays revealed across live refreshes.
+            page.get_by_text("Reveal payload").click()
+            expect(page.locator("pre.payload")).to_contain_text('"n": 1')
+            before = page.evaluate("document.body.dataset.refreshed || ''")
+            page.wait_for_function("b => (document.body.dataset.refreshed || '') !== b", arg=before)
+            expect(page.locator("pre.payload")).to_be_visible()
             page.get_by_role("button", name="Cancel").click()
             expect(page.locator("#flash")).to_have_text(f"Task {pending} cancelled")
             expect(badge).to_have_text("cancelled")

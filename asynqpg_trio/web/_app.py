@@ -156,11 +156,11 @@ def create_app(
     inner.append(Mount("/static", StaticFiles(directory=_STATIC), name="static"))
     routes: list[BaseRoute] = inner
     if settings.prefix:
-        to_root = RedirectResponse(f"{settings.prefix}/", 307)
-        routes = [
-            Route(settings.prefix, lambda request: to_root),
-            Mount(settings.prefix, routes=inner),
-        ]
+
+        async def to_root(request: Request) -> Response:
+            return RedirectResponse(f"{settings.prefix}/", 307)
+
+        routes = [Route(settings.prefix, to_root), Mount(settings.prefix, routes=inner)]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
