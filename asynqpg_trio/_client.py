@@ -1,4 +1,4 @@
-"""The client: inspect and manage tasks (get, list, cancel, retry, delete, bulk, stats).
+"""The client: inspect and manage tasks (get, list, cancel, retry, delete, bulk, stats, throughput).
 
 Theory of operation
 -------------------
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from . import _client_repo as repo
 from ._errors import (
     AsynqpgError,
+    InvalidQuery,
     TaskAlreadyAvailable,
     TaskAlreadyFinalized,
     TaskNotFound,
@@ -37,7 +38,7 @@ from ._errors import (
 )
 from ._listing import DEFAULT_LIMIT, check_task_id, check_type, encode_cursor, plan_list
 from ._pool import Pool, pool_for
-from ._records import QueueStats, TaskPage, TaskRecord
+from ._records import QueueStats, TaskPage, TaskRecord, ThroughputMinute
 from ._row import TaskStatus
 from ._state import Event, allowed_pairs
 
@@ -334,3 +335,26 @@ class Client:
         """
         async with self._connection(conn) as c:
             return await repo.stats(c)
+
+    async def throughput(
+        self, minutes: int = 15, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> tuple[ThroughputMinute, ...]:
+        """Count the tasks that completed and that failed in each of the last minutes.
+
+        Args:
+            minutes: how many minutes, 1 to 1440; the last one is the current, partial minute.
+            conn: run on this connection instead of the pool.
+
+        Returns:
+            One entry per minute, oldest first (minutes with nothing finished give zeros).
+            Tasks already removed by the cleaner are not counted.
+
+        Raises:
+            InvalidQuery: ``minutes`` is not an int from 1 to 1440.
+
+        Cancellation: a checkpoint; reads only.
+        """
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 1440:
+            raise InvalidQuery(f"minutes must be an int from 1 to 1440, got {minutes!r}")
+        async with self._connection(conn) as c:
+            return tuple(await repo.throughput(c, minutes))

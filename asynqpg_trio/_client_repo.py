@@ -18,7 +18,7 @@ from psycopg import sql
 
 from ._listing import ORDER_FIELDS
 from ._queries import load
-from ._records import TASK_COLUMNS, QueueStats, TaskRecord
+from ._records import TASK_COLUMNS, QueueStats, TaskRecord, ThroughputMinute
 from ._row import TaskStatus
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "list_tasks",
     "retry_failed_batch",
     "stats",
+    "throughput",
     "write_task",
 ]
 
@@ -55,6 +56,7 @@ class ClientQueries:
     retry_failed_batch: str
     delete_failed_batch: str
     stats: str
+    throughput: str
 
 
 #: The loaded client statements.
@@ -163,3 +165,12 @@ async def stats(conn: psycopg.AsyncConnection[Any]) -> QueueStats:
     """Counts by status and by type, from one scan."""
     cur = await conn.execute(QUERIES.stats)
     return QueueStats.from_counts(await cur.fetchall())
+
+
+async def throughput(conn: psycopg.AsyncConnection[Any], minutes: int) -> list[ThroughputMinute]:
+    """Completed and failed counts for each of the last ``minutes`` minutes, oldest first."""
+    cur = await conn.execute(QUERIES.throughput, {"minutes": minutes})
+    return [
+        ThroughputMinute(minute, int(done), int(failed))
+        for minute, done, failed in await cur.fetchall()
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AsynqpgError",
+    "AuthenticationFailed",
     "ConfigurationError",
     "ConsumerError",
     "DuplicateTask",
@@ -27,6 +28,15 @@ __all__ = [
 
 class AsynqpgError(Exception):
     """Base class of every error asynqpg-trio raises itself."""
+
+
+class AuthenticationFailed(AsynqpgError):
+    """A dashboard login provider refused or could not complete a login.
+
+    Raised by an `asynqpg_trio.web.AuthProvider`'s ``complete`` (for example when the user
+    denied access or the code exchange failed); the dashboard then sends the browser back to
+    its login page.  Its message is logged, never shown to the browser.
+    """
 
 
 class ConfigurationError(AsynqpgError, ValueError):

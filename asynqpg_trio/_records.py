@@ -19,7 +19,7 @@ from typing import Any
 
 from ._row import TaskStatus
 
-__all__ = ["QueueStats", "TaskPage", "TaskRecord", "TypeStats"]
+__all__ = ["QueueStats", "TaskPage", "TaskRecord", "ThroughputMinute", "TypeStats"]
 
 #: Number of task columns in a row; the client's statements put them last.
 TASK_COLUMNS = 15
@@ -185,3 +185,18 @@ class QueueStats:
             by_status=MappingProxyType(overall),
             by_type=by_type,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputMinute:
+    """How many tasks finished in one minute, from `Client.throughput`.
+
+    Attributes:
+        minute: the start of the minute (database clock, timezone-aware).
+        completed: tasks that completed in it.
+        failed: tasks that failed for good in it (retries and cancels are not counted).
+    """
+
+    minute: datetime
+    completed: int
+    failed: int

@@ -195,3 +195,29 @@ SELECT type, status, count(*)::bigint,
 FROM asynqpg_tasks
 GROUP BY type, status
 ORDER BY type, status
+
+-- name: throughput
+-- Tasks that finished as completed or as failed in each of the last %(minutes)s minutes by
+-- the database clock, oldest minute first, the current (partial) minute last; minutes with
+-- none give zeros.  Served by asynqpg_tasks_finalized_idx.  Tasks the cleaner already
+-- removed no longer count, so keep the retention longer than the window.
+WITH window_start AS (
+    SELECT date_trunc('minute', asynqpg_now())
+           - (%(minutes)s::int - 1) * interval '1 minute' AS since
+), minutes AS (
+    SELECT generate_series(w.since, w.since + (%(minutes)s::int - 1) * interval '1 minute',
+                           interval '1 minute') AS minute
+    FROM window_start w
+), done AS (
+    SELECT date_trunc('minute', t.finalized_at) AS minute, t.status, count(*) AS n
+    FROM asynqpg_tasks t, window_start w
+    WHERE t.status IN ('completed', 'failed') AND t.finalized_at >= w.since
+    GROUP BY 1, 2
+)
+SELECT m.minute,
+       coalesce(sum(d.n) FILTER (WHERE d.status = 'completed'), 0)::bigint,
+       coalesce(sum(d.n) FILTER (WHERE d.status = 'failed'), 0)::bigint
+FROM minutes m
+LEFT JOIN done d ON d.minute = m.minute
+GROUP BY m.minute
+ORDER BY m.minute

@@ -1,0 +1,246 @@
+"""The dashboard's JSON API: the Go dashboard's endpoints, envelope and error codes.
+
+Theory of operation
+-------------------
+Each handler parses its input (`_params`; bad input is a 400 before any database work), makes
+one `Client` call, and answers in the envelope ``{"data": ...}`` or
+``{"data": null, "error": {"code", "message"}}``.  The client's errors map to status codes as
+in the Go dashboard (`_STATE_ERRORS`); anything unexpected is logged with its traceback and
+answered 500 ``internal_error`` without details.
+
+Differences from the Go dashboard, each fixing a flaw it has: a failed health check uses the
+error envelope (503 ``database_unreachable``); ``by_type`` is sorted; task types are read
+fresh (no 30 s cache); ids past 2**63-1 are refused; ``payloads="hide"`` also hides the
+payload in the action responses, and ``payloads="deny"`` refuses the payload endpoint; every
+state-changing call needs the CSRF token and is refused in read-only mode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+import psycopg
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import __version__
+from .._errors import (
+    InvalidQuery,
+    TaskAlreadyAvailable,
+    TaskAlreadyFinalized,
+    TaskNotFound,
+    TaskRunning,
+)
+from ._params import BadParam, list_query, stats_json, task_id, task_json, throughput_json
+from ._site import Access, Site, fail, ok
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from starlette.requests import Request
+
+    from .._records import TaskRecord
+
+__all__ = ["api_routes"]
+
+logger = logging.getLogger("asynqpg_trio.web")
+
+_STATE_ERRORS: Final = {
+    TaskNotFound: (404, "task_not_found", "task not found"),
+    TaskRunning: (409, "task_running", "task is currently running"),
+    TaskAlreadyFinalized: (409, "task_already_finalized", "task is already in a terminal state"),
+    TaskAlreadyAvailable: (
+        409,
+        "task_already_available",
+        "task is already available for processing",
+    ),
+}
+
+
+def _internal(action: str) -> Response:
+    logger.exception("dashboard: failed to %s", action)
+    return fail(500, "internal_error", f"failed to {action}")
+
+
+class _Api:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.client = site.client
+
+    def _show_payload(self) -> bool:
+        return self.site.settings.payloads == "show"
+
+    async def health(self, request: Request) -> Response:
+        try:
+            if self.site.pool.closed:
+                raise psycopg.OperationalError("the dashboard's pool is closed")
+            async with self.site.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        except (psycopg.Error, OSError):
+            logger.warning("dashboard: health check failed", exc_info=True)
+            return fail(503, "database_unreachable", "database unreachable")
+        return ok({"status": "ok"})
+
+    async def config(self, request: Request) -> Response:
+        settings = self.site.settings
+        return ok(
+            {
+                "prefix": self.site.base(request) or "/",
+                "hide_payload_by_default": settings.payloads != "show",
+                "payloads": settings.payloads,
+                "version": __version__,
+                "auth_mode": settings.auth_mode,
+                "read_only": settings.read_only,
+            }
+        )
+
+    async def csrf(self, request: Request) -> Response:
+        return ok({"token": self.site.session(request).ensure_csrf()})
+
+    async def stats(self, request: Request) -> Response:
+        try:
+            stats = await self.client.stats()
+        except Exception:
+            return _internal("get stats")
+        return ok(stats_json(stats))
+
+    async def throughput(self, request: Request) -> Response:
+        try:
+            minutes = await self.client.throughput(self.site.settings.throughput_minutes)
+        except Exception:
+            return _internal("get throughput")
+        return ok(throughput_json(minutes))
+
+    async def task_types(self, request: Request) -> Response:
+        try:
+            stats = await self.client.stats()
+        except Exception:
+            return _internal("get task types")
+        return ok([t.type for t in stats.by_type])
+
+    async def list_tasks(self, request: Request) -> Response:
+        try:
+            query = list_query(request.query_params)
+            page = await self.client.list_tasks(**query.kwargs)
+        except (BadParam, InvalidQuery) as ex:
+            return fail(400, "invalid_params", str(ex))
+        except Exception:
+            return _internal("list tasks")
+        return ok(
+            {
+                "tasks": [task_json(t, payload=None) for t in page.tasks],
+                "total": page.total,
+                "next_cursor": page.next_cursor,
+            }
+        )
+
+    async def _one(
+        self,
+        request: Request,
+        action: str,
+        call: Callable[[int], Awaitable[TaskRecord]],
+        render: Callable[[TaskRecord], Response],
+    ) -> Response:
+        try:
+            ident = task_id(request.path_params["id"])
+        except BadParam as ex:
+            return fail(400, "invalid_id", str(ex))
+        try:
+            task = await call(ident)
+        except (TaskNotFound, TaskRunning, TaskAlreadyFinalized, TaskAlreadyAvailable) as ex:
+            status, code, message = _STATE_ERRORS[type(ex)]
+            return fail(status, code, message)
+        except Exception:
+            return _internal(action)
+        return render(task)
+
+    def _detail(self, task: TaskRecord) -> Response:
+        return ok(task_json(task, payload=self._show_payload()))
+
+    async def get_task(self, request: Request) -> Response:
+        return await self._one(request, "get task", self.client.get_task, self._detail)
+
+    async def payload(self, request: Request) -> Response:
+        if self.site.settings.payloads == "deny":
+            return fail(403, "payload_denied", "payloads are not shown by this dashboard")
+        return await self._one(request, "get task payload", self.client.get_task, _raw_payload)
+
+    async def retry(self, request: Request) -> Response:
+        return await self._one(request, "retry task", self.client.retry_task, self._detail)
+
+    async def cancel(self, request: Request) -> Response:
+        return await self._one(request, "cancel task", self.client.cancel_task, self._detail)
+
+    async def delete(self, request: Request) -> Response:
+        return await self._one(request, "delete task", self.client.delete_task, self._detail)
+
+    async def _bulk_type(self, request: Request) -> tuple[str | None, Response | None]:
+        body = await request.body()
+        if not body.strip():
+            return None, None
+        try:
+            data: Any = json.loads(body)
+        except ValueError:
+            data = ...
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str | None):
+            return None, fail(400, "invalid_body", "invalid request body")
+        return data.get("type") or None, None
+
+    async def bulk_retry(self, request: Request) -> Response:
+        task_type, refusal = await self._bulk_type(request)
+        if refusal is not None:
+            return refusal
+        try:
+            affected = await self.client.retry_failed(task_type)
+        except Exception:
+            return _internal("bulk retry tasks")
+        return ok({"affected": affected})
+
+    async def bulk_delete(self, request: Request) -> Response:
+        task_type, refusal = await self._bulk_type(request)
+        if refusal is not None:
+            return refusal
+        try:
+            affected = await self.client.delete_failed(task_type)
+        except Exception:
+            return _internal("bulk delete tasks")
+        return ok({"affected": affected})
+
+
+def _raw_payload(task: TaskRecord) -> Response:
+    media = "application/octet-stream"
+    if task.payload:
+        try:
+            json.loads(task.payload)
+            media = "application/json"
+        except ValueError:
+            pass
+    return Response(task.payload, 200, media_type=media)
+
+
+def api_routes(site: Site) -> list[Route]:
+    """The ``/api/...`` routes (paths relative to the prefix)."""
+    api = _Api(site)
+    read, write, public = Access.READ, Access.WRITE, Access.PUBLIC
+    table: list[tuple[str, Callable[[Request], Awaitable[Response]], Access, str]] = [
+        ("/api/health", api.health, public, "GET"),
+        ("/api/config", api.config, public, "GET"),
+        ("/api/csrf", api.csrf, read, "GET"),
+        ("/api/stats", api.stats, read, "GET"),
+        ("/api/throughput", api.throughput, read, "GET"),
+        ("/api/task-types", api.task_types, read, "GET"),
+        ("/api/tasks", api.list_tasks, read, "GET"),
+        ("/api/tasks/bulk/retry", api.bulk_retry, write, "POST"),
+        ("/api/tasks/bulk/delete", api.bulk_delete, write, "POST"),
+        ("/api/tasks/{id}", api.get_task, read, "GET"),
+        ("/api/tasks/{id}", api.delete, write, "DELETE"),
+        ("/api/tasks/{id}/payload", api.payload, read, "GET"),
+        ("/api/tasks/{id}/retry", api.retry, write, "POST"),
+        ("/api/tasks/{id}/cancel", api.cancel, write, "POST"),
+    ]
+    return [
+        Route(path, site.endpoint(handler, access), methods=[method])
+        for path, handler, access, method in table
+    ]

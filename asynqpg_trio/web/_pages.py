@@ -1,0 +1,221 @@
+"""The dashboard's HTML pages: overview, task list (and dead letters), task detail, login.
+
+Theory of operation
+-------------------
+Pages are rendered on the server with Jinja2 from the same `Client` calls as the JSON API;
+every URL in them is built from the request's base path, so they work under any prefix.  The
+part of a page that changes sits in ``<main id="live">``; ``static/dashboard.js`` re-fetches
+the page every few seconds and swaps that element (and the CSRF token) in place, and runs the
+action buttons through the JSON API with the CSRF header.  In read-only mode the buttons are
+not rendered at all.  Bad filters are shown on the page instead of failing it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from .._errors import InvalidQuery, TaskNotFound
+from .._listing import ORDER_FIELDS
+from .._records import TaskPage
+from .._row import TaskStatus
+from ._auth import OAuth
+from ._oauth import safe_next
+from ._params import BadParam, list_query, task_id
+from ._site import Access, Site
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from starlette.requests import Request
+
+__all__ = ["make_templates", "page_routes"]
+
+HERE: Final = Path(__file__).parent
+PAGE_SIZES: Final = (25, 50, 100)
+STATUSES: Final = tuple(s.value for s in TaskStatus)
+_LOGIN_ERRORS: Final = {
+    "invalid_state": "The login took too long or was started elsewhere. Please try again.",
+    "provider_error": "The provider did not complete the login.",
+    "forbidden": "This account may not use the dashboard.",
+}
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
+
+
+def make_templates() -> Jinja2Templates:
+    """The page templates, with the ``when`` and ``age`` filters."""
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    env.filters["age"] = _age
+    return Jinja2Templates(env=env)
+
+
+def _pretty(payload: bytes) -> str:
+    text = payload.decode("utf-8", "replace")
+    try:
+        return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+def _utc_inputs(query: Mapping[str, str]) -> dict[str, str]:
+    """The query with datetime-local values (no offset) read as UTC."""
+    out = dict(query)
+    for name in ("created_after", "created_before"):
+        text = out.get(name, "").strip()
+        try:
+            moment = datetime.fromisoformat(text) if text else None
+        except ValueError:
+            continue
+        if moment is not None and moment.tzinfo is None:
+            out[name] = moment.replace(tzinfo=UTC).isoformat()
+    return out
+
+
+class _Pages:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.client = site.client
+
+    def _render(
+        self, request: Request, name: str, context: dict[str, Any], status: int = 200
+    ) -> Response:
+        settings = self.site.settings
+        session = self.site.session(request)
+        context.update(
+            base=self.site.base(request),
+            title=settings.title,
+            csrf=session.ensure_csrf(),
+            read_only=settings.read_only,
+            auth_mode=settings.auth_mode,
+            user=session.user,
+            refresh_ms=int(settings.refresh_seconds * 1000),
+            payloads=settings.payloads,
+        )
+        return self.site.templates.TemplateResponse(
+            request, name, context, status_code=status, headers={"Cache-Control": "no-store"}
+        )
+
+    async def overview(self, request: Request) -> Response:
+        stats = await self.client.stats()
+        minutes = await self.client.throughput(self.site.settings.throughput_minutes)
+        ages = [t.oldest_pending_age for t in stats.by_type if t.oldest_pending_age is not None]
+        peak = max((m.completed + m.failed for m in minutes), default=0)
+        context = {
+            "page": "overview",
+            "stats": stats,
+            "statuses": STATUSES,
+            "minutes": minutes,
+            "peak": max(peak, 1),
+            "finished": sum(m.completed + m.failed for m in minutes),
+            "oldest_pending": max(ages, default=None),
+        }
+        return self._render(request, "overview.html", context)
+
+    async def tasks(self, request: Request) -> Response:
+        raw = _utc_inputs(request.query_params)
+        error = None
+        try:
+            query = list_query(raw, default_limit=25, default_order="DESC")
+            page = await self.client.list_tasks(**query.kwargs)
+        except (BadParam, InvalidQuery) as ex:
+            error = str(ex)
+            query = list_query({}, default_limit=25, default_order="DESC")
+            page = TaskPage(tasks=(), total=0, next_cursor=None)
+        stats = await self.client.stats()
+        statuses = query.kwargs["statuses"] or []
+        current = {k: v for k, v in request.query_params.items() if v}
+
+        def link(**changes: object) -> str:
+            merged = {**current, **{k: str(v) for k, v in changes.items()}}
+            return f"{self.site.base(request)}/tasks?{urlencode(merged)}"
+
+        context = {
+            "page": "dead" if statuses == ["failed"] else "tasks",
+            "dead_letters": statuses == ["failed"],
+            "tasks": page.tasks,
+            "total": page.total,
+            "query": query,
+            "error": error,
+            "form": request.query_params,
+            "status_filter": ",".join(statuses),
+            "type_filter": ",".join(query.kwargs["types"] or []),
+            "types": [t.type for t in stats.by_type],
+            "statuses": STATUSES,
+            "page_sizes": PAGE_SIZES,
+            "order_fields": ORDER_FIELDS,
+            "link": link,
+        }
+        return self._render(request, "tasks.html", context)
+
+    async def task(self, request: Request) -> Response:
+        try:
+            task = await self.client.get_task(task_id(request.path_params["id"]))
+        except (BadParam, TaskNotFound) as ex:
+            missing = {"page": "tasks", "message": str(ex)}
+            return self._render(request, "missing.html", missing, status=404)
+        context: dict[str, Any] = {
+            "page": "tasks",
+            "task": task,
+            "payload_text": _pretty(task.payload) if self.site.settings.payloads == "show" else "",
+        }
+        return self._render(request, "task.html", context)
+
+    async def login(self, request: Request) -> Response:
+        auth = self.site.settings.auth
+        base = self.site.base(request)
+        if not isinstance(auth, OAuth):
+            return RedirectResponse(f"{base}/", 302)
+        target = safe_next(base, request.query_params.get("next"))
+        context = {
+            "page": "login",
+            "providers": [
+                (p, f"{base}/api/auth/login/{p.id}?{urlencode({'next': target})}")
+                for p in auth.providers
+            ],
+            "error": _LOGIN_ERRORS.get(request.query_params.get("error", "")),
+        }
+        return self._render(request, "login.html", context)
+
+
+def page_routes(site: Site) -> list[Route]:
+    """The HTML routes (paths relative to the prefix)."""
+    pages = _Pages(site)
+    read = Access.READ
+    return [
+        Route("/", site.endpoint(pages.overview, read, page=True)),
+        Route("/tasks", site.endpoint(pages.tasks, read, page=True)),
+        Route("/tasks/{id}", site.endpoint(pages.task, read, page=True)),
+        Route("/login", site.endpoint(pages.login, Access.PUBLIC, page=True)),
+    ]

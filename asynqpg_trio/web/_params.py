@@ -1,0 +1,206 @@
+"""The dashboard's request parsing and JSON shapes (pure: no I/O, no clock).
+
+Theory of operation
+-------------------
+`task_id` and `list_query` turn URL text into the arguments `Client` methods take, with the
+Go dashboard's rules and messages; a violation raises `BadParam`, which the API answers with
+400 (``invalid_id`` or ``invalid_params``) and the pages show inline.  Unlike the Go code, an
+id past 2**63-1 is refused instead of wrapping around.
+
+The ``*_json`` functions build the Go dashboard's JSON objects from the client's frozen
+values.  Times are RFC 3339 in UTC with a ``Z``.  Payloads are text (invalid UTF-8 replaced)
+in detail objects and absent from list items, which give only ``payload_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from .._listing import MAX_LIMIT, ORDER_FIELDS
+from .._records import QueueStats, TaskRecord, ThroughputMinute
+from .._row import TaskStatus
+
+__all__ = [
+    "BadParam",
+    "ListQuery",
+    "list_query",
+    "stats_json",
+    "task_id",
+    "task_json",
+    "throughput_json",
+    "timestamp",
+]
+
+_MAX_ID: Final = 2**63 - 1
+_STATUSES: Final = frozenset(s.value for s in TaskStatus)
+
+
+class BadParam(ValueError):
+    """A query parameter or path segment the dashboard cannot use; the message says why."""
+
+
+def task_id(text: str) -> int:
+    """A task id from a URL: ASCII digits naming 1 .. 2**63-1."""
+    if not text:
+        raise BadParam("missing task id")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_ID:
+        raise BadParam(f"invalid task id: {text}")
+    return int(text)
+
+
+def _items(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _when(query: Mapping[str, str], name: str) -> datetime | None:
+    text = query.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or "T" not in text.upper():
+        raise BadParam(f"{name} must be a valid RFC3339 timestamp")
+    return moment
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A checked task-list request: `kwargs` go to `Client.list_tasks` as they are."""
+
+    kwargs: dict[str, Any]
+
+    @property
+    def limit(self) -> int:
+        """The page size asked for (after clamping)."""
+        return int(self.kwargs["limit"])
+
+    @property
+    def offset(self) -> int:
+        """The rows skipped."""
+        return int(self.kwargs["offset"])
+
+
+def list_query(
+    query: Mapping[str, str],
+    *,
+    default_limit: int = 100,
+    default_order_by: str = "id",
+    default_order: str = "ASC",
+) -> ListQuery:
+    """Check ``GET /api/tasks``'s parameters (the Go rules) and build the list arguments.
+
+    Raises:
+        BadParam: a parameter breaks its rule; the message is the Go dashboard's.
+    """
+    limit_text = query.get("limit", "").strip()
+    limit = default_limit
+    if limit_text:
+        if not (limit_text.isascii() and limit_text.isdigit()) or int(limit_text) < 1:
+            raise BadParam("limit must be a positive integer")
+        limit = min(int(limit_text), MAX_LIMIT)
+    offset_text = query.get("offset", "").strip()
+    offset = 0
+    if offset_text:
+        if not (offset_text.isascii() and offset_text.isdigit()):
+            raise BadParam("offset must be a non-negative integer")
+        offset = int(offset_text)
+    statuses = _items(query.get("status", ""))
+    for status in statuses:
+        if status not in _STATUSES:
+            raise BadParam(f"invalid status: {status}")
+    ids: list[int] = []
+    for item in _items(query.get("id", "")):
+        try:
+            ids.append(task_id(item))
+        except BadParam:
+            raise BadParam(f"invalid task id: {item}") from None
+    order_by = query.get("order_by", "").strip() or default_order_by
+    if order_by not in ORDER_FIELDS:
+        raise BadParam(f"invalid order_by field: {order_by}")
+    order = (query.get("order", "").strip() or default_order).upper()
+    if order not in ("ASC", "DESC"):
+        raise BadParam("order must be ASC or DESC")
+    kwargs: dict[str, Any] = {
+        "statuses": statuses or None,
+        "types": _items(query.get("type", "")) or None,
+        "ids": ids or None,
+        "created_after": _when(query, "created_after"),
+        "created_before": _when(query, "created_before"),
+        "order_by": order_by,
+        "descending": order == "DESC",
+        "limit": limit,
+        "offset": offset,
+    }
+    after = query.get("after", "").strip()
+    if after:
+        kwargs["after"] = after
+    return ListQuery(kwargs)
+
+
+def timestamp(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a ``Z``, or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def task_json(task: TaskRecord, *, payload: bool | None) -> dict[str, Any]:
+    """A task as the Go dashboard's TaskListItem (``payload=None``) or TaskDetail.
+
+    Args:
+        task: the task.
+        payload: None for a list item (no ``payload`` key); True to include the payload
+            text; False to send ``"payload": null`` (hidden).
+    """
+    data: dict[str, Any] = {
+        "id": task.id,
+        "type": task.type,
+        "status": task.status.value,
+        "idempotency_token": task.idempotency_token,
+        "messages": list(task.messages),
+        "blocked_till": timestamp(task.blocked_till),
+        "attempts_left": task.attempts_left,
+        "attempts_elapsed": task.attempts_elapsed,
+        "created_at": timestamp(task.created_at),
+        "updated_at": timestamp(task.updated_at),
+        "finalized_at": timestamp(task.finalized_at),
+        "attempted_at": timestamp(task.attempted_at),
+        "lease_owner": task.lease_owner,
+        "payload_size": len(task.payload),
+    }
+    if payload is not None:
+        shown = payload and bool(task.payload)
+        data["payload"] = task.payload.decode("utf-8", "replace") if shown else None
+    return data
+
+
+def stats_json(stats: QueueStats) -> dict[str, Any]:
+    """The Go dashboard's stats object, ``by_type`` sorted by type, plus queue lag."""
+    ages = [t.oldest_pending_age for t in stats.by_type if t.oldest_pending_age is not None]
+    return {
+        "total": stats.total,
+        "by_status": dict(stats.by_status),
+        "by_type": [
+            {
+                "type": t.type,
+                "total": t.total,
+                "by_status": dict(t.by_status),
+                "oldest_pending_age": t.oldest_pending_age,
+            }
+            for t in stats.by_type
+        ],
+        "oldest_pending_age": max(ages, default=None),
+    }
+
+
+def throughput_json(minutes: tuple[ThroughputMinute, ...]) -> list[dict[str, Any]]:
+    """Per-minute completed and failed counts, oldest first."""
+    return [
+        {"minute": timestamp(m.minute), "completed": m.completed, "failed": m.failed}
+        for m in minutes
+    ]

@@ -1,0 +1,507 @@
+"""The dashboard's JSON API against real PostgreSQL: every endpoint, status and error code.
+
+Auth modes, sessions, OAuth and the command line are in test_web_auth.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from asynqpg_trio import Pool, open_pool
+from asynqpg_trio._client import Client
+
+from .helpers.web import SyncConn, csrf_token, dashboard_client, error_of, make, status_of
+
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+async def test_health_and_config(pool: Pool) -> None:
+    async with dashboard_client(pool, prefix="/ops/queue/") as http:
+        answer = await http.get("/ops/queue/api/health")
+        assert (answer.status_code, answer.json()) == (200, {"data": {"status": "ok"}})
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.text.endswith("}\n")
+        config = (await http.get("/ops/queue/api/config")).json()["data"]
+    assert config == {
+        "prefix": "/ops/queue",
+        "hide_payload_by_default": False,
+        "payloads": "show",
+        "version": "0.1.0",
+        "auth_mode": "none",
+        "read_only": False,
+    }
+
+
+async def test_health_failure_uses_the_error_envelope() -> None:
+    dead = "host=127.0.0.1 port=1 user=postgres dbname=postgres connect_timeout=2"
+    async with (
+        open_pool(dead, min_size=0, reconnect_timeout=0) as pool,
+        dashboard_client(pool) as http,
+    ):
+        answer = await http.get("/api/health")
+    assert error_of(answer) == (503, "database_unreachable", "database unreachable")
+
+
+async def test_stats_counts_every_status_and_sorts_types(pool: Pool, sync_conn: SyncConn) -> None:
+    for task_type, status in [
+        ("b", "failed"),
+        ("a", "pending"),
+        ("a", "pending"),
+        ("c", "running"),
+    ]:
+        make(sync_conn, status, type=task_type)
+    async with dashboard_client(pool) as http:
+        data = (await http.get("/api/stats")).json()["data"]
+        types = (await http.get("/api/task-types")).json()["data"]
+        make(sync_conn, type="new")  # no cache: a new type shows at once
+        fresher = (await http.get("/api/task-types")).json()["data"]
+    assert data["total"] == 4
+    assert data["by_status"] == {
+        "pending": 2,
+        "running": 1,
+        "completed": 0,
+        "failed": 1,
+        "cancelled": 0,
+    }
+    assert [t["type"] for t in data["by_type"]] == ["a", "b", "c"]
+    assert data["by_type"][0]["by_status"] == dict.fromkeys(STATUSES, 0) | {"pending": 2}
+    assert data["by_type"][0]["oldest_pending_age"] >= 0
+    assert data["by_type"][1]["oldest_pending_age"] is None
+    assert data["oldest_pending_age"] == data["by_type"][0]["oldest_pending_age"]
+    assert (types, fresher) == (["a", "b", "c"], ["a", "b", "c", "new"])
+
+
+async def test_empty_queue(pool: Pool) -> None:
+    async with dashboard_client(pool) as http:
+        stats = (await http.get("/api/stats")).json()["data"]
+        types = (await http.get("/api/task-types")).json()["data"]
+        tasks = (await http.get("/api/tasks")).json()["data"]
+    assert stats == {
+        "total": 0,
+        "by_status": dict.fromkeys(STATUSES, 0),
+        "by_type": [],
+        "oldest_pending_age": None,
+    }
+    assert (types, tasks) == ([], {"tasks": [], "total": 0, "next_cursor": None})
+
+
+async def test_throughput_counts_finished_tasks_per_minute(pool: Pool, sync_conn: SyncConn) -> None:
+    make(sync_conn, "completed")
+    make(sync_conn, "completed")
+    make(sync_conn, "failed")
+    old = make(sync_conn, "completed")
+    sync_conn.execute(
+        "UPDATE asynqpg_tasks SET finalized_at = asynqpg_now() - interval '20 minutes' "
+        "WHERE id = %s",
+        (old,),
+    )
+    async with dashboard_client(pool, throughput_minutes=5) as http:
+        data = (await http.get("/api/throughput")).json()["data"]
+    assert len(data) == 5
+    assert [(m["completed"], m["failed"]) for m in data][-1] == (2, 1)
+    assert sum(m["completed"] for m in data) == 2
+    minutes = [datetime.fromisoformat(m["minute"]) for m in data]
+    assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(minutes))
+    with pytest.raises(ValueError, match="1 to 1440"):
+        await Client(pool).throughput(0)
+
+
+async def test_list_filters_order_and_pages(pool: Pool, sync_conn: SyncConn) -> None:
+    ids = [
+        make(sync_conn, s, type=t) for s, t in [("pending", "a"), ("failed", "b"), ("failed", "a")]
+    ]
+    ids.append(make(sync_conn, "completed", type="b", created_at="'2020-01-01T00:00:00Z'"))
+    async with dashboard_client(pool) as http:
+
+        async def listed(query: str) -> tuple[list[int], int]:
+            answer = await http.get(f"/api/tasks{query}")
+            assert answer.status_code == 200, answer.text
+            data = answer.json()["data"]
+            return [t["id"] for t in data["tasks"]], data["total"]
+
+        assert await listed("") == (ids, 4)
+        assert await listed("?status=failed") == ([ids[1], ids[2]], 2)
+        assert await listed("?status=%20failed%20,pending") == (ids[:3], 3)
+        assert await listed("?type=a") == ([ids[0], ids[2]], 2)
+        assert await listed("?type=b&status=failed") == ([ids[1]], 1)
+        assert await listed(f"?id={ids[3]},{ids[0]}") == ([ids[0], ids[3]], 2)
+        assert await listed("?order=desc") == (ids[::-1], 4)
+        assert await listed("?order_by=created_at&order=DeSc&limit=1") == ([ids[2]], 4)
+        assert await listed("?limit=2&offset=1") == (ids[1:3], 4)
+        assert await listed("?limit=999999") == (ids, 4)
+        assert await listed("?created_before=2021-01-01T00:00:00Z") == ([ids[3]], 1)
+        assert await listed("?created_after=2021-01-01T00:00:00%2B02:00") == (ids[:3], 3)
+        page = (await http.get("/api/tasks?limit=2")).json()["data"]
+        rest = (await http.get(f"/api/tasks?limit=2&after={page['next_cursor']}")).json()["data"]
+        assert [t["id"] for t in rest["tasks"]] == ids[2:]
+        item = page["tasks"][0]
+    assert "payload" not in item
+    assert item["payload_size"] == len(b'{"n": 1}')
+    assert set(item) == {
+        "id", "type", "status", "idempotency_token", "messages", "blocked_till",
+        "attempts_left", "attempts_elapsed", "created_at", "updated_at", "finalized_at",
+        "attempted_at", "lease_owner", "payload_size",
+    }  # fmt: skip
+    assert item["created_at"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("limit=0", "limit must be a positive integer"),
+        ("limit=ten", "limit must be a positive integer"),
+        ("limit=-1", "limit must be a positive integer"),
+        ("offset=-1", "offset must be a non-negative integer"),
+        ("offset=x", "offset must be a non-negative integer"),
+        ("status=pending,done", "invalid status: done"),
+        ("id=1,x", "invalid task id: x"),
+        ("id=-3", "invalid task id: -3"),
+        ("id=0", "invalid task id: 0"),
+        ("id=9223372036854775808", "invalid task id: 9223372036854775808"),
+        ("order_by=payload", "invalid order_by field: payload"),
+        ("order=up", "order must be ASC or DESC"),
+        ("created_after=yesterday", "created_after must be a valid RFC3339 timestamp"),
+        ("created_after=2024-05-01", "created_after must be a valid RFC3339 timestamp"),
+        ("created_before=2024-05-01T12:00:00", "created_before must be a valid RFC3339 timestamp"),
+        ("after=garbage", "malformed page cursor 'garbage'"),
+    ],
+)
+async def test_list_refuses_bad_parameters(pool: Pool, query: str, message: str) -> None:
+    async with dashboard_client(pool) as http:
+        answer = await http.get(f"/api/tasks?{query}")
+    assert error_of(answer) == (400, "invalid_params", message)
+
+
+async def test_detail_and_payload(pool: Pool, sync_conn: SyncConn) -> None:
+    json_task = make(sync_conn, "failed", payload=b'{"to": "a@b"}', messages=("boom",))
+    binary = make(sync_conn, payload=b"\xff\x00")
+    empty = make(sync_conn, payload=b"")
+    async with dashboard_client(pool) as http:
+        detail = (await http.get(f"/api/tasks/{json_task}")).json()["data"]
+        raw = await http.get(f"/api/tasks/{json_task}/payload")
+        raw_binary = await http.get(f"/api/tasks/{binary}/payload")
+        raw_empty = await http.get(f"/api/tasks/{empty}/payload")
+        empty_detail = (await http.get(f"/api/tasks/{empty}")).json()["data"]
+    assert (detail["payload"], detail["payload_size"], detail["messages"]) == (
+        '{"to": "a@b"}',
+        13,
+        ["boom"],
+    )
+    assert (detail["status"], detail["attempts_left"], detail["finalized_at"][-1]) == (
+        "failed",
+        0,
+        "Z",
+    )
+    assert (raw.status_code, raw.headers["content-type"], raw.content) == (
+        200,
+        "application/json",
+        b'{"to": "a@b"}',
+    )
+    assert (raw_binary.headers["content-type"], raw_binary.content) == (
+        "application/octet-stream",
+        b"\xff\x00",
+    )
+    assert (raw_empty.status_code, raw_empty.headers["content-type"], raw_empty.content) == (
+        200,
+        "application/octet-stream",
+        b"",
+    )
+    assert empty_detail["payload"] is None
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/tasks/{}"),
+        ("GET", "/api/tasks/{}/payload"),
+        ("POST", "/api/tasks/{}/retry"),
+        ("POST", "/api/tasks/{}/cancel"),
+        ("DELETE", "/api/tasks/{}"),
+    ],
+)
+async def test_single_task_endpoints_check_the_id(pool: Pool, method: str, path: str) -> None:
+    async with dashboard_client(pool) as http:
+        headers = {"X-CSRF-Token": await csrf_token(http)}
+        for bad in ("abc", "-1", "0", "1.5", "9223372036854775808", "%D9%A3"):
+            answer = await http.request(method, path.format(bad), headers=headers)
+            status, code, message = error_of(answer)
+            assert (status, code) == (400, "invalid_id"), bad
+            assert message.startswith("invalid task id: ")
+        answer = await http.request(method, path.format(9223372036854775807), headers=headers)
+    assert error_of(answer) == (404, "task_not_found", "task not found")
+
+
+AVAILABLE = (409, "task_already_available", "task is already available for processing")
+RUNNING = (409, "task_running", "task is currently running")
+FINALIZED = (409, "task_already_finalized", "task is already in a terminal state")
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "expected"),
+    [
+        ("retry", "failed", (200, "pending")),
+        ("retry", "cancelled", (200, "pending")),
+        ("retry", "pending", AVAILABLE),
+        ("retry", "running", RUNNING),
+        ("retry", "completed", FINALIZED),
+        ("cancel", "pending", (200, "cancelled")),
+        ("cancel", "running", (200, "cancelled")),
+        ("cancel", "failed", (200, "cancelled")),
+        ("cancel", "cancelled", (200, "cancelled")),
+        ("cancel", "completed", FINALIZED),
+        ("delete", "completed", (200, None)),
+        ("delete", "failed", (200, None)),
+        ("delete", "pending", (200, None)),
+        ("delete", "running", RUNNING),
+    ],
+)  # fmt: skip
+async def test_actions_follow_the_state_table(
+    pool: Pool, sync_conn: SyncConn, action: str, status: str, expected: tuple[Any, ...]
+) -> None:
+    task_id = make(sync_conn, status)
+    method, path = ("DELETE", f"/api/tasks/{task_id}")
+    if action != "delete":
+        method, path = ("POST", f"/api/tasks/{task_id}/{action}")
+    async with dashboard_client(pool) as http:
+        answer = await http.request(method, path, headers={"X-CSRF-Token": await csrf_token(http)})
+    if expected[0] == 200:
+        data = answer.json()["data"]
+        assert (answer.status_code, data["id"], data["payload"]) == (200, task_id, '{"n": 1}')
+        if action == "delete":
+            assert (data["status"], status_of(sync_conn, task_id)) == (status, None)
+        else:
+            assert data["status"] == status_of(sync_conn, task_id) == expected[1]
+    else:
+        assert error_of(answer) == expected
+        assert status_of(sync_conn, task_id) == status
+
+
+async def test_bulk_retry_and_delete(pool: Pool, sync_conn: SyncConn) -> None:
+    failed_a = [make(sync_conn, "failed", type="a") for _ in range(3)]
+    failed_b = make(sync_conn, "failed", type="b")
+    cancelled = make(sync_conn, "cancelled", type="a")
+    async with dashboard_client(pool) as http:
+        headers = {"X-CSRF-Token": await csrf_token(http)}
+        by_type = await http.post("/api/tasks/bulk/retry", json={"type": "a"}, headers=headers)
+        assert (by_type.status_code, by_type.json()) == (200, {"data": {"affected": 3}})
+        assert {status_of(sync_conn, i) for i in failed_a} == {"pending"}
+        assert status_of(sync_conn, cancelled) == "cancelled"  # bulk retry is failed only
+        make(sync_conn, "failed", type="a")
+        everything = await http.post("/api/tasks/bulk/delete", headers=headers)
+        assert everything.json() == {"data": {"affected": 2}}
+        assert status_of(sync_conn, failed_b) is None
+        null_type = await http.post("/api/tasks/bulk/retry", json={"type": None}, headers=headers)
+        assert null_type.json() == {"data": {"affected": 0}}
+        for body in (b"{", b"[1]", b'{"type": 5}', b'"a"'):
+            for path in ("/api/tasks/bulk/retry", "/api/tasks/bulk/delete"):
+                answer = await http.post(path, content=body, headers=headers)
+                assert error_of(answer) == (400, "invalid_body", "invalid request body")
+
+
+async def test_unknown_endpoints_and_methods(pool: Pool) -> None:
+    async with dashboard_client(pool, prefix="/q") as http:
+        missing = await http.get("/q/api/nothing")
+        wrong_method = await http.put("/q/api/tasks/1/retry")
+        get_bulk = await http.get("/q/api/tasks/bulk/retry")
+        outside = await http.get("/elsewhere/api/health")
+        root = await http.get("/q")
+    assert error_of(missing) == (404, "not_found", "no such endpoint")
+    assert error_of(wrong_method) == (405, "method_not_allowed", "method not allowed")
+    assert "POST" in wrong_method.headers["allow"]
+    assert error_of(get_bulk)[0] == 405
+    assert outside.status_code == 404
+    assert (root.status_code, root.headers["location"]) == (307, "/q/")
+
+
+async def test_csrf_is_required_on_every_state_change(pool: Pool, sync_conn: SyncConn) -> None:
+    task_id = make(sync_conn, "failed")
+    writes = [
+        ("POST", f"/api/tasks/{task_id}/retry"),
+        ("POST", f"/api/tasks/{task_id}/cancel"),
+        ("DELETE", f"/api/tasks/{task_id}"),
+        ("POST", "/api/tasks/bulk/retry"),
+        ("POST", "/api/tasks/bulk/delete"),
+    ]
+    async with dashboard_client(pool) as http, dashboard_client(pool) as other:
+        foreign = await csrf_token(other)  # a valid token, but of another session
+        no_session = [
+            await http.request(m, p, headers={"X-CSRF-Token": foreign}) for m, p in writes
+        ]
+        token = await csrf_token(http)
+        for headers in (
+            {},
+            {"X-CSRF-Token": ""},
+            {"X-CSRF-Token": token + "x"},
+            {"X-CSRF-Token": foreign},
+        ):
+            for method, path in writes:
+                answer = await http.request(method, path, headers=headers)
+                assert error_of(answer) == (
+                    403,
+                    "csrf_failed",
+                    "missing or invalid X-CSRF-Token header",
+                )
+        assert status_of(sync_conn, task_id) == "failed"
+        assert (await csrf_token(http)) == token  # stable for the session
+        done = await http.post(f"/api/tasks/{task_id}/retry", headers={"X-CSRF-Token": token})
+    assert all(error_of(a)[:2] == (403, "csrf_failed") for a in no_session)
+    assert done.status_code == 200
+
+
+async def test_read_only_refuses_changes(pool: Pool, sync_conn: SyncConn) -> None:
+    task_id = make(sync_conn, "failed")
+    async with dashboard_client(pool, read_only=True) as http:
+        headers = {"X-CSRF-Token": await csrf_token(http)}
+        answers = [
+            await http.post(f"/api/tasks/{task_id}/retry", headers=headers),
+            await http.post(f"/api/tasks/{task_id}/cancel", headers=headers),
+            await http.delete(f"/api/tasks/{task_id}", headers=headers),
+            await http.post("/api/tasks/bulk/retry", headers=headers),
+            await http.post("/api/tasks/bulk/delete", headers=headers),
+            await http.post("/api/tasks/bulk/delete"),  # no token: still read_only
+        ]
+        reads = [await http.get(p) for p in ("/api/stats", f"/api/tasks/{task_id}", "/api/tasks")]
+        page = await http.get("/tasks?status=failed")
+        detail = await http.get(f"/tasks/{task_id}")
+        config = (await http.get("/api/config")).json()["data"]
+    for answer in answers:
+        assert error_of(answer) == (403, "read_only", "the dashboard is read-only")
+    assert [r.status_code for r in reads] == [200, 200, 200]
+    assert status_of(sync_conn, task_id) == "failed"
+    assert config["read_only"] is True
+    for html in (page.text, detail.text):
+        assert "data-url=" not in html and "Retry all" not in html
+        assert "read-only" in html
+
+
+@pytest.mark.parametrize("mode", ["hide", "deny"])
+async def test_payload_modes(pool: Pool, sync_conn: SyncConn, mode: str) -> None:
+    task_id = make(sync_conn, "failed", payload=b"secret")
+    async with dashboard_client(pool, payloads=mode) as http:
+        detail = (await http.get(f"/api/tasks/{task_id}")).json()["data"]
+        retried = await http.post(
+            f"/api/tasks/{task_id}/retry", headers={"X-CSRF-Token": await csrf_token(http)}
+        )
+        raw = await http.get(f"/api/tasks/{task_id}/payload")
+        page = await http.get(f"/tasks/{task_id}")
+        config = (await http.get("/api/config")).json()["data"]
+    assert (detail["payload"], detail["payload_size"]) == (None, 6)
+    assert retried.json()["data"]["payload"] is None
+    assert config["hide_payload_by_default"] is True
+    assert "secret" not in page.text
+    if mode == "hide":
+        assert (raw.status_code, raw.content) == (200, b"secret")
+        assert "data-reveal=" in page.text
+    else:
+        assert error_of(raw) == (403, "payload_denied", "payloads are not shown by this dashboard")
+        assert "does not show payloads" in page.text
+
+
+async def test_pages_render_under_a_prefix(pool: Pool, sync_conn: SyncConn) -> None:
+    failed = make(sync_conn, "failed", type="mail", messages=("smtp <down>",))
+    async with dashboard_client(pool, prefix="/ops/queue") as http:
+        overview = await http.get("/ops/queue/")
+        dead = await http.get("/ops/queue/tasks?status=failed")
+        bad_filter = await http.get("/ops/queue/tasks?status=nope&created_after=2024-05-01T10:00")
+        local_time = await http.get("/ops/queue/tasks?created_after=2024-05-01T10:00")
+        detail = await http.get(f"/ops/queue/tasks/{failed}")
+        missing = await http.get("/ops/queue/tasks/999")
+        bad_id = await http.get("/ops/queue/tasks/x")
+        static = await http.get("/ops/queue/static/dashboard.js")
+        login = await http.get("/ops/queue/login")
+    assert overview.status_code == 200
+    assert 'data-count="failed">1<' in overview.text
+    assert overview.headers["cache-control"] == "no-store"
+    for html in (overview.text, dead.text, detail.text):
+        assert 'href="/ops/queue/static/dashboard.css"' in html
+        assert 'href="/' not in html.replace('href="/ops/queue/', "")  # every link is prefixed
+    assert "Dead letters" in dead.text and "Retry all" in dead.text
+    assert 'data-url="/ops/queue/api/tasks/bulk/retry"' in dead.text
+    assert "smtp &lt;down&gt;" in dead.text  # escaped
+    assert (bad_filter.status_code, "invalid status: nope" in bad_filter.text) == (200, True)
+    assert local_time.status_code == 200 and 'class="error"' not in local_time.text
+    assert f"Task {failed}" in detail.text and "smtp &lt;down&gt;" in detail.text
+    assert (missing.status_code, bad_id.status_code) == (404, 404)
+    assert "task 999 not found" in missing.text
+    assert (static.status_code, login.status_code, login.headers["location"]) == (
+        200,
+        302,
+        "/ops/queue/",
+    )
+
+
+def test_the_api_is_whole() -> None:
+    """Every route the Go dashboard has (and ours) is registered, under the prefix."""
+    from starlette.routing import Mount, Route
+
+    from asynqpg_trio.web import create_app
+
+    app = create_app("host=127.0.0.1", prefix="/p")
+    mount = next(r for r in app.routes if isinstance(r, Mount))
+    routes = {(m, r.path) for r in mount.routes if isinstance(r, Route) for m in r.methods or ()}
+    expected = {
+        ("GET", "/api/health"), ("GET", "/api/config"), ("GET", "/api/csrf"),
+        ("GET", "/api/stats"), ("GET", "/api/throughput"), ("GET", "/api/task-types"),
+        ("GET", "/api/tasks"), ("GET", "/api/tasks/{id}"), ("GET", "/api/tasks/{id}/payload"),
+        ("POST", "/api/tasks/{id}/retry"), ("POST", "/api/tasks/{id}/cancel"),
+        ("DELETE", "/api/tasks/{id}"), ("POST", "/api/tasks/bulk/retry"),
+        ("POST", "/api/tasks/bulk/delete"),
+    }  # fmt: skip
+    assert expected <= routes
+    assert not any(path.startswith("/api/auth") for _, path in routes)  # OAuth only
+
+
+async def test_unexpected_errors_are_500_without_details(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail")
+
+    for name in ("stats", "list_tasks", "get_task", "retry_task", "retry_failed", "throughput"):
+        monkeypatch.setattr(Client, name, broken)
+    async with dashboard_client(pool) as http:
+        token = await csrf_token(http)
+        answers = {
+            path: await http.request(method, path, headers={"X-CSRF-Token": token})
+            for method, path in [
+                ("GET", "/api/stats"),
+                ("GET", "/api/task-types"),
+                ("GET", "/api/throughput"),
+                ("GET", "/api/tasks"),
+                ("GET", "/api/tasks/1"),
+                ("GET", "/api/tasks/1/payload"),
+                ("POST", "/api/tasks/1/retry"),
+                ("POST", "/api/tasks/bulk/retry"),
+            ]
+        }
+    messages = {path: error_of(a) for path, a in answers.items()}
+    assert messages == {
+        "/api/stats": (500, "internal_error", "failed to get stats"),
+        "/api/task-types": (500, "internal_error", "failed to get task types"),
+        "/api/throughput": (500, "internal_error", "failed to get throughput"),
+        "/api/tasks": (500, "internal_error", "failed to list tasks"),
+        "/api/tasks/1": (500, "internal_error", "failed to get task"),
+        "/api/tasks/1/payload": (500, "internal_error", "failed to get task payload"),
+        "/api/tasks/1/retry": (500, "internal_error", "failed to retry task"),
+        "/api/tasks/bulk/retry": (500, "internal_error", "failed to bulk retry tasks"),
+    }
+    assert "secret detail" in caplog.text
+    assert all("secret" not in a.text for a in answers.values())
+
+
+async def test_dsn_app_owns_and_closes_its_pool(dsn: str) -> None:
+    from asynqpg_trio.web import create_app
+
+    app = create_app(dsn)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        assert (await http.get("/api/health")).status_code == 200
+    async with app.router.lifespan_context(app):
+        pass
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        assert (await http.get("/api/health")).status_code == 503

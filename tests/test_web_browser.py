@@ -1,0 +1,122 @@
+"""The dashboard in headless Chromium, served by the dashboard command (Hypercorn's Trio
+worker) under a non-root prefix with Basic auth: counts, live refresh, the dead-letter view's
+Retry all, and cancelling a task from its detail page.
+
+Needs Debian's ``chromium`` and the ``playwright`` package (``.ci/run`` installs both).  It
+never skips: without them it fails and says what to install.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from .helpers.web import SyncConn, dashboard_process, make, status_of
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PREFIX = "/ops/queue"
+USER, PASSWORD = "admin", "browser-test"
+
+
+def test_dashboard_in_chromium(dsn: str, sync_conn: SyncConn) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing; install it with "
+            "`apt-get update && apt-get install -y chromium chromium-driver`"
+        )
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing; `pip install playwright` (no browsers)")
+
+    failed = [make(sync_conn, "failed", type="email", messages=("smtp down",)) for _ in range(3)]
+    pending = make(sync_conn, "pending", type="report")
+    make(sync_conn, "completed", type="report")
+    server = dashboard_process(
+        dsn,
+        *("--prefix", PREFIX, "--refresh", "0.5"),
+        *("--basic-user", USER, "--basic-password", PASSWORD),
+    )
+    with server as (url, _), sync_playwright() as pw:
+        assert url.endswith(f"{PREFIX}/")
+        origin = url.removesuffix(f"{PREFIX}/")
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            anonymous = browser.new_context()
+            assert anonymous.request.get(url).status == 401
+            anonymous.close()
+
+            context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD})
+            page = context.new_page()
+            requested: list[str] = []
+            problems: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on(
+                "console",
+                lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None,
+            )
+
+            # Overview: the counts, then a live refresh without reloading the page.
+            page.goto(url)
+            expect(page.locator('[data-count="total"]')).to_have_text("5")
+            expect(page.locator('[data-count="failed"]')).to_have_text("3")
+            expect(page.locator('[data-count="pending"]')).to_have_text("1")
+            page.evaluate("window.notReloaded = true")
+            failed.append(make(sync_conn, "failed", type="email", messages=("smtp down",)))
+            expect(page.locator('[data-count="failed"]')).to_have_text("4")
+            assert page.evaluate("window.notReloaded") is True
+
+            # Filter the task list to failed: the dead-letter view; retry them all.
+            page.get_by_role("link", name="Tasks", exact=True).click()
+            expect(page).to_have_url(f"{url}tasks")
+            page.select_option("select[name=status]", "failed")
+            page.get_by_role("button", name="Filter").click()
+            expect(page).to_have_url(re.compile(re.escape(f"{url}tasks?status=failed")))
+            expect(page.locator("main h1")).to_contain_text("Dead letters")
+            expect(page.locator("tr[data-task-id]")).to_have_count(4)
+            page.get_by_role("button", name="Retry all").click()
+            expect(page.locator("#flash")).to_have_text("Re-queued 4 failed tasks")
+            expect(page.locator("tr[data-task-id]")).to_have_count(0)
+            assert {status_of(sync_conn, i) for i in failed} == {"pending"}
+
+            # They are pending now.
+            page.select_option("select[name=status]", "pending")
+            page.get_by_role("button", name="Filter").click()
+            rows = page.locator('tr[data-status="pending"]')
+            expect(rows).to_have_count(5)
+            shown = {int(rows.nth(i).get_attribute("data-task-id") or 0) for i in range(5)}
+            assert shown == {*failed, pending}
+
+            # Cancel one pending task from its detail page.
+            page.locator(f'a[href="{PREFIX}/tasks/{pending}"]').click()
+            expect(page).to_have_url(f"{url}tasks/{pending}")
+            badge = page.locator("main h1 .status")
+            expect(badge).to_have_text("pending")
+            # The payload, once revealed, stays revealed across live refreshes.
+            page.get_by_text("Reveal payload").click()
+            expect(page.locator("pre.payload")).to_contain_text('"n": 1')
+            before = page.evaluate("document.body.dataset.refreshed || ''")
+            page.wait_for_function("b => (document.body.dataset.refreshed || '') !== b", arg=before)
+            expect(page.locator("pre.payload")).to_be_visible()
+            page.get_by_role("button", name="Cancel").click()
+            expect(page.locator("#flash")).to_have_text(f"Task {pending} cancelled")
+            expect(badge).to_have_text("cancelled")
+            expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+            assert status_of(sync_conn, pending) == "cancelled"
+        finally:
+            browser.close()
+    assert requested and all(u.startswith(f"{origin}{PREFIX}/") for u in requested), requested
+    assert problems == []
