@@ -49,6 +49,7 @@ from ._producer import Producer as Producer
 from ._records import QueueStats as QueueStats
 from ._records import TaskPage as TaskPage
 from ._records import TaskRecord as TaskRecord
+from ._records import ThroughputMinute as ThroughputMinute
 from ._records import TypeStats as TypeStats
 from ._retry import RetryPolicy as RetryPolicy
 from ._row import TaskStatus as TaskStatus
@@ -95,6 +96,7 @@ __all__ = (
     "TaskSnooze",
     "TaskSnoozeWithError",
     "TaskStatus",
+    "ThroughputMinute",
     "TypeStats",
     "connect",
     "get_created_at",

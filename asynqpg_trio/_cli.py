@@ -21,6 +21,7 @@ import psycopg
 from ._cli_args import CommandError, Parser, common_options
 from ._cli_commands import add_admin_commands, one_line
 from ._cli_runtime import add_runtime_commands
+from ._cli_web import add_web_commands
 from ._errors import AsynqpgError, ConfigurationError, InvalidQuery, InvalidTask
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_options(top=False)
     add_admin_commands(sub, common)
     add_runtime_commands(sub, common)
+    add_web_commands(sub, common)
     # Runtime commands (`worker`, `demo`, `dashboard`) are added here, each by a function like
     # add_admin_commands taking (sub, common): leaf parsers take parents=[common] and set
     # func=<callable(Namespace) -> int>.  Commands that need a DSN wrap an async
