@@ -105,10 +105,11 @@ async def _run_one(
         created_at=info.created_at,
     )
     error: BaseException | None = None
+    run = rt.telemetry.task_run(claimed)
     with anyio.CancelScope(deadline=anyio.current_time() + handler.timeout) as scope:
         lease.scope = scope
         try:
-            with with_task_metadata(meta):
+            with with_task_metadata(meta), run:
                 await chain(info)
         except Exception as exc:
             error = exc
@@ -117,10 +118,12 @@ async def _run_one(
     if lease.is_lost():
         # Cancelled by a client or taken over: the row already says so; write nothing.
         rt.counts["cancelled"] += 1
+        run.cancelled()
         rt.book.forget(claimed.id, claimed.lease_token)
         return
     if scope.cancel_called and error is None and scope.cancelled_caught:
         if lease.released:
+            run.released()
             await _send(rt, outcomes, Outcome(claimed.id, claimed.lease_token, OutcomeKind.RELEASE))
             return
         error = TimeoutError(f"handler for {claimed.type!r} timed out after {handler.timeout:g} s")
@@ -133,6 +136,7 @@ async def _run_one(
         policy=rt.policy,
         message_limit=rt.config.message_limit,
     )
+    run.finish(decision, error, timed_out=scope.cancelled_caught)
     await _send(rt, outcomes, decision.outcome)
     if decision.final_error is not None and rt.error_handler is not None:
         with anyio.move_on_after(handler.timeout):
