@@ -48,8 +48,6 @@ from ._batching import OutcomeKind
 from ._errors import AsynqpgError
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from opentelemetry.metrics import CallbackOptions, Observation
 
     from ._book import Claimed
@@ -75,58 +73,47 @@ class Telemetry:
     """The instruments and tracer of one component, and the events its actors report."""
 
     def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
-        meter = metrics.get_meter(NAME, meter_provider=meter_provider)
         self.tracer = trace.get_tracer(NAME, tracer_provider=tracer_provider)
-        self._meter = meter
-        self._gauge_key = meter_provider if meter_provider is not None else None
-        self._own_meter = meter_provider is not None and not isinstance(
-            meter_provider, metrics.NoOpMeterProvider
-        )
+        self._meter = meter = metrics.get_meter(NAME, meter_provider=meter_provider)
+        self._meter_provider = meter_provider
         self._attrs: dict[tuple[str, str, str], _Attrs] = {}
-        self.enqueued = meter.create_counter(
-            "asynqpg.tasks.enqueued", description="Number of tasks enqueued"
+        counter, histogram = meter.create_counter, meter.create_histogram
+
+        def seconds(name: str, description: str) -> metrics.Histogram:
+            return histogram(name, "s", description, explicit_bucket_boundaries_advisory=_SECONDS)
+
+        self.enqueued = counter("asynqpg.tasks.enqueued", "", "Number of tasks enqueued")
+        self.processed = counter(
+            "asynqpg.tasks.processed", "", "Number of tasks that finished processing"
         )
-        self.processed = meter.create_counter(
-            "asynqpg.tasks.processed", description="Number of tasks that finished processing"
+        self.errors = counter(
+            "asynqpg.tasks.errors", "", "Number of task processing or enqueue errors"
         )
-        self.errors = meter.create_counter(
-            "asynqpg.tasks.errors", description="Number of task processing or enqueue errors"
-        )
-        self.duration = meter.create_histogram(
-            "asynqpg.task.duration",
-            unit="s",
-            description="Task handler execution duration",
-            explicit_bucket_boundaries_advisory=_SECONDS,
-        )
-        self.enqueue_duration = meter.create_histogram(
-            "asynqpg.task.enqueue_duration",
-            unit="s",
-            description="Time to insert task into database",
-            explicit_bucket_boundaries_advisory=_SECONDS,
+        self.duration = seconds("asynqpg.task.duration", "Task handler execution duration")
+        self.enqueue_duration = seconds(
+            "asynqpg.task.enqueue_duration", "Time to insert task into database"
         )
         self.in_flight = meter.create_up_down_counter(
-            "asynqpg.tasks.in_flight",
-            description="Number of tasks currently being executed by workers",
+            "asynqpg.tasks.in_flight", "", "Number of tasks currently being executed by workers"
         )
-        self.stale_acks = meter.create_counter(
+        self.stale_acks = counter(
             "asynqpg.tasks.stale_acks",
-            description="Outcomes the database refused because the task's lease had changed",
+            "",
+            "Outcomes the database refused because the task's lease had changed",
         )
-        self.lease_takeovers = meter.create_counter(
+        self.lease_takeovers = counter(
             "asynqpg.tasks.lease_takeovers",
-            description="Expired leases of other consumers taken over by a claim",
+            "",
+            "Expired leases of other consumers taken over by a claim",
         )
-        self.batch_size = meter.create_histogram(
+        self.batch_size = histogram(
             "asynqpg.completer.batch_size",
-            unit="{outcome}",
-            description="Outcomes written per completer flush",
+            "{outcome}",
+            "Outcomes written per completer flush",
             explicit_bucket_boundaries_advisory=_SIZES,
         )
-        self.flush_duration = meter.create_histogram(
-            "asynqpg.completer.flush_duration",
-            unit="s",
-            description="Time to write one completer flush",
-            explicit_bucket_boundaries_advisory=_SECONDS,
+        self.flush_duration = seconds(
+            "asynqpg.completer.flush_duration", "Time to write one completer flush"
         )
 
     def attrs(self, task_type: str, key: str = "", value: str = "") -> _Attrs:
@@ -138,8 +125,6 @@ class Telemetry:
             if len(self._attrs) < _ATTR_CACHE_LIMIT:
                 self._attrs[cache_key] = found
         return found
-
-    # -- producer -------------------------------------------------------------------------
 
     def enqueue(self, types: Sequence[str], *, single: bool, has_delay: bool) -> EnqueueOp:
         """Start an ``asynqpg.enqueue`` (one task) or ``asynqpg.enqueue_many`` span."""
@@ -153,8 +138,6 @@ class Telemetry:
             else:
                 span.set_attribute("batch_size", len(types))
         return EnqueueOp(self, span, types, single)
-
-    # -- consumer -------------------------------------------------------------------------
 
     def task_run(self, claimed: Claimed) -> TaskRun:
         """Start the ``asynqpg.process`` span of one attempt (not yet current)."""
@@ -179,17 +162,14 @@ class Telemetry:
 
     def queue_sampler(self, types: Sequence[str]) -> QueueSampler | None:
         """The queue gauges' cache for a consumer of ``types`` (None: metrics are off)."""
-        provider = self._gauge_key
-        if provider is None:
-            provider = metrics.get_meter_provider()
+        own = self._meter_provider
+        provider = own if own is not None else metrics.get_meter_provider()
         if isinstance(provider, metrics.NoOpMeterProvider):
             return None
         board = _BOARDS.get(provider)
         if board is None:
             board = _BOARDS[provider] = _QueueBoard(self._meter)
-        return QueueSampler(board, tuple(types), always=self._own_meter)
-
-    # -- client ---------------------------------------------------------------------------
+        return QueueSampler(board, tuple(types), always=own is not None)
 
     def client_span(self, name: str, task_id: int | None = None) -> ClientSpan:
         """A client span (``asynqpg.get_task`` ...) that records unexpected errors only."""
@@ -251,12 +231,7 @@ class EnqueueOp:
         if first_id is not None and self._single and self._span.is_recording():
             self._span.set_attribute("task_id", first_id)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, Exception):
             if not isinstance(exc, AsynqpgError):  # a database failure: count it
                 t = self._t
@@ -273,30 +248,27 @@ class TaskRun:
     of `finish`, `cancelled` or `released` ends it.
     """
 
-    __slots__ = ("_span", "_started", "_t", "_token", "_type", "duration")
+    __slots__ = ("_span", "_started", "_t", "_token", "_type", "_type_attrs", "duration")
 
     def __init__(self, t: Telemetry, span: trace.Span, task_type: str) -> None:
         self._t, self._span, self._type = t, span, task_type
+        self._type_attrs = t.attrs(task_type)
         self._token: Token[otel_context.Context] | None = None
         self._started = 0.0
         self.duration = 0.0
 
     def __enter__(self) -> TaskRun:
-        self._t.in_flight.add(1, self._t.attrs(self._type))
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        self._t.in_flight.add(1, self._type_attrs)
+        if self._span.get_span_context().is_valid:  # else there is no trace to continue
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._started = time.perf_counter()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self.duration = time.perf_counter() - self._started
         if self._token is not None:
             otel_context.detach(self._token)
-        self._t.in_flight.add(-1, self._t.attrs(self._type))
+        self._t.in_flight.add(-1, self._type_attrs)
 
     def _processed(self, status: str) -> None:
         attrs = self._t.attrs(self._type, "status", status)
@@ -337,12 +309,7 @@ class ClientSpan:
     def __enter__(self) -> trace.Span:
         return self.span
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, Exception) and not isinstance(exc, AsynqpgError):
             _fail(self.span, exc, self._name.removeprefix("asynqpg.").replace("_", " ") + " failed")
         self.span.end()

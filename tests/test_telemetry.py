@@ -4,7 +4,11 @@ reader and span exporter, and the trace that crosses the queue from producer to 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -555,3 +559,58 @@ async def test_every_instrument_is_registered(pool: Pool, otel: Otel) -> None:
         "asynqpg.queue.oldest_pending_age",
     }
     _assert_bounded(otel)
+
+
+# -- examples and dashboard ---------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The Prometheus names of every instrument (through the OpenTelemetry Prometheus exporter).
+PROMETHEUS_NAMES = {
+    "asynqpg_tasks_enqueued_total",
+    "asynqpg_tasks_processed_total",
+    "asynqpg_tasks_errors_total",
+    "asynqpg_tasks_in_flight",
+    "asynqpg_task_duration_seconds",
+    "asynqpg_task_enqueue_duration_seconds",
+    "asynqpg_tasks_stale_acks_total",
+    "asynqpg_tasks_lease_takeovers_total",
+    "asynqpg_completer_batch_size",
+    "asynqpg_completer_flush_duration_seconds",
+    "asynqpg_queue_depth",
+    "asynqpg_queue_oldest_pending_age_seconds",
+}
+
+
+def _base_names(text: str) -> set[str]:
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in re.findall(r"\basynqpg_\w+", text)}
+
+
+def _run_example(*args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_console_example_shows_one_trace(dsn: str) -> None:
+    out = _run_example("examples/otel_console.py", dsn)
+    assert "processed: {'completed': 2, 'failed': 1}" in out
+    assert out.count('"name": "asynqpg.process"') == 3
+    assert out.count('"name": "asynqpg.enqueue_many"') == 1
+    assert '"name": "asynqpg.tasks.processed"' in out
+    span_traces = set(re.findall(r'"trace_id": "(0x[0-9a-f]+)"', out))
+    assert len(span_traces) == 1  # request, enqueue, processing and the handler's own spans
+
+
+def test_prometheus_example_and_dashboard_use_the_same_names(dsn: str) -> None:
+    out = _run_example("examples/otel_prometheus.py", dsn, "--port", "0", "--seconds", "2")
+    exposed = _base_names(out)
+    # Nothing goes stale or is taken over in the example; everything else is exposed.
+    quiet = {"asynqpg_tasks_stale_acks_total", "asynqpg_tasks_lease_takeovers_total"}
+    assert PROMETHEUS_NAMES - quiet <= exposed <= PROMETHEUS_NAMES
+    dashboard = json.loads((ROOT / "docs" / "grafana-asynqpg.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert _base_names("\n".join(exprs)) == PROMETHEUS_NAMES  # a panel for every instrument
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert "asynqpg_tasks_processed_total" in variables["task_type"]["definition"]
