@@ -23,19 +23,22 @@ from prometheus_client import start_http_server
 import asynqpg_trio
 from asynqpg_trio import Handler, Producer, Task, TaskInfo, TaskSnooze, open_consumer, open_pool
 
+SNOOZED: set[int] = set()
+
 
 async def charge(task: TaskInfo) -> None:
     await trio.sleep(random.uniform(0.005, 0.05))
-    if task.payload == b"flaky" and random.random() < 0.5:
-        raise ConnectionError("payment gateway timed out")
-    if task.payload == b"later":
-        raise TaskSnooze(1)
+    if task.payload == b"flaky" and task.attempts_elapsed == 0:
+        raise ConnectionError("payment gateway timed out")  # retried, then succeeds
+    if task.payload == b"later" and task.id not in SNOOZED:
+        SNOOZED.add(task.id)
+        raise TaskSnooze(1)  # back in a second; not an error
 
 
 async def produce(producer: Producer) -> None:
     payloads = [b"ok"] * 8 + [b"flaky", b"later"]
     while True:
-        await producer.enqueue_many([Task("payment.charge", random.choice(payloads))] * 5)
+        await producer.enqueue_many([Task("payment.charge", p) for p in payloads])
         await trio.sleep(0.2)
 
 
