@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from typing import Self
 
     import psycopg
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Client", "refusal"]
 
@@ -94,7 +96,11 @@ class Client:
     """
 
     def __init__(
-        self, pool_or_dsn: Pool | str, *, meter_provider: Any = None, tracer_provider: Any = None
+        self,
+        pool_or_dsn: Pool | str,
+        *,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._telemetry = Telemetry(meter_provider, tracer_provider)
         self._pool, self._owns_pool = pool_for(pool_or_dsn)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 from anyio.abc import TaskStatus
@@ -59,6 +59,10 @@ from ._pool import Pool, pool_for
 from ._retry import RetryPolicy
 from ._sampler import run_sampler
 from ._telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Consumer", "open_consumer", "serve_consumer"]
 
@@ -140,8 +144,8 @@ async def open_consumer(
     max_backlog: int = 20_000,
     message_limit: int = 2048,
     maintenance: Any = True,
-    meter_provider: Any = None,
-    tracer_provider: Any = None,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
     queue_metrics_interval: float | timedelta = 5.0,
 ) -> AsyncIterator[Consumer]:
     """Process tasks while the block runs; shut down gracefully when it ends.

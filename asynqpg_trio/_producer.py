@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from typing import Self
 
     import psycopg
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from ._task import Task
 
@@ -66,8 +68,8 @@ class Producer:
         pool_or_dsn: Pool | str,
         *,
         default_max_retry: int = 3,
-        meter_provider: Any = None,
-        tracer_provider: Any = None,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._default_max_retry = check_default_max_retry(default_max_retry)
         self._telemetry = Telemetry(meter_provider, tracer_provider)

@@ -48,7 +48,8 @@ from ._batching import OutcomeKind
 from ._errors import AsynqpgError
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.metrics import MeterProvider, Observation
+    from opentelemetry.trace import TracerProvider
 
     from ._book import Claimed
     from ._outcome import Decision
@@ -72,7 +73,11 @@ _Attrs = dict[str, str]
 class Telemetry:
     """The instruments and tracer of one component, and the events its actors report."""
 
-    def __init__(self, meter_provider: Any = None, tracer_provider: Any = None) -> None:
+    def __init__(
+        self,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.tracer = trace.get_tracer(NAME, tracer_provider=tracer_provider)
         self._meter = meter = metrics.get_meter(NAME, meter_provider=meter_provider)
         self._meter_provider = meter_provider
@@ -180,7 +185,9 @@ class Telemetry:
 
 
 @functools.lru_cache(maxsize=16)
-def shared_telemetry(meter_provider: Any = None, tracer_provider: Any = None) -> Telemetry:
+def shared_telemetry(
+    meter_provider: MeterProvider | None = None, tracer_provider: TracerProvider | None = None
+) -> Telemetry:
     """One `Telemetry` per pair of providers, for the module-level sync functions."""
     return Telemetry(meter_provider, tracer_provider)
 
@@ -325,24 +332,20 @@ class _QueueBoard:
         self.last_read = -math.inf
         meter.create_observable_gauge(
             "asynqpg.queue.depth",
-            callbacks=[self._depth],
+            callbacks=[lambda options: self._observe(0)],
             unit="{task}",
             description="Pending tasks ready to run, per type (sampled)",
         )
         meter.create_observable_gauge(
             "asynqpg.queue.oldest_pending_age",
-            callbacks=[self._age],
+            callbacks=[lambda options: self._observe(1)],
             unit="s",
             description="How long the oldest ready pending task has waited, per type (sampled)",
         )
 
-    def add(self, sampler: QueueSampler) -> None:
+    def show(self, sampler: QueueSampler, shown: bool) -> None:
         with self._lock:
-            self._samplers.add(sampler)
-
-    def discard(self, sampler: QueueSampler) -> None:
-        with self._lock:
-            self._samplers.discard(sampler)
+            (self._samplers.add if shown else self._samplers.discard)(sampler)
 
     def _merged(self) -> dict[str, tuple[int, float]]:
         self.last_read = time.monotonic()
@@ -359,13 +362,9 @@ class _QueueBoard:
             found = self._attrs[task_type] = {"task_type": task_type}
         return found
 
-    def _depth(self, options: CallbackOptions) -> Iterable[Observation]:
+    def _observe(self, index: int) -> Iterable[Observation]:
         merged = self._merged()
-        return [metrics.Observation(v[0], self._attr(t)) for t, v in merged.items()]
-
-    def _age(self, options: CallbackOptions) -> Iterable[Observation]:
-        merged = self._merged()
-        return [metrics.Observation(v[1], self._attr(t)) for t, v in merged.items()]
+        return [metrics.Observation(v[index], self._attr(t)) for t, v in merged.items()]
 
 
 _BOARDS: weakref.WeakKeyDictionary[Any, _QueueBoard] = weakref.WeakKeyDictionary()
@@ -382,11 +381,11 @@ class QueueSampler:
         self.sampled_at = -math.inf
 
     def __enter__(self) -> QueueSampler:
-        self._board.add(self)
+        self._board.show(self, True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._board.discard(self)
+        self._board.show(self, False)
 
     def wanted(self) -> bool:
         """Whether to refresh: the consumer has its own provider, or the gauges were read."""

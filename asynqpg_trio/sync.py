@@ -16,7 +16,7 @@ inside its open transaction if there is one::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -33,6 +33,10 @@ from ._repository import QUERIES
 from ._task import Task
 from ._telemetry import shared_telemetry
 
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
 __all__ = ["enqueue", "enqueue_many"]
 
 
@@ -47,8 +51,8 @@ def enqueue_many(
     tasks: Sequence[Task],
     *,
     default_max_retry: int = 3,
-    meter_provider: Any = None,
-    tracer_provider: Any = None,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> list[int | None]:
     """Insert a batch in one statement; one entry per input: the new id, or None for a
     skipped duplicate.  Raises `InvalidTask` (nothing written) for a bad task.
@@ -72,8 +76,8 @@ def enqueue(
     task: Task,
     *,
     default_max_retry: int = 3,
-    meter_provider: Any = None,
-    tracer_provider: Any = None,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> int:
     """Insert one task and return its id.
 
