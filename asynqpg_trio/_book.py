@@ -81,6 +81,11 @@ class LeaseBook:
         if lease is not None and lease.token == token:
             del self.leases[task_id]
 
+    def type_of(self, task_id: int) -> str:
+        """The type of a held task (``""`` if it is not held)."""
+        lease = self.leases.get(task_id)
+        return "" if lease is None else lease.type
+
     def snapshot(self) -> tuple[list[int], list[int]]:
         """Parallel lists of held task ids and lease tokens."""
         held = [lease for lease in self.leases.values() if not lease.lost]

@@ -18,6 +18,10 @@ against it for every status.
 Bulk retry and delete loop over batches of `BATCH_SIZE` failed tasks (``FOR UPDATE SKIP
 LOCKED``), each batch one statement, until a batch comes back short.  Cancelling any method
 leaves every finished statement done and the current one either done or not: never half done.
+
+Telemetry: get, cancel, retry and delete are ``asynqpg.<method>`` client spans with
+``task_id``; list is ``asynqpg.list_tasks`` with ``result_count``.  Only unexpected errors
+mark a span failed: not-found and wrong-state refusals are answers, not failures.
 """
 
 from __future__ import annotations
@@ -41,17 +45,25 @@ from ._pool import Pool, pool_for
 from ._records import QueueStats, TaskPage, TaskRecord, ThroughputMinute
 from ._row import TaskStatus
 from ._state import Event, allowed_pairs
+from ._telemetry import Telemetry
 
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
     import psycopg
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Client", "refusal"]
 
 _ALLOWED: Final = frozenset(allowed_pairs())
 _PAST: Final = {Event.CANCEL: "cancelled", Event.MANUAL_RETRY: "retried", Event.DELETE: "deleted"}
+_SPAN: Final = {
+    Event.CANCEL: "asynqpg.cancel_task",
+    Event.MANUAL_RETRY: "asynqpg.retry_task",
+    Event.DELETE: "asynqpg.delete_task",
+}
 
 
 def refusal(event: Event, status: TaskStatus, task: TaskRecord) -> AsynqpgError | None:
@@ -78,12 +90,20 @@ class Client:
     Args:
         pool_or_dsn: an `open_pool` pool, or a DSN (the client then keeps a small pool of its
             own, closed by `aclose` or ``async with``).
+        meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
 
     Every method takes ``conn=``: a psycopg async connection to run on instead of the pool,
     inside its open transaction if it has one.
     """
 
-    def __init__(self, pool_or_dsn: Pool | str) -> None:
+    def __init__(
+        self,
+        pool_or_dsn: Pool | str,
+        *,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self._telemetry = Telemetry(meter_provider, tracer_provider)
         self._pool, self._owns_pool = pool_for(pool_or_dsn)
 
     async def __aenter__(self) -> Self:
@@ -127,8 +147,9 @@ class Client:
         Cancellation: a checkpoint; reads only.
         """
         task_id = check_task_id(task_id)
-        async with self._connection(conn) as c:
-            task = await repo.get_task(c, task_id)
+        with self._telemetry.client_span("asynqpg.get_task", task_id):
+            async with self._connection(conn) as c:
+                task = await repo.get_task(c, task_id)
         if task is None:
             raise TaskNotFound(task_id)
         return task
@@ -194,8 +215,11 @@ class Client:
             offset=offset,
             after=after,
         )
-        async with self._connection(conn) as c:
-            total, tasks = await repo.list_tasks(c, plan)
+        with self._telemetry.client_span("asynqpg.list_tasks") as span:
+            async with self._connection(conn) as c:
+                total, tasks = await repo.list_tasks(c, plan)
+            if span.is_recording():
+                span.set_attribute("result_count", len(tasks))
         cursor = None
         if len(tasks) == plan.limit:
             cursor = encode_cursor(plan.order_by, plan.descending, tasks[-1])
@@ -209,8 +233,9 @@ class Client:
         conn: psycopg.AsyncConnection[Any] | None,
     ) -> TaskRecord:
         task_id = check_task_id(task_id)
-        async with self._connection(conn) as c:
-            outcome = await repo.write_task(c, query, task_id)
+        with self._telemetry.client_span(_SPAN[event], task_id):
+            async with self._connection(conn) as c:
+                outcome = await repo.write_task(c, query, task_id)
         if outcome is None:
             raise TaskNotFound(task_id)
         error = refusal(event, outcome.old_status, outcome.task)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -86,12 +87,17 @@ async def run_completer(rt: Runtime, receive: MemoryObjectReceiveStream[Outcome]
 
 
 async def _flush(rt: Runtime, plan: FlushPlan) -> None:
+    started = time.perf_counter()
     async with rt.pool.connection() as conn:
         written = await repo.write_outcomes(conn, plan)
+    seconds = time.perf_counter() - started
+    stale: list[str] = []
     for outcome in plan.outcomes:
         rt.pending_writes -= 1
         if outcome.task_id in written:
             rt.counts[_COUNTER[outcome.kind]] += 1
         else:
             rt.counts["stale_acks"] += 1
+            stale.append(rt.book.type_of(outcome.task_id))
         rt.book.forget(outcome.task_id, outcome.lease_token)
+    rt.telemetry.flushed(len(plan.outcomes), seconds, stale)

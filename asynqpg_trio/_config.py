@@ -91,6 +91,7 @@ class ConsumerConfig:
     batch_interval: float
     max_backlog: int
     message_limit: int
+    queue_metrics_interval: float = 5.0
 
     def limit(self, task_type: str) -> int:
         """Most tasks of a type held at once: its workers plus its prefetch buffer."""
@@ -136,6 +137,9 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
         batch_interval=seconds(raw["batch_interval"], "batch_interval", allow_zero=True),
         max_backlog=max(raw["max_backlog"], raw["batch_size"]),
         message_limit=raw["message_limit"],
+        queue_metrics_interval=seconds(
+            raw.get("queue_metrics_interval", 5.0), "queue_metrics_interval"
+        ),
     )
 
 

@@ -3,11 +3,12 @@
 Theory of operation
 -------------------
 Inside one task group run: the listener (LISTEN connection), the lease keeper, the completer,
-maintenance (leader election, janitor, cleaner) when enabled, and the pipeline: the fetcher
-and, per task type, ``workers`` handler actors.  They talk through bounded memory channels:
-fetcher -> per-type task channels -> handler actors -> outcome channel -> completer.  Transient
-database errors restart the actor that met them, with back-off; any other exception inside
-the tree is a bug and surfaces as `ConsumerError` raised from the exception group.
+the queue sampler (OpenTelemetry gauges), maintenance (leader election, janitor, cleaner) when
+enabled, and the pipeline: the fetcher and, per task type, ``workers`` handler actors.  They
+talk through bounded memory channels: fetcher -> per-type task channels -> handler actors ->
+outcome channel -> completer.  Transient database errors restart the actor that met them,
+with back-off; any other exception inside the tree is a bug and surfaces as `ConsumerError`
+raised from the exception group.
 
 Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation):
 
@@ -30,7 +31,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 from anyio.abc import TaskStatus
@@ -56,6 +57,12 @@ from ._migrate import check_schema
 from ._policies import DefaultRetryPolicy
 from ._pool import Pool, pool_for
 from ._retry import RetryPolicy
+from ._sampler import run_sampler
+from ._telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Consumer", "open_consumer", "serve_consumer"]
 
@@ -137,6 +144,9 @@ async def open_consumer(
     max_backlog: int = 20_000,
     message_limit: int = 2048,
     maintenance: Any = True,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+    queue_metrics_interval: float | timedelta = 5.0,
 ) -> AsyncIterator[Consumer]:
     """Process tasks while the block runs; shut down gracefully when it ends.
 
@@ -168,6 +178,8 @@ async def open_consumer(
         message_limit: longest error message stored per failed attempt (characters).
         maintenance: True (default) to take part in leader election and, when leader, run
             the janitor and the cleaner; False to disable; or a `MaintenanceConfig`.
+        meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
+        queue_metrics_interval: seconds the queue depth and lag gauges are cached (default 5).
 
     Raises:
         ConfigurationError: a setting is invalid (before anything starts).
@@ -193,6 +205,7 @@ async def open_consumer(
         batch_interval=batch_interval,
         max_backlog=max_backlog,
         message_limit=message_limit,
+        queue_metrics_interval=queue_metrics_interval,
     )
     maintenance_config = _maintenance_config(maintenance)
     pool, owned = pool_for(pool_or_dsn, max_size=6)
@@ -201,6 +214,7 @@ async def open_consumer(
         pool=pool,
         policy=retry_policy if retry_policy is not None else DefaultRetryPolicy(),
         error_handler=error_handler,
+        telemetry=Telemetry(meter_provider, tracer_provider),
     )
     consumer = Consumer(rt)
     body_error: BaseException | None = None
@@ -288,6 +302,7 @@ async def _start_actors(
         await tg.start(_listen_forever, rt)
         tg.start_soon(supervise, rt, "lease keeper", lambda: run_lease_keeper(rt))
         tg.start_soon(_complete, rt, outcome_receive)
+        tg.start_soon(supervise, rt, "queue sampler", lambda: run_sampler(rt))
         if maintenance_config is not None:
             from ._maintenance import run_maintenance
 

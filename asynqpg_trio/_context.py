@@ -12,6 +12,7 @@ import anyio
 import psycopg
 
 from ._book import LeaseBook
+from ._telemetry import Telemetry
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ class Runtime:
     policy: RetryPolicy
     error_handler: ErrorHandler | None
     book: LeaseBook = field(default_factory=LeaseBook)
+    telemetry: Telemetry = field(default_factory=Telemetry)
     counts: Counter[str] = field(default_factory=Counter)
     stopping: bool = False
     backlogged: set[str] = field(default_factory=set)

@@ -18,7 +18,14 @@ from typing import Any
 from ._errors import InvalidTask
 from ._task import MAX_ATTEMPTS, ValidTask, validate_task
 
-__all__ = ["BatchPlan", "check_default_max_retry", "map_results", "plan_batch"]
+__all__ = [
+    "BatchPlan",
+    "check_default_max_retry",
+    "has_delay",
+    "map_results",
+    "plan_batch",
+    "with_trace",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,19 @@ def plan_batch(
     }
     keys = tuple(None if v.token is None else (v.type, v.token) for v in valid)
     return BatchPlan(params=params, keys=keys)
+
+
+def with_trace(plan: BatchPlan, trace: str | None) -> BatchPlan:
+    """The plan with every task carrying ``trace`` (a W3C carrier as JSON text), or as is."""
+    if trace is None:
+        return plan
+    return BatchPlan(params={**plan.params, "traces": [trace] * len(plan.keys)}, keys=plan.keys)
+
+
+def has_delay(plan: BatchPlan) -> bool:
+    """Whether any task of the plan waits (a delay or a ``process_at``)."""
+    p = plan.params
+    return any(d > 0 for d in p["delays"]) or any(t is not None for t in p["process_at"])
 
 
 def map_results(plan: BatchPlan, rows: Sequence[tuple[Any, ...]]) -> list[int | None]:

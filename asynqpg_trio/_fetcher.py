@@ -93,6 +93,7 @@ def _dispatch(
 ) -> None:
     if row["taken_over"]:
         rt.counts["lease_takeovers"] += 1
+        rt.telemetry.lease_takeover(row["type"])
     if row["status"] != "running":
         rt.counts["takeover_failures"] += 1
         return

@@ -118,11 +118,13 @@ async def _run_one(
         created_at=info.created_at,
     )
     error: BaseException | None = None
+    run = rt.telemetry.task_run(claimed)
     with _scope(handler.timeout) as scope:
         lease.scope = scope
         token = CURRENT_TASK.set(meta)
         try:
-            await chain(info)
+            with run:
+                await chain(info)
         except Exception as exc:
             error = exc
         finally:
@@ -131,10 +133,12 @@ async def _run_one(
     if lease.is_lost():
         # Cancelled by a client or taken over: the row already says so; write nothing.
         rt.counts["cancelled"] += 1
+        run.cancelled()
         rt.book.forget(claimed.id, claimed.lease_token)
         return
     if lease.released and (error is not None or scope.cancelled_caught):
         # Cut short by the end of the shutdown grace, however it ended: no attempt used.
+        run.released()
         await _send(rt, outcomes, Outcome(claimed.id, claimed.lease_token, OutcomeKind.RELEASE))
         return
     if scope.cancel_called and error is None and scope.cancelled_caught:
@@ -148,6 +152,7 @@ async def _run_one(
         policy=rt.policy,
         message_limit=rt.config.message_limit,
     )
+    run.finish(decision, error, timed_out=scope.cancelled_caught)
     await _send(rt, outcomes, decision.outcome)
     if decision.final_error is not None and rt.error_handler is not None:
         with anyio.move_on_after(handler.timeout):

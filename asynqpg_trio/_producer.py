@@ -9,6 +9,12 @@ over parameter arrays, with ``ON CONFLICT DO NOTHING`` for idempotency tokens an
 from the database clock.  With ``conn=`` the statement runs on the caller's connection and so
 inside its open transaction: the tasks appear on commit and vanish on rollback (the NOTIFY too:
 PostgreSQL delivers notifications at commit).
+
+Telemetry: each call is one ``asynqpg.enqueue`` or ``asynqpg.enqueue_many`` producer span
+(with ``conn=`` too), and stores that span's W3C trace context on its rows so the consumer's
+processing joins the same trace.  ``asynqpg.tasks.enqueued`` counts rows actually inserted
+(not skipped duplicates); a database failure counts every task of the call as a ``db_error``.
+Invalid tasks are refused before any span or metric.
 """
 
 from __future__ import annotations
@@ -17,15 +23,25 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, final
 
 from . import _repository as repo
-from ._enqueue import check_default_max_retry, map_results, plan_batch
+from ._enqueue import (
+    BatchPlan,
+    check_default_max_retry,
+    has_delay,
+    map_results,
+    plan_batch,
+    with_trace,
+)
 from ._errors import DuplicateTask
 from ._pool import Pool, pool_for
+from ._telemetry import Telemetry
 
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
     import psycopg
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
     from ._task import Task
 
@@ -41,13 +57,22 @@ class Producer:
             its own, closed by `aclose` or ``async with``).
         default_max_retry: total runs allowed for tasks that do not set ``max_retry``
             (0 to 32767; the Go library's default, 3).
+        meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
 
     Raises:
         ConfigurationError: ``default_max_retry`` is out of range.
     """
 
-    def __init__(self, pool_or_dsn: Pool | str, *, default_max_retry: int = 3) -> None:
+    def __init__(
+        self,
+        pool_or_dsn: Pool | str,
+        *,
+        default_max_retry: int = 3,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self._default_max_retry = check_default_max_retry(default_max_retry)
+        self._telemetry = Telemetry(meter_provider, tracer_provider)
         self._pool, self._owns_pool = pool_for(pool_or_dsn)
 
     async def __aenter__(self) -> Self:
@@ -85,16 +110,22 @@ class Producer:
         Cancellation: a checkpoint.  If cancelled, the task was inserted or not; with ``conn``
         inside a transaction, the caller's commit decides.
         """
-        for _ in range(3):
-            (task_id,) = await self.enqueue_many([task], conn=conn)
-            if task_id is not None:
-                return task_id
-            assert task.idempotency_token is not None
-            existing = await self._find(task.type, task.idempotency_token, conn)
-            if existing is not None:
-                raise DuplicateTask(task.type, task.idempotency_token, existing)
-            # The conflicting row vanished between the two statements: insert again.
-        raise RuntimeError("enqueue kept racing with concurrent deletes of the same token")
+        plan = plan_batch([task], self._default_max_retry)
+        types = plan.params["types"]
+        with self._telemetry.enqueue(types, single=True, has_delay=has_delay(plan)) as op:
+            plan = with_trace(plan, op.trace)
+            for _ in range(3):
+                rows = await self._insert(plan, conn)
+                (task_id,) = map_results(plan, rows)
+                if task_id is not None:
+                    op.inserted(rows, task_id)
+                    return task_id
+                assert task.idempotency_token is not None
+                existing = await self._find(task.type, task.idempotency_token, conn)
+                if existing is not None:
+                    raise DuplicateTask(task.type, task.idempotency_token, existing)
+                # The conflicting row vanished between the two statements: insert again.
+            raise RuntimeError("enqueue kept racing with concurrent deletes of the same token")
 
     async def enqueue_many(
         self, tasks: Sequence[Task], *, conn: psycopg.AsyncConnection[Any] | None = None
@@ -113,12 +144,19 @@ class Producer:
         if not tasks:
             return []
         plan = plan_batch(tasks, self._default_max_retry)
-        if conn is not None:
-            rows = await repo.insert_batch(conn, plan.params)
-        else:
-            async with self._pool.connection() as own:
-                rows = await repo.insert_batch(own, plan.params)
+        with self._telemetry.enqueue(plan.params["types"], single=False, has_delay=False) as op:
+            plan = with_trace(plan, op.trace)
+            rows = await self._insert(plan, conn)
+            op.inserted(rows, None)
         return map_results(plan, rows)
+
+    async def _insert(
+        self, plan: BatchPlan, conn: psycopg.AsyncConnection[Any] | None
+    ) -> list[tuple[Any, ...]]:
+        if conn is not None:
+            return await repo.insert_batch(conn, plan.params)
+        async with self._pool.connection() as own:
+            return await repo.insert_batch(own, plan.params)
 
     async def _find(
         self, task_type: str, token: str, conn: psycopg.AsyncConnection[Any] | None

@@ -36,6 +36,7 @@ class TaskQueries:
     extend_leases: str
     lost_leases: str
     next_ready_at: str
+    queue_depth: str
 
 
 #: The loaded task statements.
@@ -141,3 +142,11 @@ async def lost_leases(
     """Of these leases, the ids no longer held (cancelled, taken over, deleted)."""
     cur = await conn.execute(QUERIES.lost_leases, {"ids": ids, "tokens": tokens})
     return [int(r[0]) for r in await cur.fetchall()]
+
+
+async def queue_depth(
+    conn: psycopg.AsyncConnection[Any], types: list[str]
+) -> list[tuple[str, int, float]]:
+    """Per type: pending tasks ready now, and seconds the oldest of them has been ready."""
+    cur = await conn.execute(QUERIES.queue_depth, {"types": types})
+    return [(str(t), int(n), float(age)) for t, n, age in await cur.fetchall()]

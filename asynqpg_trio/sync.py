@@ -1,7 +1,8 @@
 """Enqueue from plain synchronous code (Django, Flask, scripts) with a psycopg connection.
 
-These functions share the async producer's validation and SQL; they run on the caller's sync
-``psycopg.Connection``, inside its open transaction if there is one::
+These functions share the async producer's validation, SQL and telemetry (spans, metrics and
+the trace context stored on each task); they run on the caller's sync ``psycopg.Connection``,
+inside its open transaction if there is one::
 
     import psycopg
     from asynqpg_trio import Task
@@ -15,50 +16,92 @@ These functions share the async producer's validation and SQL; they run on the c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ._enqueue import check_default_max_retry, map_results, plan_batch
+from ._enqueue import (
+    BatchPlan,
+    check_default_max_retry,
+    has_delay,
+    map_results,
+    plan_batch,
+    with_trace,
+)
 from ._errors import DuplicateTask
 from ._repository import QUERIES, enqueue_statement
 from ._task import Task
+from ._telemetry import shared_telemetry
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["enqueue", "enqueue_many"]
 
 
+def _insert(conn: psycopg.Connection[Any], plan: BatchPlan) -> list[tuple[Any, ...]]:
+    cur = conn.cursor(binary=True)
+    cur.execute(enqueue_statement(plan.params), plan.params)
+    return cur.fetchall()
+
+
 def enqueue_many(
-    conn: psycopg.Connection[Any], tasks: Sequence[Task], *, default_max_retry: int = 3
+    conn: psycopg.Connection[Any],
+    tasks: Sequence[Task],
+    *,
+    default_max_retry: int = 3,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> list[int | None]:
     """Insert a batch in one statement; one entry per input: the new id, or None for a
-    skipped duplicate.  Raises `InvalidTask` (nothing written) for a bad task."""
+    skipped duplicate.  Raises `InvalidTask` (nothing written) for a bad task.
+
+    ``meter_provider`` and ``tracer_provider`` default to the global OpenTelemetry ones."""
     check_default_max_retry(default_max_retry)
     tasks = list(tasks)
     if not tasks:
         return []
     plan = plan_batch(tasks, default_max_retry)
-    cur = conn.cursor(binary=True)
-    cur.execute(enqueue_statement(plan.params), plan.params)
-    return map_results(plan, cur.fetchall())
+    telemetry = shared_telemetry(meter_provider, tracer_provider)
+    with telemetry.enqueue(plan.params["types"], single=False, has_delay=False) as op:
+        plan = with_trace(plan, op.trace)
+        rows = _insert(conn, plan)
+        op.inserted(rows, None)
+    return map_results(plan, rows)
 
 
-def enqueue(conn: psycopg.Connection[Any], task: Task, *, default_max_retry: int = 3) -> int:
+def enqueue(
+    conn: psycopg.Connection[Any],
+    task: Task,
+    *,
+    default_max_retry: int = 3,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> int:
     """Insert one task and return its id.
 
     Raises:
         InvalidTask: the task failed validation; nothing was written.
         DuplicateTask: a task with the same type and idempotency token exists.
     """
-    for _ in range(3):
-        (task_id,) = enqueue_many(conn, [task], default_max_retry=default_max_retry)
-        if task_id is not None:
-            return task_id
-        assert task.idempotency_token is not None
-        cur = conn.execute(
-            QUERIES.find_by_token,
-            {"type": task.type, "token": task.idempotency_token},
-        )
-        row = cur.fetchone()
-        if row is not None:
-            raise DuplicateTask(task.type, task.idempotency_token, int(row[0]))
-    raise RuntimeError("enqueue kept racing with concurrent deletes of the same token")
+    check_default_max_retry(default_max_retry)
+    plan = plan_batch([task], default_max_retry)
+    telemetry = shared_telemetry(meter_provider, tracer_provider)
+    with telemetry.enqueue(plan.params["types"], single=True, has_delay=has_delay(plan)) as op:
+        plan = with_trace(plan, op.trace)
+        for _ in range(3):
+            rows = _insert(conn, plan)
+            (task_id,) = map_results(plan, rows)
+            if task_id is not None:
+                op.inserted(rows, task_id)
+                return task_id
+            assert task.idempotency_token is not None
+            cur = conn.execute(
+                QUERIES.find_by_token,
+                {"type": task.type, "token": task.idempotency_token},
+            )
+            row = cur.fetchone()
+            if row is not None:
+                raise DuplicateTask(task.type, task.idempotency_token, int(row[0]))
+        raise RuntimeError("enqueue kept racing with concurrent deletes of the same token")

@@ -194,3 +194,15 @@ CROSS JOIN LATERAL (
     WHERE t.type = w.type AND t.status IN ('pending', 'running')
     ORDER BY t.blocked_till LIMIT 1
 ) AS first
+
+-- name: queue_depth
+-- For the queue gauges (read-only, sampled every few seconds): per type, the pending tasks
+-- ready now and how long the oldest of them has been ready (seconds since its blocked_till;
+-- 0 when none is ready).  One range scan of the ready index per type.
+SELECT w.type, s.ready, coalesce(extract(epoch FROM asynqpg_now() - s.oldest), 0)::float8
+FROM unnest(%(types)s::text[]) AS w(type)
+CROSS JOIN LATERAL (
+    SELECT count(*)::bigint AS ready, min(t.blocked_till) AS oldest
+    FROM asynqpg_tasks t
+    WHERE t.type = w.type AND t.status = 'pending' AND t.blocked_till <= asynqpg_now()
+) AS s
