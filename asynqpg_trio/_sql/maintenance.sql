@@ -51,7 +51,7 @@ LISTEN asynqpg_leader
 -- another statement holds.  Fenced, so a non-leader locks nothing.
 SELECT t.id, t.lease_token, t.lease_owner, t.attempts_left, t.attempts_elapsed
 FROM asynqpg_tasks t
-WHERE t.status = 'running' AND t.blocked_till < asynqpg_now()
+WHERE t.status = 'running' AND t.blocked_till <= asynqpg_now()
   AND EXISTS (
     SELECT 1 FROM asynqpg_leader
     WHERE name = %(group)s AND leader_id = %(me)s AND expires_at > asynqpg_now()
@@ -82,7 +82,7 @@ FROM unnest(
     %(messages)s::text[]
 ) AS u(id, token, status, delay, message)
 WHERE t.id = u.id AND t.lease_token IS NOT DISTINCT FROM u.token
-  AND t.status = 'running' AND t.blocked_till < asynqpg_now()
+  AND t.status = 'running' AND t.blocked_till <= asynqpg_now()
   AND (u.status = 'pending') = (t.attempts_left >= 1)
   AND EXISTS (
     SELECT 1 FROM asynqpg_leader
