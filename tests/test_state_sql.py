@@ -7,12 +7,13 @@ Three checks:
   exercised below through a statement that names it.
 * The statuses the schema's CHECK constraint allows are exactly ``TaskStatus``.
 * For every event and every representative row (each status; due, exactly due, not due;
-  attempts left or not; a matching or a stale lease token; retention passed, exactly reached,
-  not reached; no row at all) the production call for that event changes the row exactly as
-  ``_state.apply`` says, or refuses (an error, or a no-op for fenced events) exactly when no
-  rule matches.  A statement implementing two events (claim and lease_takeover) must do
-  whichever of them the table accepts.  Each case runs in one rolled-back transaction with the
-  database clock pinned (tests/helpers/state_db.py), so times are compared to the microsecond.
+  attempts left or not; a matching or a stale lease token; a full message history; retention
+  passed, exactly reached, not reached; no row at all) the production call for that event
+  changes the row exactly as ``_state.apply`` says, or refuses (an error, or a no-op for
+  fenced events) exactly when no rule matches.  A statement implementing two events (claim
+  and lease_takeover) must do whichever of them the table accepts.  Each case runs in one
+  rolled-back transaction with the database clock pinned (tests/helpers/state_db.py), so
+  times are compared to the microsecond.
 
 Changing a rule, a guard or an effect in the table makes a case here fail unless the SQL
 changes with it.
@@ -31,10 +32,6 @@ import pytest
 from asynqpg_trio import Client, Producer, Task, connect
 from asynqpg_trio._errors import (
     AsynqpgError,
-    TaskAlreadyAvailable,
-    TaskAlreadyFinalized,
-    TaskNotFound,
-    TaskRunning,
 )
 from asynqpg_trio._janitor import FINAL_STATUSES
 from asynqpg_trio._queries import parse
@@ -144,6 +141,9 @@ def cases() -> list[Case]:
             for token in (TOKEN, STALE):
                 row = TaskRow(S.RUNNING, left, elapsed, 2, None, blocked, TOKEN)
                 out.append(Case(row, token))
+    for blocked in (-10.0, 60.0):  # a full message history: the oldest message goes
+        for left, elapsed in ((0, 3), (1, 1)):
+            out.append(Case(TaskRow(S.RUNNING, left, elapsed, 100, None, blocked, TOKEN), TOKEN))
     for status in (S.COMPLETED, S.FAILED, S.CANCELLED):
         for finalized in (-2 * RETENTION, -RETENTION, -10.0):
             for left, elapsed in ((0, 3), (1, 2)):
@@ -277,15 +277,6 @@ def test_every_event_is_exercised_through_a_statement_that_names_it() -> None:
         assert impl.event in named[impl.statement].events, impl.id
 
 
-def refusal_error(row: TaskRow | None) -> type[AsynqpgError]:
-    """The client's error for an event the table refuses on ``row``."""
-    if row is None:
-        return TaskNotFound
-    return {S.RUNNING: TaskRunning, S.PENDING: TaskAlreadyAvailable}.get(
-        row.status, TaskAlreadyFinalized
-    )
-
-
 class Rollback(Exception):
     """Ends a case's transaction without committing it."""
 
@@ -320,12 +311,13 @@ async def check_case(conn: Conn, client: Client, impl: Impl, case: Case) -> None
                 assert not result.acted
                 assert await _raw(conn, task_id) == before
                 if impl.refuses:
-                    assert type(result.error) is refusal_error(row)
+                    assert type(result.error) is db.refusal_error(row)
             else:
                 expected = apply(row, chosen, replace(params, new_token=result.new_token))
                 assert result.acted
                 assert result.error is None
-                assert (None if after is None else after.row) == expected
+                got = None if after is None else after.row
+                assert got == expected, f"the SQL made {got}, the table says {expected}"
                 if after is not None:
                     assert (after.lease_owner is not None) == (after.row.status is S.RUNNING)
                 if chosen in (E.CLAIM, E.LEASE_TAKEOVER) and expected is not None:

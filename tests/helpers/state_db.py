@@ -24,6 +24,13 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from asynqpg_trio import _repository as repo
 from asynqpg_trio._batching import CompletionBatch, FlushPlan, Outcome, OutcomeKind
+from asynqpg_trio._errors import (
+    AsynqpgError,
+    TaskAlreadyAvailable,
+    TaskAlreadyFinalized,
+    TaskNotFound,
+    TaskRunning,
+)
 from asynqpg_trio._janitor import FINAL_STATUSES, RescueResult, clean_finalized, rescue_expired
 from asynqpg_trio._row import TaskRow, TaskStatus
 from asynqpg_trio._state import Event
@@ -170,6 +177,17 @@ class OneConnection:
     def as_pool(self) -> Pool:
         """This object, typed as the pool the janitor expects."""
         return cast("Pool", self)
+
+
+def refusal_error(row: TaskRow | None) -> type[AsynqpgError]:
+    """The client's error for an event the state table refuses on ``row``."""
+    if row is None:
+        return TaskNotFound
+    if row.status is TaskStatus.RUNNING:
+        return TaskRunning
+    if row.status is TaskStatus.PENDING:
+        return TaskAlreadyAvailable
+    return TaskAlreadyFinalized
 
 
 def outcome_for(event: Event, task_id: int, token: int, delay: float) -> Outcome:
