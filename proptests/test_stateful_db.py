@@ -63,7 +63,7 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 # (max_examples, stateful_step_count) per Hypothesis profile (proptests/conftest.py).
-_BUDGETS: Final = {"dev": (40, 30), "ci": (600, 50), "nightly": (10_000, 80)}
+_BUDGETS: Final = {"dev": (40, 30), "ci": (1000, 50), "nightly": (10_000, 80)}
 _EXAMPLES, _STEPS = _BUDGETS.get(os.environ.get("HYPOTHESIS_PROFILE", "dev"), _BUDGETS["dev"])
 SETTINGS: Final = settings(
     max_examples=_EXAMPLES,
