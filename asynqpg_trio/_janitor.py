@@ -6,7 +6,7 @@ Both jobs run only on the leader (`_maintenance` calls them once per interval wh
 instance holds the lease) and every write is fenced in SQL on the leader row, so a janitor
 that lost the leadership without knowing it changes nothing.
 
-*Rescue* (design.md, event ``rescue``): a task is ``running`` with ``blocked_till`` in the past
+*Rescue* (design.md, event ``rescue``): a task is ``running`` with ``blocked_till`` not after now
 when the consumer holding it stopped renewing its lease (crashed, hung, or partitioned away).
 Each batch is one short transaction: lock up to ``batch_size`` such rows with ``SKIP LOCKED``,
 plan in pure Python what becomes of each (`_rescue.plan_rescue`: back to ``pending`` after the retry

@@ -1,7 +1,9 @@
 """Loads the named SQL blocks of ``_sql/*.sql`` into frozen objects, once, at import.
 
 A block starts with ``-- name: <identifier>``; the comment lines after it document the query;
-everything up to the next block is the statement.  `load` fills a frozen dataclass whose field
+everything up to the next block is the statement.  A block that writes ``asynqpg_tasks`` names
+the state-table events it implements on a ``-- events: a, b`` comment line (checked against
+``_state.py`` by ``tests/test_state_sql.py``).  `load` fills a frozen dataclass whose field
 names must match the file's block names exactly, so a missing or misspelt query fails at import
 rather than at the first call.  Parameters are always bound (``%(name)s``), never formatted in.
 """

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+#: How many error messages a row keeps; appending to a full history drops the oldest.
+MESSAGES_KEPT: Final = 100
+
+
 class TaskStatus(enum.StrEnum):
     """Where a task is in its life; the value stored in ``asynqpg_tasks.status``."""
 
@@ -43,7 +47,8 @@ class TaskRow:
         status: Current status.
         attempts_left: Executions still allowed; a claim consumes one.
         attempts_elapsed: Executions started (claims), minus refunds.
-        n_messages: Length of the ``messages`` array (error history).
+        n_messages: Length of the ``messages`` array (error history, at most
+            `MESSAGES_KEPT`).
         finalized_at: When the task reached a terminal status, else ``None``.
         blocked_till: Not claimable before this time; while running, the lease expiry.
         lease_token: Token of the current lease; set exactly while running.
@@ -104,7 +109,7 @@ class Effect(enum.Enum):
     CLEAR_LEASE = "lease_token = NULL"
     DELAY = "blocked_till = now + delay"
     UNBLOCK = "blocked_till = now"
-    MESSAGE = "messages = messages || message"
+    MESSAGE = "messages = messages || message, the last 100 kept"
     FINALIZE = "finalized_at = now"
     FINALIZE_ONCE = "finalized_at = coalesce(finalized_at, now)"
     UNFINALIZE = "finalized_at = NULL"
@@ -145,7 +150,7 @@ _CHANGES: Final[dict[Effect, Callable[[TaskRow, TransitionParams], TaskRow]]] = 
     Effect.CLEAR_LEASE: lambda r, p: replace(r, lease_token=None),
     Effect.DELAY: lambda r, p: replace(r, blocked_till=p.now + p.delay),
     Effect.UNBLOCK: lambda r, p: replace(r, blocked_till=p.now),
-    Effect.MESSAGE: lambda r, p: replace(r, n_messages=r.n_messages + 1),
+    Effect.MESSAGE: lambda r, p: replace(r, n_messages=min(r.n_messages + 1, MESSAGES_KEPT)),
     Effect.FINALIZE: lambda r, p: replace(r, finalized_at=p.now),
     Effect.FINALIZE_ONCE: lambda r, p: replace(
         r, finalized_at=p.now if r.finalized_at is None else r.finalized_at

@@ -1,7 +1,9 @@
-"""Hypothesis profiles for the property tests of the pure core.
+"""Hypothesis profiles for the property tests, and the database fixtures of the stateful test.
 
-Choose one with the ``HYPOTHESIS_PROFILE`` environment variable: ``dev`` (the default,
-quick), ``ci`` (more examples, no deadline) or ``nightly`` (many examples).
+Choose a profile with the ``HYPOTHESIS_PROFILE`` environment variable: ``dev`` (the default,
+quick), ``ci`` (more examples, no deadline) or ``nightly`` (many examples).  The database
+fixtures are the test suite's (``tests/conftest.py``): a server from ``$ASYNQPG_TEST_DSN`` or
+an embedded one, a migrated template, and ``dsn``, a fresh clone per test.
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ from __future__ import annotations
 import os
 
 from hypothesis import settings
+
+from tests.conftest import dsn, server_dsn, template_db
+
+__all__ = ["dsn", "server_dsn", "template_db"]
 
 settings.register_profile("dev", max_examples=100)
 settings.register_profile("ci", max_examples=300, deadline=None)

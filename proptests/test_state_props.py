@@ -46,10 +46,11 @@ def spec_apply(row: TaskRow | None, event: Event, p: TransitionParams) -> TaskRo
             return None
         raise IllegalTransition(event, None)
     s, left, elapsed = row.status, row.attempts_left, row.attempts_elapsed
+    one_more = min(row.n_messages + 1, 100)  # the last 100 messages are kept
     fenced_ok = s is S.RUNNING and row.lease_token == p.token
     expired = row.blocked_till <= p.now
     failed = replace(
-        row, status=S.FAILED, n_messages=row.n_messages + 1, finalized_at=p.now, lease_token=None
+        row, status=S.FAILED, n_messages=one_more, finalized_at=p.now, lease_token=None
     )
     to_pending = replace(row, status=S.PENDING, lease_token=None, blocked_till=p.now + p.delay)
     if event is E.CLAIM and s is S.PENDING and expired:
@@ -62,7 +63,7 @@ def spec_apply(row: TaskRow | None, event: Event, p: TransitionParams) -> TaskRo
             return replace(
                 row, attempts_left=left - 1, attempts_elapsed=elapsed + 1,
                 lease_token=p.new_token, blocked_till=p.now + p.lease,
-                n_messages=row.n_messages + 1,
+                n_messages=one_more,
             )  # fmt: skip
         return failed
     if event is E.CANCEL and s in (S.PENDING, S.RUNNING, S.FAILED):
@@ -91,7 +92,7 @@ def spec_apply(row: TaskRow | None, event: Event, p: TransitionParams) -> TaskRo
     if event in (E.FAIL, E.SKIP_RETRY):
         return failed
     if event in (E.RETRY, E.SNOOZE_WITH_ERROR):
-        return replace(to_pending, n_messages=row.n_messages + 1) if left >= 1 else failed
+        return replace(to_pending, n_messages=one_more) if left >= 1 else failed
     if event is E.SNOOZE:
         return replace(to_pending, attempts_left=left + 1, attempts_elapsed=elapsed - 1)
     if event is E.RELEASE:
@@ -103,7 +104,7 @@ def spec_apply(row: TaskRow | None, event: Event, p: TransitionParams) -> TaskRo
     assert event is E.RESCUE
     if not expired:
         return row
-    return replace(to_pending, n_messages=row.n_messages + 1) if left >= 1 else failed
+    return replace(to_pending, n_messages=one_more) if left >= 1 else failed
 
 
 # --- strategies -----------------------------------------------------------------------
@@ -157,7 +158,7 @@ def check_invariants(row: TaskRow | None) -> None:
     assert isinstance(row.status, TaskStatus)
     assert row.attempts_left >= 0
     assert row.attempts_elapsed >= 0
-    assert row.n_messages >= 0
+    assert 0 <= row.n_messages <= 100
     assert (row.status is S.RUNNING) == (row.lease_token is not None)
     assert row.status.is_finalized == (row.finalized_at is not None)
     if row.status is S.PENDING:
@@ -352,6 +353,15 @@ def test_snooze_and_release_refund_the_attempt() -> None:
     assert snoozed == TaskRow(S.PENDING, 1, 2, 0, None, 17.0, None)
     released = apply(running, E.RELEASE, TransitionParams(now=10.0, token=9))
     assert released == TaskRow(S.PENDING, 1, 2, 0, None, 10.0, None)
+
+
+def test_a_full_message_history_drops_its_oldest_message() -> None:
+    running = TaskRow(S.RUNNING, 0, 3, 100, None, 50.0, 9)
+    failed = apply(running, E.FAIL, TransitionParams(now=10.0, token=9))
+    assert failed == TaskRow(S.FAILED, 0, 3, 100, 10.0, 50.0, None)
+    fewer = apply(replace(running, n_messages=99), E.FAIL, TransitionParams(now=10.0, token=9))
+    assert fewer is not None
+    assert fewer.n_messages == 100
 
 
 def test_expired_lease_is_taken_over_or_fails_when_spent() -> None:

@@ -1,5 +1,6 @@
 -- The client's statements: read tasks and stats, and the operator's events cancel,
--- manual_retry and delete (rows of the state table in asynqpg_trio/_state.py).
+-- manual_retry and delete (rows of the state table in asynqpg_trio/_state.py).  Each statement
+-- that writes asynqpg_tasks names its events on a line "-- events: ..." under its name.
 -- Times come from asynqpg_now() (the database clock), never from the client.
 --
 -- Single-task writes lock the row (FOR UPDATE inside the statement), change it only when the
@@ -50,7 +51,8 @@ LEFT JOIN LATERAL (
 ) AS p ON TRUE
 
 -- name: cancel_task
--- event: cancel.  pending, running or failed -> cancelled: finalized_at kept if set, else
+-- events: cancel
+-- pending, running or failed -> cancelled: finalized_at kept if set, else
 -- now; lease cleared.  Cancelled stays as it is (no error); completed is refused.
 -- Cancelling a running task also sends NOTIFY asynqpg_cancel with the id (delivered at
 -- commit), so the consumer holding the lease cancels the handler at once.
@@ -86,7 +88,8 @@ FROM target
 WHERE NOT EXISTS (SELECT FROM changed)
 
 -- name: retry_task
--- event: manual_retry.  failed or cancelled -> pending, ready now: finalized_at NULL, at
+-- events: manual_retry
+-- failed or cancelled -> pending, ready now: finalized_at NULL, at
 -- least one attempt left, lease cleared, messages and attempts_elapsed kept.  Any other
 -- status is refused.  A NOTIFY on asynqpg_new wakes idle consumers.
 WITH target AS (
@@ -121,7 +124,8 @@ FROM target
 WHERE NOT EXISTS (SELECT FROM changed)
 
 -- name: delete_task
--- event: delete.  Any status but running -> row deleted; the row as it was is returned.
+-- events: delete
+-- Any status but running -> row deleted; the row as it was is returned.
 -- A running task is kept (cancel it first).
 WITH target AS (
     SELECT id, type, payload, status, idempotency_token, messages, blocked_till,
@@ -140,7 +144,8 @@ SELECT target.status, EXISTS (SELECT FROM gone), 0::bigint AS n, target.*
 FROM target
 
 -- name: retry_failed_batch
--- event: manual_retry, in bulk (failed only, as the Go UI).  Up to batch_size failed
+-- events: manual_retry
+-- In bulk (failed only, as the Go UI).  Up to batch_size failed
 -- tasks, optionally of one type, lowest ids first, skipping rows another transaction
 -- holds; returns how many were re-queued.  One NOTIFY asynqpg_new when any was.
 WITH picked AS (
@@ -168,7 +173,8 @@ WITH picked AS (
 SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM woken)
 
 -- name: delete_failed_batch
--- event: delete, in bulk (failed only).  Up to batch_size failed tasks, optionally of one
+-- events: delete
+-- In bulk (failed only).  Up to batch_size failed tasks, optionally of one
 -- type, lowest ids first, skipping rows another transaction holds; returns how many.
 WITH picked AS (
     SELECT id

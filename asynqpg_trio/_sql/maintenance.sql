@@ -1,5 +1,7 @@
--- Leader election and the leader-only maintenance writes (rescue and clean).
--- Times come from asynqpg_now() (the database clock), never from the client.
+-- Leader election and the leader-only maintenance writes (rescue and clean).  Each statement
+-- that writes asynqpg_tasks names its events of the state table (asynqpg_trio/_state.py) on a
+-- line "-- events: ..." under its name.  Times come from asynqpg_now() (the database clock),
+-- never from the client.
 --
 -- The leader fence.  Every maintenance write carries
 --     EXISTS (SELECT 1 FROM asynqpg_leader WHERE name = %(group)s AND leader_id = %(me)s
@@ -44,12 +46,12 @@ SELECT pg_notify('asynqpg_leader', gone.name) FROM gone
 LISTEN asynqpg_leader
 
 -- name: select_expired
--- event: rescue, first half (run in a transaction with update_rescued).  Lock up to `batch`
+-- The rescue event's first half (run in a transaction with update_rescued).  Lock up to `batch`
 -- running tasks whose lease has expired, oldest expiry first, skipping rows a consumer or
 -- another statement holds.  Fenced, so a non-leader locks nothing.
 SELECT t.id, t.lease_token, t.lease_owner, t.attempts_left, t.attempts_elapsed
 FROM asynqpg_tasks t
-WHERE t.status = 'running' AND t.blocked_till < asynqpg_now()
+WHERE t.status = 'running' AND t.blocked_till <= asynqpg_now()
   AND EXISTS (
     SELECT 1 FROM asynqpg_leader
     WHERE name = %(group)s AND leader_id = %(me)s AND expires_at > asynqpg_now()
@@ -60,11 +62,13 @@ LIMIT %(batch)s
 FOR NO KEY UPDATE OF t SKIP LOCKED
 
 -- name: update_rescued
--- event: rescue, second half.  Apply the janitor's plan: back to pending after the back-off
--- when an attempt is left, else failed; append the message (the last 100 are kept); clear the
--- lease.  The attempt counters are left alone (the claim already consumed the attempt).
--- Fenced by the lease token read by select_expired (NULL for rows a Go consumer claimed), by
--- the status and expiry, by the plan agreeing with attempts_left, and by the leader fence.
+-- events: rescue
+-- The second half of rescue (after select_expired).  Apply the janitor's plan: back to pending
+-- after the back-off when an attempt is left, else failed; append the message (the last 100
+-- are kept); clear the lease.  The attempt counters are left alone (the claim already
+-- consumed the attempt).  Fenced by the lease token read by select_expired (NULL for rows a
+-- Go consumer claimed), by the status and expiry, by the plan agreeing with attempts_left, and
+-- by the leader fence.
 UPDATE asynqpg_tasks t SET
     status = u.status,
     blocked_till = CASE WHEN u.status = 'pending'
@@ -78,7 +82,7 @@ FROM unnest(
     %(messages)s::text[]
 ) AS u(id, token, status, delay, message)
 WHERE t.id = u.id AND t.lease_token IS NOT DISTINCT FROM u.token
-  AND t.status = 'running' AND t.blocked_till < asynqpg_now()
+  AND t.status = 'running' AND t.blocked_till <= asynqpg_now()
   AND (u.status = 'pending') = (t.attempts_left >= 1)
   AND EXISTS (
     SELECT 1 FROM asynqpg_leader
@@ -88,7 +92,8 @@ WHERE t.id = u.id AND t.lease_token IS NOT DISTINCT FROM u.token
 RETURNING t.id, t.status
 
 -- name: clean
--- event: clean.  Delete up to `batch` tasks of one final status whose finalized_at is older
+-- events: clean
+-- Delete up to `batch` tasks of one final status whose finalized_at is older
 -- than the retention, oldest first, skipping locked rows; one short statement per batch.
 -- Rows with a NULL finalized_at never match.  The literal status list lets the planner use
 -- the partial index asynqpg_tasks_finalized_idx.  Fenced.

@@ -1,10 +1,13 @@
--- The producer's and the consumer's statements.  Each implements rows of the state table in
--- asynqpg_trio/_state.py; the event each one implements is named in its comment ("event: ...").
--- Times come from asynqpg_now() (the database clock), never from the client.  Parameters are
--- bound in binary (%(name)b): arrays of thousands of elements dump much faster than as text.
+-- The producer's and the consumer's statements.  Each statement that writes asynqpg_tasks
+-- implements rows of the state table in asynqpg_trio/_state.py and names their events on a line
+-- "-- events: a, b" under its name (tests/test_state_sql.py reads those lines and checks the
+-- statement against the table).  Times come from asynqpg_now() (the database clock), never from
+-- the client.  Parameters are bound in binary (%(name)b): arrays of thousands of elements
+-- dump much faster than as text.
 
 -- name: enqueue_many
--- event: enqueue.  Insert a batch in input order (ORDER BY ord, so ids grow with ord); skip
+-- events: enqueue
+-- Insert a batch in input order (ORDER BY ord, so ids grow with ord); skip
 -- duplicates of (type, idempotency_token), inside the batch too.  A NOTIFY on asynqpg_new,
 -- once per statement, wakes idle consumers when anything inserted is ready now.
 WITH input AS (
@@ -36,7 +39,8 @@ FROM ins CROSS JOIN (SELECT count(*) FROM wake) AS w
 ORDER BY ins.id
 
 -- name: enqueue_many_untokened
--- event: enqueue.  The same insert for a batch in which no task has an idempotency token:
+-- events: enqueue
+-- The same insert for a batch in which no task has an idempotency token:
 -- no conflict is possible, and leaving out ON CONFLICT spares every row a speculative
 -- insertion (about a fifth faster).
 WITH input AS (
@@ -71,8 +75,9 @@ ORDER BY ins.id
 SELECT id FROM asynqpg_tasks WHERE type = %(type)b AND idempotency_token = %(token)b
 
 -- name: claim
--- events: claim (pending -> running) and lease_takeover (running with an expired lease ->
--- running, or -> failed when no attempt is left).  One round trip for every type: for each
+-- events: claim, lease_takeover
+-- claim: pending -> running; lease_takeover: running with an expired lease -> running, or ->
+-- failed when no attempt is left.  One round trip for every type: for each
 -- (type, n) take up to n ready rows, oldest blocked_till first, id as tie-breaker, skipping
 -- rows other consumers hold.  The claim consumes an attempt and draws a fresh lease token.
 WITH wanted AS (
@@ -121,7 +126,8 @@ RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_lef
           t.trace_context, (d.old_status = 'running') AS taken_over
 
 -- name: complete_many
--- event: complete.  Fenced: id, status running and the lease token must all match.
+-- events: complete
+-- Fenced: id, status running and the lease token must all match.
 UPDATE asynqpg_tasks t SET
     status = 'completed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
     lease_token = NULL, lease_owner = NULL
@@ -130,7 +136,8 @@ WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
 RETURNING t.id
 
 -- name: fail_many
--- events: fail, skip_retry.  Fenced.  Appends the message (the last 100 are kept).
+-- events: fail, skip_retry
+-- Fenced.  Appends the message (the last 100 are kept).
 UPDATE asynqpg_tasks t SET
     status = 'failed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
     lease_token = NULL, lease_owner = NULL,
@@ -141,7 +148,8 @@ WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
 RETURNING t.id
 
 -- name: retry_many
--- events: retry, snooze_with_error.  Fenced.  Back to pending after the delay when an attempt
+-- events: retry, snooze_with_error
+-- Fenced.  Back to pending after the delay when an attempt
 -- is left (the claim already consumed this one), else failed.
 UPDATE asynqpg_tasks t SET
     status = CASE WHEN t.attempts_left >= 1 THEN 'pending' ELSE 'failed' END,
@@ -157,7 +165,8 @@ WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
 RETURNING t.id
 
 -- name: snooze_many
--- events: snooze (delay from the handler) and release (delay 0, on shutdown).  Fenced.  The
+-- events: snooze, release
+-- snooze: the delay comes from the handler; release (on shutdown): delay 0.  Fenced.  The
 -- attempt the claim consumed is refunded.
 UPDATE asynqpg_tasks t SET
     status = 'pending',
@@ -170,7 +179,8 @@ WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
 RETURNING t.id
 
 -- name: extend_leases
--- event: extend_lease.  Fenced.  Ids not returned lost their lease (cancelled, taken over).
+-- events: extend_lease
+-- Fenced.  Ids not returned lost their lease (cancelled, taken over).
 UPDATE asynqpg_tasks t SET
     blocked_till = asynqpg_now() + make_interval(secs => %(lease)b), updated_at = asynqpg_now()
 FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
