@@ -87,7 +87,7 @@ async def run_completer(rt: Runtime, receive: MemoryObjectReceiveStream[Outcome]
 
 async def _flush(rt: Runtime, plan: FlushPlan) -> None:
     async with rt.pool.connection() as conn:
-        written = await repo.write_outcomes(conn, plan)
+        written = await repo.write_outcomes(conn, plan, idle_timeout=rt.config.lease_duration / 2)
     for outcome in plan.outcomes:
         rt.pending_writes -= 1
         if outcome.task_id in written:

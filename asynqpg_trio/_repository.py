@@ -7,16 +7,16 @@ pools and transactions.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 
 from ._batching import FlushPlan, OutcomeKind
 from ._queries import load
-
-if TYPE_CHECKING:
-    import psycopg
 
 __all__ = ["QUERIES", "TaskQueries"]
 
@@ -28,6 +28,7 @@ class TaskQueries:
     enqueue_many: str
     find_by_token: str
     claim: str
+    bound_idle_in_transaction: str
     complete_many: str
     fail_many: str
     retry_many: str
@@ -91,10 +92,37 @@ async def next_ready_in(conn: psycopg.AsyncConnection[Any], types: list[str]) ->
     return None if row is None or row[0] is None else float(row[0])
 
 
-async def write_outcomes(conn: psycopg.AsyncConnection[Any], plan: FlushPlan) -> set[int]:
-    """Write a flush plan in one transaction, one statement per kind; return written ids."""
+@asynccontextmanager
+async def bounded_transaction(
+    conn: psycopg.AsyncConnection[Any], idle_timeout: float | None
+) -> AsyncIterator[None]:
+    """A transaction the server ends (releasing its row locks) if this client stays silent in
+    it for longer than ``idle_timeout`` seconds; None for no bound.
+
+    A stalled client must not keep rows locked, and so safe from takeover, after its leases
+    expired.  The server then terminates the session; that surfaces here as
+    `psycopg.OperationalError`, the connection-loss error actors already survive.
+    """
+    try:
+        async with conn.transaction():
+            if idle_timeout is not None:
+                timeout = f"{max(1, round(idle_timeout * 1000))}ms"
+                await conn.execute(QUERIES.bound_idle_in_transaction, {"timeout": timeout})
+            yield
+    except psycopg.errors.IdleInTransactionSessionTimeout as ex:
+        raise psycopg.OperationalError(f"the server ended a stalled transaction: {ex}") from ex
+
+
+async def write_outcomes(
+    conn: psycopg.AsyncConnection[Any], plan: FlushPlan, *, idle_timeout: float | None = None
+) -> set[int]:
+    """Write a flush plan in one transaction, one statement per kind; return written ids.
+
+    ``idle_timeout``: see `bounded_transaction` (the consumer passes half its lease, so a
+    stalled consumer's locks are gone before its leases expire).
+    """
     written: set[int] = set()
-    async with conn.transaction():
+    async with bounded_transaction(conn, idle_timeout):
         for batch in plan.batches:
             ids, tokens = list(batch.ids), list(batch.tokens)
             params: dict[str, list[Any]]

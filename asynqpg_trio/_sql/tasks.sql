@@ -89,6 +89,15 @@ RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_lef
           t.attempts_elapsed, t.created_at, t.attempted_at, t.messages, t.lease_token,
           t.trace_context, (d.old_status = 'running') AS taken_over
 
+-- name: bound_idle_in_transaction
+-- The first statement of the consumer's and the janitor's multi-statement transactions: should
+-- the client go silent inside the transaction (a network stall, a frozen process) for longer
+-- than the timeout, the server ends its session, which rolls the transaction back and releases
+-- its row locks; otherwise the stalled client would keep its tasks locked, and so safe from
+-- takeover, long after their leases expired.  Local to the transaction (set_config's third
+-- argument), like SET LOCAL.
+SELECT set_config('idle_in_transaction_session_timeout', %(timeout)s, true)
+
 -- name: complete_many
 -- event: complete.  Fenced: id, status running and the lease token must all match.
 UPDATE asynqpg_tasks t SET
