@@ -29,6 +29,7 @@ class TaskQueries:
     find_by_token: str
     claim: str
     bound_idle_in_transaction: str
+    lock_tasks: str
     complete_many: str
     fail_many: str
     retry_many: str
@@ -118,11 +119,14 @@ async def write_outcomes(
 ) -> set[int]:
     """Write a flush plan in one transaction, one statement per kind; return written ids.
 
+    The rows are locked in id order first, so the write never deadlocks with a lease renewal.
     ``idle_timeout``: see `bounded_transaction` (the consumer passes half its lease, so a
     stalled consumer's locks are gone before its leases expire).
     """
     written: set[int] = set()
     async with bounded_transaction(conn, idle_timeout):
+        every_id = sorted({task_id for batch in plan.batches for task_id in batch.ids})
+        await conn.execute(QUERIES.lock_tasks, {"ids": every_id})
         for batch in plan.batches:
             ids, tokens = list(batch.ids), list(batch.tokens)
             params: dict[str, list[Any]]

@@ -98,6 +98,20 @@ RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_lef
 -- argument), like SET LOCAL.
 SELECT set_config('idle_in_transaction_session_timeout', %(timeout)s, true)
 
+-- name: lock_tasks
+-- The outcome write's first statement after the bound: lock every row the write will touch,
+-- in id order.  Statements that wait for the row locks of several tasks take them in
+-- ascending id order (this one, extend_leases), so two of them can never deadlock; without it
+-- the write locked one outcome kind's rows, then the next kind's, while a lease renewal locked
+-- the same rows in another order.  The others (claim, rescue, bulk client writes) skip locked
+-- rows and never wait.
+SELECT count(*) FROM (
+    SELECT t.id FROM asynqpg_tasks t
+    WHERE t.id = ANY(%(ids)s::bigint[])
+    ORDER BY t.id
+    FOR NO KEY UPDATE
+) AS locked
+
 -- name: complete_many
 -- event: complete.  Fenced: id, status running and the lease token must all match.
 UPDATE asynqpg_tasks t SET
@@ -149,10 +163,20 @@ RETURNING t.id
 
 -- name: extend_leases
 -- event: extend_lease.  Fenced.  Ids not returned lost their lease (cancelled, taken over).
+-- The rows are locked in id order first (see lock_tasks); a row whose lease changed while this
+-- waited for its lock is re-checked and left out.
+WITH held AS (
+    SELECT t.id
+    FROM asynqpg_tasks t
+    JOIN unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
+      ON t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    ORDER BY t.id
+    FOR NO KEY UPDATE OF t
+)
 UPDATE asynqpg_tasks t SET
     blocked_till = asynqpg_now() + make_interval(secs => %(lease)s), updated_at = asynqpg_now()
-FROM unnest(%(ids)s::bigint[], %(tokens)s::bigint[]) AS u(id, token)
-WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+FROM held h
+WHERE t.id = h.id
 RETURNING t.id
 
 -- name: lost_leases
