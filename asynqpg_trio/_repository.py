@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ._batching import FlushPlan, OutcomeKind
+from ._migrate import schema_required
 from ._queries import load
 
 __all__ = ["QUERIES", "TaskQueries"]
@@ -46,9 +47,14 @@ QUERIES: TaskQueries = load(TaskQueries, "tasks.sql")
 async def insert_batch(
     conn: psycopg.AsyncConnection[Any], params: dict[str, list[Any]]
 ) -> list[tuple[Any, ...]]:
-    """Run the batch insert; return (id, type, token) of the inserted rows in id order."""
+    """Run the batch insert; return (id, type, token) of the inserted rows in id order.
+
+    Raises:
+        SchemaMissing: the database has no asynqpg schema.
+    """
     cur = conn.cursor(binary=True)
-    await cur.execute(QUERIES.enqueue_many, params)
+    with schema_required():
+        await cur.execute(QUERIES.enqueue_many, params)
     return await cur.fetchall()
 
 

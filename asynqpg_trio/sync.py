@@ -21,6 +21,7 @@ import psycopg
 
 from ._enqueue import check_default_max_retry, map_results, plan_batch
 from ._errors import DuplicateTask
+from ._migrate import schema_required
 from ._repository import QUERIES
 from ._task import Task
 
@@ -31,14 +32,16 @@ def enqueue_many(
     conn: psycopg.Connection[Any], tasks: Sequence[Task], *, default_max_retry: int = 3
 ) -> list[int | None]:
     """Insert a batch in one statement; one entry per input: the new id, or None for a
-    skipped duplicate.  Raises `InvalidTask` (nothing written) for a bad task."""
+    skipped duplicate.  Raises `InvalidTask` (nothing written) for a bad task, `SchemaMissing`
+    for a database without the asynqpg schema."""
     check_default_max_retry(default_max_retry)
     tasks = list(tasks)
     if not tasks:
         return []
     plan = plan_batch(tasks, default_max_retry)
     cur = conn.cursor(binary=True)
-    cur.execute(QUERIES.enqueue_many, plan.params)
+    with schema_required():
+        cur.execute(QUERIES.enqueue_many, plan.params)
     return map_results(plan, cur.fetchall())
 
 
