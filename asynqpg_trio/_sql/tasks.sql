@@ -189,7 +189,8 @@ WHERE t.id IS NULL
 
 -- name: next_ready_at
 -- When the earliest pending task of these types becomes ready (for the fetcher's sleep).
-SELECT extract(epoch FROM min(first.blocked_till) - asynqpg_now())::float8
+-- (Subtracting epochs, not timestamps: a row written by hand may hold +-infinity there.)
+SELECT (extract(epoch FROM min(first.blocked_till)) - extract(epoch FROM asynqpg_now()))::float8
 FROM unnest(%(types)s::text[]) AS w(type)
 CROSS JOIN LATERAL (
     SELECT t.blocked_till FROM asynqpg_tasks t
