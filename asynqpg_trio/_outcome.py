@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ._batching import Outcome, OutcomeKind
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, clamp_delay
 
 __all__ = [
     "Decision",
@@ -156,8 +156,9 @@ def decide(
         return Decision(Outcome(task_id, lease_token, OutcomeKind.COMPLETE), "completed", None)
     marker = _marker(error)
     if isinstance(marker, TaskSnooze):
+        delay = clamp_delay(marker.delay)
         return Decision(
-            Outcome(task_id, lease_token, OutcomeKind.SNOOZE, delay=marker.delay), "snoozed", None
+            Outcome(task_id, lease_token, OutcomeKind.SNOOZE, delay=delay), "snoozed", None
         )
     message = format_error(error, message_limit)
     if isinstance(marker, SkipRetry):
@@ -168,11 +169,13 @@ def decide(
         return Decision(
             Outcome(task_id, lease_token, OutcomeKind.FAIL, message=message), "failed", error
         )
+    # Clamped: a policy (or a snooze) asking for NaN, infinity or centuries must not make
+    # the outcome unwritable.
     if isinstance(marker, TaskSnoozeWithError):
-        delay = marker.delay
+        delay = clamp_delay(marker.delay)
         status = "snoozed"
     else:
-        delay = max(0.0, float(policy.next_retry(attempt)))
+        delay = clamp_delay(float(policy.next_retry(attempt)))
         status = "retried"
     return Decision(
         Outcome(task_id, lease_token, OutcomeKind.RETRY, delay=delay, message=message),
