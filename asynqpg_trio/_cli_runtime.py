@@ -52,10 +52,12 @@ def _load_target(spec: str) -> dict[str, Any]:
 
 
 async def _worker(dsn: str, options: dict[str, Any]) -> int:
+    # The signal watcher lives outside the consumer's block, so that it still hears the
+    # second signal while the graceful shutdown (the block's exit) runs.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_consumer(dsn, **options) as consumer:
-            print(f"worker {consumer.consumer_id} running; Ctrl-C to stop", file=sys.stderr)
-            async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
+            async with open_consumer(dsn, **options) as consumer:
+                print(f"worker {consumer.consumer_id} running; Ctrl-C to stop", file=sys.stderr)
 
                 async def watch() -> None:
                     count = 0
@@ -69,8 +71,8 @@ async def _worker(dsn: str, options: dict[str, Any]) -> int:
 
                 nursery.start_soon(watch)
                 await consumer.wait_stopped()
-                nursery.cancel_scope.cancel()
-            stats = consumer.statistics()
+            nursery.cancel_scope.cancel()
+    stats = consumer.statistics()  # after the shutdown, so it counts what the shutdown did
     print(
         f"worker stopped: completed {stats.completed}, failed {stats.failed}, "
         f"retried {stats.retried}, released {stats.released}",

@@ -41,6 +41,7 @@ from ._errors import (
     TaskRunning,
 )
 from ._listing import DEFAULT_LIMIT, check_task_id, check_type, encode_cursor, plan_list
+from ._migrate import schema_required
 from ._pool import Pool, pool_for
 from ._records import QueueStats, TaskPage, TaskRecord, ThroughputMinute
 from ._row import TaskStatus
@@ -129,11 +130,12 @@ class Client:
     async def _connection(
         self, conn: psycopg.AsyncConnection[Any] | None
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        if conn is not None:
-            yield conn
-        else:
-            async with self._pool.connection() as own:
-                yield own
+        with schema_required():  # every method: a database without the schema is SchemaMissing
+            if conn is not None:
+                yield conn
+            else:
+                async with self._pool.connection() as own:
+                    yield own
 
     async def get_task(
         self, task_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None

@@ -89,7 +89,7 @@ async def run_completer(rt: Runtime, receive: MemoryObjectReceiveStream[Outcome]
 async def _flush(rt: Runtime, plan: FlushPlan) -> None:
     started = time.perf_counter()
     async with rt.pool.connection() as conn:
-        written = await repo.write_outcomes(conn, plan)
+        written = await repo.write_outcomes(conn, plan, idle_timeout=rt.config.lease_duration / 2)
     seconds = time.perf_counter() - started
     stale: list[str] = []
     for outcome in plan.outcomes:

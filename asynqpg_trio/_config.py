@@ -99,6 +99,17 @@ class ConsumerConfig:
         return workers + (workers if self.prefetch is None else self.prefetch)
 
 
+def _storable(value: str) -> bool:
+    """Whether a text column can hold ``value`` (no NUL, no lone surrogate)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
     """Validate ``open_consumer``'s arguments; raise `ConfigurationError` with the reason."""
     if not isinstance(handlers, dict) or not handlers:
@@ -109,10 +120,18 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
     for task_type, handler in handlers.items():
         if not isinstance(task_type, str) or not 0 < len(task_type) <= MAX_TYPE_LENGTH:
             raise ConfigurationError(f"task type must be 1 to 255 characters, got {task_type!r}")
+        if not _storable(task_type):
+            raise ConfigurationError(
+                f"task type must be text without NUL or lone surrogates, got {task_type!r}"
+            )
         checked[task_type] = handler if isinstance(handler, Handler) else Handler(handler)
     consumer_id = raw["consumer_id"]
     if not isinstance(consumer_id, str) or not 0 < len(consumer_id) < 128:
         raise ConfigurationError(f"consumer_id must be 1 to 127 characters, got {consumer_id!r}")
+    if not _storable(consumer_id):
+        raise ConfigurationError(
+            f"consumer_id must be text without NUL or lone surrogates, got {consumer_id!r}"
+        )
     prefetch = raw["prefetch"]
     if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 0):
         raise ConfigurationError(f"prefetch must be an int >= 0 or None, got {prefetch!r}")

@@ -11,6 +11,7 @@ __all__ = [
     "AsynqpgError",
     "AuthenticationFailed",
     "ConfigurationError",
+    "ConnectionFailed",
     "ConsumerError",
     "DuplicateTask",
     "IllegalTransition",
@@ -41,6 +42,18 @@ class AuthenticationFailed(AsynqpgError):
 
 class ConfigurationError(AsynqpgError, ValueError):
     """A component was given a setting it cannot work with (raised at construction)."""
+
+
+class ConnectionFailed(AsynqpgError):
+    """The database could not be reached: the server is down or unreachable, or it refused
+    the connection (unknown database or role, failed authentication).
+
+    Raised by a pool (so by everything that takes a DSN or a pool) once its reconnection
+    back-off (``reconnect_timeout``) is spent; the message is the last failure's, and the
+    psycopg error is its ``__cause__``.  The exception raised is also a
+    `psycopg.OperationalError`, so code that catches those keeps working.  Differs from
+    `ConfigurationError`, which refuses a DSN that cannot even be parsed, before any I/O.
+    """
 
 
 class InvalidTask(AsynqpgError, ValueError):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._maintenance_sql import QUERIES
+from ._repository import bounded_transaction
 from ._rescue import ExpiredLease, plan_rescue
 
 if TYPE_CHECKING:
@@ -69,10 +70,14 @@ async def rescue_expired(
     policy: RetryPolicy,
     batch_size: int,
     max_batches: int,
+    idle_timeout: float | None = None,
 ) -> RescueResult:
     """Rescue up to ``batch_size * max_batches`` running tasks whose lease has expired.
 
-    Does nothing unless ``me`` holds an unexpired lease on ``group``.
+    Does nothing unless ``me`` holds an unexpired lease on ``group``.  With ``idle_timeout``
+    the server ends a batch's transaction in which this client stalls for longer (see
+    `_repository.bounded_transaction`), so a stalled leader neither keeps the rows it
+    locked nor, through its share lock on the leader row, blocks the election of a successor.
 
     Raises:
         psycopg.Error: from the database; batches committed before it stay committed.
@@ -81,7 +86,7 @@ async def rescue_expired(
     """
     rescued = failed = 0
     for _ in range(max_batches):
-        async with pool.connection() as conn, conn.transaction():
+        async with pool.connection() as conn, bounded_transaction(conn, idle_timeout):
             fence = {"group": group, "me": me}
             cur = await conn.execute(QUERIES.select_expired, {**fence, "batch": batch_size})
             rows = [ExpiredLease(*row) for row in await cur.fetchall()]

@@ -235,6 +235,7 @@ async def run_maintenance(
             policy=policy,
             batch_size=config.janitor_batch,
             max_batches=config.max_batches_per_run,
+            idle_timeout=config.ttl / 2,
         )
         counters.janitor_runs += 1
         counters.rescued += result.rescued

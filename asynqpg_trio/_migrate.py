@@ -12,18 +12,22 @@ all in one transaction: a failure leaves the schema as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
 from ._errors import SchemaError, SchemaMissing, SchemaTooNew
 from ._pool import Pool, pool_for
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ._conn import Connection
 
 __all__ = [
@@ -33,6 +37,7 @@ __all__ = [
     "check_schema",
     "migrate",
     "migrate_conn",
+    "schema_required",
 ]
 
 # An arbitrary constant: the key of the advisory lock that serialises migrations.
@@ -124,6 +129,22 @@ def _check_recorded(recorded: dict[int, str]) -> None:
             )
 
 
+_MISSING = (
+    "the asynqpg tables are missing from this database: run "
+    "`asynqpg-trio migrate --dsn ...` or `await asynqpg_trio.migrate(dsn)` first"
+)
+
+
+@contextlib.contextmanager
+def schema_required() -> Iterator[None]:
+    """Around the queue's statements: a missing table or function means a database without
+    the schema, reported as `SchemaMissing` (from psycopg's error) rather than as SQL."""
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as ex:
+        raise SchemaMissing(_MISSING) from ex
+
+
 async def check_schema(conn: Connection[Any]) -> None:
     """Raise unless the database has exactly the schema this package needs.
 
@@ -136,10 +157,7 @@ async def check_schema(conn: Connection[Any]) -> None:
     cur = await conn.execute("SELECT to_regclass('asynqpg_migrations') IS NOT NULL")
     row = await cur.fetchone()
     if not row or not row[0]:
-        raise SchemaMissing(
-            "the asynqpg tables are missing from this database: run "
-            "`asynqpg-trio migrate --dsn ...` or `await asynqpg_trio.migrate(dsn)` first"
-        )
+        raise SchemaMissing(_MISSING)
     cur = await conn.execute("SELECT version, checksum FROM asynqpg_migrations")
     recorded = {int(v): str(c) for v, c in await cur.fetchall()}
     _check_recorded(recorded)

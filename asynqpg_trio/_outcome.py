@@ -13,8 +13,8 @@ Theory of operation
 
 One order serves the database write, the metrics status and the error handler alike, so they
 never disagree (the Go library checks SkipRetry and snooze in different orders).  Stored
-messages are bounded: `format_error` keeps the exception line and the innermost frames of the
-traceback, cut to ``limit`` characters.
+messages are bounded and storable: `format_error` keeps the exception line and the innermost
+frames of the traceback, cut to ``limit`` characters, and escapes what a text column refuses.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ._batching import Outcome, OutcomeKind
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, clamp_delay
 
 __all__ = [
     "Decision",
@@ -101,12 +101,31 @@ def _marker(exc: BaseException) -> BaseException:
     return exc
 
 
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception cannot be printed."""
+    try:
+        return str(exc)
+    except Exception as failure:
+        return f"<str() failed: {type(failure).__name__}>"
+
+
+def _storable(text: str) -> str:
+    """``text`` as a PostgreSQL text value can hold it: NUL characters and lone surrogates
+    (which UTF-8 cannot encode) are spelt out as backslash escapes."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def format_error(exc: BaseException, limit: int) -> str:
     """The exception's type and message plus the innermost traceback frames, at most
-    ``limit`` characters (the head is kept: it says what happened)."""
-    head = f"{type(exc).__name__}: {exc}"
+    ``limit`` characters (the head is kept: it says what happened).
+
+    Whatever the exception holds, the result can be stored: an exception whose ``str()``
+    raises gets a placeholder, and characters a text column refuses are escaped.
+    """
+    head = f"{type(exc).__name__}: {_text(exc)}"
     frames = traceback.format_tb(exc.__traceback__)[-3:]
     text = head if not frames else head + "\n" + "".join(frames).rstrip()
+    text = _storable(text)
     if len(text) > limit:
         text = text[: max(0, limit - 15)] + " ...[truncated]"
     return text
@@ -137,8 +156,9 @@ def decide(
         return Decision(Outcome(task_id, lease_token, OutcomeKind.COMPLETE), "completed", None)
     marker = _marker(error)
     if isinstance(marker, TaskSnooze):
+        delay = clamp_delay(marker.delay)
         return Decision(
-            Outcome(task_id, lease_token, OutcomeKind.SNOOZE, delay=marker.delay), "snoozed", None
+            Outcome(task_id, lease_token, OutcomeKind.SNOOZE, delay=delay), "snoozed", None
         )
     message = format_error(error, message_limit)
     if isinstance(marker, SkipRetry):
@@ -149,11 +169,13 @@ def decide(
         return Decision(
             Outcome(task_id, lease_token, OutcomeKind.FAIL, message=message), "failed", error
         )
+    # Clamped: a policy (or a snooze) asking for NaN, infinity or centuries must not make
+    # the outcome unwritable.
     if isinstance(marker, TaskSnoozeWithError):
-        delay = marker.delay
+        delay = clamp_delay(marker.delay)
         status = "snoozed"
     else:
-        delay = max(0.0, float(policy.next_retry(attempt)))
+        delay = clamp_delay(float(policy.next_retry(attempt)))
         status = "retried"
     return Decision(
         Outcome(task_id, lease_token, OutcomeKind.RETRY, delay=delay, message=message),

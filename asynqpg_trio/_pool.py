@@ -13,7 +13,7 @@ nobody was listening, normally that its backend was terminated; such a connectio
 for longer than ``check_idle_after`` seconds, is pinged with ``SELECT 1`` and replaced when the
 ping fails.  A failed connect is retried
 with exponential back-off for up to ``reconnect_timeout`` seconds before the error reaches the
-caller.
+caller, as `ConnectionFailed`.  A DSN that cannot be parsed is refused at construction.
 
 On return a connection goes back to the idle stack only when it is open and idle; a leftover
 transaction is committed (clean exit) or rolled back (error), shielded and bounded by
@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import psycopg
-from psycopg import pq
+from psycopg import conninfo, pq
 
 from ._conn import Connection
+from ._errors import ConfigurationError, ConnectionFailed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -46,6 +47,11 @@ logger = logging.getLogger("asynqpg_trio.pool")
 _IDLE = pq.TransactionStatus.IDLE
 _INTRANS = pq.TransactionStatus.INTRANS
 _INERROR = pq.TransactionStatus.INERROR
+
+
+class _ConnectionFailed(ConnectionFailed, psycopg.OperationalError):
+    """`ConnectionFailed` as raised: also a psycopg OperationalError, the error every actor
+    already treats as a (transient) loss of the database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,10 @@ class Pool:
         return_timeout: float,
         connect_kwargs: dict[str, Any],
     ) -> None:
+        try:
+            conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as ex:
+            raise ConfigurationError(f"invalid DSN: {ex}") from None
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, got {max_size}")
         if not 0 <= min_size <= max_size:
@@ -207,10 +217,10 @@ class Pool:
         while True:
             try:
                 conn: Connection[Any] = await Connection.connect(self._dsn, **self._connect_kwargs)
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as ex:
                 self._connect_failures += 1
                 if monotonic() + delay > deadline:
-                    raise
+                    raise _ConnectionFailed(str(ex).strip()) from ex
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
@@ -305,9 +315,13 @@ async def open_pool(
         check_idle_after: ping a connection idle for longer than this many seconds before
             handing it out.
         reconnect_timeout: how long a checkout keeps retrying (with back-off) a failing
-            connect before it raises `psycopg.OperationalError`.
+            connect before it raises `ConnectionFailed` (a `psycopg.OperationalError` too).
         return_timeout: how long ending a transaction left open on return may take.
         **connect_kwargs: psycopg connection parameters; ``autocommit`` defaults to True.
+
+    Raises:
+        ConfigurationError: the DSN cannot be parsed (before any I/O).
+        ConnectionFailed: the first ``min_size`` connections could not be opened.
 
     Cancellation: entering is a checkpoint; leaving closes every connection without waiting.
     """

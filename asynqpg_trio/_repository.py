@@ -7,16 +7,17 @@ pools and transactions.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 
 from ._batching import FlushPlan, OutcomeKind
+from ._migrate import schema_required
 from ._queries import load
-
-if TYPE_CHECKING:
-    import psycopg
 
 __all__ = ["QUERIES", "TaskQueries"]
 
@@ -29,6 +30,8 @@ class TaskQueries:
     enqueue_many_untokened: str
     find_by_token: str
     claim: str
+    bound_idle_in_transaction: str
+    lock_tasks: str
     complete_many: str
     fail_many: str
     retry_many: str
@@ -53,9 +56,14 @@ def enqueue_statement(params: dict[str, list[Any]]) -> str:
 async def insert_batch(
     conn: psycopg.AsyncConnection[Any], params: dict[str, list[Any]]
 ) -> list[tuple[Any, ...]]:
-    """Run the batch insert; return (id, type, token) of the inserted rows in id order."""
+    """Run the batch insert; return (id, type, token) of the inserted rows in id order.
+
+    Raises:
+        SchemaMissing: the database has no asynqpg schema.
+    """
     cur = conn.cursor(binary=True)
-    await cur.execute(enqueue_statement(params), params)
+    with schema_required():
+        await cur.execute(enqueue_statement(params), params)
     return await cur.fetchall()
 
 
@@ -100,10 +108,40 @@ async def next_ready_in(conn: psycopg.AsyncConnection[Any], types: list[str]) ->
     return None if row is None or row[0] is None else float(row[0])
 
 
-async def write_outcomes(conn: psycopg.AsyncConnection[Any], plan: FlushPlan) -> set[int]:
-    """Write a flush plan in one transaction, one statement per kind; return written ids."""
+@asynccontextmanager
+async def bounded_transaction(
+    conn: psycopg.AsyncConnection[Any], idle_timeout: float | None
+) -> AsyncIterator[None]:
+    """A transaction the server ends (releasing its row locks) if this client stays silent in
+    it for longer than ``idle_timeout`` seconds; None for no bound.
+
+    A stalled client must not keep rows locked, and so safe from takeover, after its leases
+    expired.  The server then terminates the session; that surfaces here as
+    `psycopg.OperationalError`, the connection-loss error actors already survive.
+    """
+    try:
+        async with conn.transaction():
+            if idle_timeout is not None:
+                timeout = f"{max(1, round(idle_timeout * 1000))}ms"
+                await conn.execute(QUERIES.bound_idle_in_transaction, {"timeout": timeout})
+            yield
+    except psycopg.errors.IdleInTransactionSessionTimeout as ex:
+        raise psycopg.OperationalError(f"the server ended a stalled transaction: {ex}") from ex
+
+
+async def write_outcomes(
+    conn: psycopg.AsyncConnection[Any], plan: FlushPlan, *, idle_timeout: float | None = None
+) -> set[int]:
+    """Write a flush plan in one transaction, one statement per kind; return written ids.
+
+    The rows are locked in id order first, so the write never deadlocks with a lease renewal.
+    ``idle_timeout``: see `bounded_transaction` (the consumer passes half its lease, so a
+    stalled consumer's locks are gone before its leases expire).
+    """
     written: set[int] = set()
-    async with conn.transaction():
+    async with bounded_transaction(conn, idle_timeout):
+        every_id = sorted({task_id for batch in plan.batches for task_id in batch.ids})
+        await conn.execute(QUERIES.lock_tasks, {"ids": every_id})
         for batch in plan.batches:
             ids, tokens = list(batch.ids), list(batch.tokens)
             params: dict[str, list[Any]]

@@ -18,6 +18,17 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+#: The longest delay the queue writes, whatever a policy or a handler asks for (one year).
+MAX_DELAY = 366 * 86400.0
+
+
+def clamp_delay(seconds: float) -> float:
+    """A delay the database can store: NaN and negative delays count as none, anything
+    longer than `MAX_DELAY` (infinity included) as `MAX_DELAY`."""
+    if not seconds >= 0.0:  # NaN too
+        return 0.0
+    return min(seconds, MAX_DELAY)
+
 
 class RetryPolicy(Protocol):
     """Decides how long a failed task waits before its next attempt."""

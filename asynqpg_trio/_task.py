@@ -92,6 +92,13 @@ def _text(value: Any, field: str) -> str:
         raise InvalidTask(f"{field} must be a str, got {type(value).__name__}")
     if "\x00" in value:
         raise InvalidTask(f"{field} must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidTask(
+                f"{field} must be valid Unicode text, got {value!r} (a lone surrogate)"
+            ) from None
     return value
 
 

@@ -29,6 +29,7 @@ from ._enqueue import (
     with_trace,
 )
 from ._errors import DuplicateTask
+from ._migrate import schema_required
 from ._repository import QUERIES, enqueue_statement
 from ._task import Task
 from ._telemetry import shared_telemetry
@@ -42,7 +43,8 @@ __all__ = ["enqueue", "enqueue_many"]
 
 def _insert(conn: psycopg.Connection[Any], plan: BatchPlan) -> list[tuple[Any, ...]]:
     cur = conn.cursor(binary=True)
-    cur.execute(enqueue_statement(plan.params), plan.params)
+    with schema_required():
+        cur.execute(enqueue_statement(plan.params), plan.params)
     return cur.fetchall()
 
 
@@ -55,7 +57,8 @@ def enqueue_many(
     tracer_provider: TracerProvider | None = None,
 ) -> list[int | None]:
     """Insert a batch in one statement; one entry per input: the new id, or None for a
-    skipped duplicate.  Raises `InvalidTask` (nothing written) for a bad task.
+    skipped duplicate.  Raises `InvalidTask` (nothing written) for a bad task, `SchemaMissing`
+    for a database without the asynqpg schema.
 
     ``meter_provider`` and ``tracer_provider`` default to the global OpenTelemetry ones."""
     check_default_max_retry(default_max_retry)

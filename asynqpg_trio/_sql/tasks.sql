@@ -125,6 +125,29 @@ RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_lef
           t.attempts_elapsed, t.created_at, t.attempted_at, t.messages, t.lease_token,
           t.trace_context, (d.old_status = 'running') AS taken_over
 
+-- name: bound_idle_in_transaction
+-- The first statement of the consumer's and the janitor's multi-statement transactions: should
+-- the client go silent inside the transaction (a network stall, a frozen process) for longer
+-- than the timeout, the server ends its session, which rolls the transaction back and releases
+-- its row locks; otherwise the stalled client would keep its tasks locked, and so safe from
+-- takeover, long after their leases expired.  Local to the transaction (set_config's third
+-- argument), like SET LOCAL.
+SELECT set_config('idle_in_transaction_session_timeout', %(timeout)s, true)
+
+-- name: lock_tasks
+-- The outcome write's first statement after the bound: lock every row the write will touch,
+-- in id order.  Statements that wait for the row locks of several tasks take them in
+-- ascending id order (this one, extend_leases), so two of them can never deadlock; without it
+-- the write locked one outcome kind's rows, then the next kind's, while a lease renewal locked
+-- the same rows in another order.  The others (claim, rescue, bulk client writes) skip locked
+-- rows and never wait.
+SELECT count(*) FROM (
+    SELECT t.id FROM asynqpg_tasks t
+    WHERE t.id = ANY(%(ids)b::bigint[])
+    ORDER BY t.id
+    FOR NO KEY UPDATE
+) AS locked
+
 -- name: complete_many
 -- events: complete
 -- Fenced: id, status running and the lease token must all match.
@@ -181,10 +204,20 @@ RETURNING t.id
 -- name: extend_leases
 -- events: extend_lease
 -- Fenced.  Ids not returned lost their lease (cancelled, taken over).
+-- The rows are locked in id order first (see lock_tasks); a row whose lease changed while this
+-- waited for its lock is re-checked and left out.
+WITH held AS (
+    SELECT t.id
+    FROM asynqpg_tasks t
+    JOIN unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
+      ON t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    ORDER BY t.id
+    FOR NO KEY UPDATE OF t
+)
 UPDATE asynqpg_tasks t SET
     blocked_till = asynqpg_now() + make_interval(secs => %(lease)b), updated_at = asynqpg_now()
-FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
-WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+FROM held h
+WHERE t.id = h.id
 RETURNING t.id
 
 -- name: lost_leases
@@ -197,7 +230,8 @@ WHERE t.id IS NULL
 
 -- name: next_ready_at
 -- When the earliest pending task of these types becomes ready (for the fetcher's sleep).
-SELECT extract(epoch FROM min(first.blocked_till) - asynqpg_now())::float8
+-- (Subtracting epochs, not timestamps: a row written by hand may hold +-infinity there.)
+SELECT (extract(epoch FROM min(first.blocked_till)) - extract(epoch FROM asynqpg_now()))::float8
 FROM unnest(%(types)b::text[]) AS w(type)
 CROSS JOIN LATERAL (
     SELECT t.blocked_till FROM asynqpg_tasks t
@@ -210,7 +244,7 @@ CROSS JOIN LATERAL (
 -- ready now and how long the oldest of them has been ready (seconds since its blocked_till;
 -- 0 when none is ready).  One range scan of the ready index per type.
 SELECT w.type, s.ready, coalesce(extract(epoch FROM asynqpg_now() - s.oldest), 0)::float8
-FROM unnest(%(types)s::text[]) AS w(type)
+FROM unnest(%(types)b::text[]) AS w(type)
 CROSS JOIN LATERAL (
     SELECT count(*)::bigint AS ready, min(t.blocked_till) AS oldest
     FROM asynqpg_tasks t
