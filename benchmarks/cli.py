@@ -324,7 +324,20 @@ def run(config: Config) -> dict[str, Any]:
     return results
 
 
+#: Tasks enqueued one call (one transaction) at a time for the single-enqueue figure.
+SINGLE_ENQUEUE_COUNT = 2000
+
+
 def _run_ours_extras(server: str, config: Config, clock: Clock, results: dict[str, Any]) -> None:
+    if "ours" in config.steps:
+        single: dict[str, Any] = {"count": SINGLE_ENQUEUE_COUNT}
+        results["single_enqueue"] = single
+
+        def do_single() -> None:
+            single["per_s"] = ours.single_enqueue(server, SINGLE_ENQUEUE_COUNT)
+            clock.log(f"ours: single enqueue {single['per_s']:,.0f} tasks/s (one commit each)")
+
+        _guard(clock, "single enqueue", single, do_single)
     if "scaling" in config.steps:
         scaling: dict[str, Any] = {"n": config.n}
         results["scaling"] = scaling

@@ -117,6 +117,22 @@ def enqueue_batch(dsn: str, n: int) -> float:
     return trio.run(main)
 
 
+def single_enqueue(server_dsn: str, count: int) -> float:
+    """Tasks/s enqueueing one task per ``Producer.enqueue`` call (a commit each), fresh database."""
+    with fresh_database(server_dsn, "ours_single") as dsn:
+        setup(dsn)
+
+        async def main() -> float:
+            async with open_pool(dsn, min_size=1, max_size=1) as pool:
+                producer = Producer(pool)
+                started = time.perf_counter()
+                for _ in range(count):
+                    await producer.enqueue(Task(TASK_TYPE, PAYLOAD))
+                return count / (time.perf_counter() - started)
+
+        return trio.run(main)
+
+
 def _consumer_child(signals: Signals, dsn: str, workers: int, task_type: str) -> None:
     try:
         trio.run(_consume, signals, dsn, workers, task_type)
