@@ -12,7 +12,8 @@ raised from the exception group.
 
 Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation):
 
-1. stop claiming (the fetcher is cancelled and closes the task channels);
+1. stop claiming (the fetcher is cancelled and closes the task channels; a claim already sent
+   still comes back, and its tasks are released with the buffered ones);
 2. handler actors release the tasks still buffered (back to pending, no attempt used) and
    in-flight handlers get ``shutdown_timeout`` seconds to finish;
 3. handlers still running are cancelled and their tasks released too;
@@ -347,6 +348,14 @@ async def _complete(rt: Runtime, receive: Any) -> None:
 
 
 async def _pipeline(rt: Runtime, scope: anyio.CancelScope, outcome_send: Any) -> None:
+    """Run the pipeline; mark it done (``rt.pipeline_done``) however it ends."""
+    try:
+        await _run_pipeline(rt, scope, outcome_send)
+    finally:
+        rt.pipeline_done = True
+
+
+async def _run_pipeline(rt: Runtime, scope: anyio.CancelScope, outcome_send: Any) -> None:
     """The fetcher and the handler actors; returns when all handler actors have exited."""
     config = rt.config
     chains = {
@@ -394,22 +403,20 @@ async def _shutdown(rt: Runtime, consumer: Consumer, pipeline_scope: anyio.Cance
         stop_scope.deadline = anyio.current_time() + grace
         rt.stopping = True
         pipeline_scope.cancel()  # 1. stop claiming; the task channels close
+        # The pipeline is done once the fetcher has stopped (a claim in flight comes back
+        # and its tasks are released) and every handler actor has exited.
         with anyio.move_on_after(config.shutdown_timeout):
-            while _handlers_running(rt):  # 2. let in-flight handlers finish
+            while not rt.pipeline_done:  # 2. let in-flight handlers finish
                 await anyio.sleep(0.01)
         rt.book.release_running()  # 3. cancel the rest; they release their tasks
         with anyio.move_on_after(config.flush_timeout):  # 4. every outcome written
-            while rt.pending_writes or _handlers_running(rt):
+            while rt.pending_writes or not rt.pipeline_done:
                 await anyio.sleep(0.01)
         if rt.pending_writes:
             logger.warning(
                 "shutdown: %d outcomes could not be written in time; their leases will expire",
                 rt.pending_writes,
             )
-
-
-def _handlers_running(rt: Runtime) -> bool:
-    return any(rt.book.busy.get(t, 0) for t in rt.config.handlers)
 
 
 async def serve_consumer(

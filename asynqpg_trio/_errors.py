@@ -2,7 +2,9 @@
 
 Every error of ours derives from `AsynqpgError`, so ``except AsynqpgError`` catches exactly what
 this library decided to raise.  Errors that PostgreSQL itself reports reach you as psycopg's
-exception classes (``psycopg.errors.*``), unchanged.
+exception classes (``psycopg.errors.*``), unchanged, but for two that say something about the
+setup rather than a statement: a database that cannot be reached is `ConnectionFailed`, and
+one without the asynqpg schema is `SchemaMissing` (psycopg's error is the ``__cause__``).
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ finishing a task of that type wakes the fetcher.  When nothing was left, the fet
 until a NOTIFY (from producers, through the listener), the poll interval, or the moment the
 earliest delayed task becomes ready, whichever comes first.
 
-Cancellation: the fetcher stops between statements; a claim cancelled mid-flight is cancelled
-on the server (rolled back) or has committed, and then its tasks' leases simply expire.
-Closing its send channels on exit tells the handler actors no more work comes.
+Cancellation: the fetcher stops between statements.  A claim is not cancelled once sent (it
+is shielded for up to `CLAIM_GRACE` seconds): a claim the server has committed leases its
+tasks to this consumer, so its reply must reach the handler actors, which release the tasks
+at once when the consumer is stopping.  Closing its send channels on exit tells the handler
+actors no more work comes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = ["plan_claim", "run_fetcher"]
 
 logger = logging.getLogger("asynqpg_trio.fetcher")
 
+#: The longest a claim may delay a stop (it is shielded from cancellation; see run_fetcher).
+CLAIM_GRACE = 5.0
 TAKEOVER_MESSAGE = "lease expired: the consumer running this attempt stopped renewing its lease"
 EXHAUSTED_MESSAGE = TAKEOVER_MESSAGE + "; no attempt left"
 
@@ -60,18 +64,26 @@ async def run_fetcher(rt: Runtime, sends: dict[str, MemoryObjectSendStream[Claim
     types = list(sends)
     limits = {t: rt.config.limit(t) for t in types}
     while True:
+        await anyio.lowlevel.checkpoint()  # where a stop reaches the fetcher (see below)
         wanted = plan_claim({t: rt.free(t) for t in types}, rt.book.busy, limits)
         got: dict[str, int] = {}
         if wanted:
+            rows: list[dict[str, Any]] = []
             async with rt.pool.connection() as conn:
-                rows = await repo.claim(
-                    conn,
-                    wanted,
-                    owner=rt.config.consumer_id,
-                    lease=rt.config.lease_duration,
-                    takeover_message=TAKEOVER_MESSAGE,
-                    exhausted_message=EXHAUSTED_MESSAGE,
-                )
+                # Shielded, bounded: once the server has committed a claim its tasks are
+                # leased to us, so the reply must reach the book (a stopping consumer then
+                # releases them at once).  Cancelled while the reply was on its way, the
+                # claim would be lost and its tasks left running until their leases expired,
+                # each an attempt poorer.
+                with anyio.move_on_after(CLAIM_GRACE, shield=True):
+                    rows = await repo.claim(
+                        conn,
+                        wanted,
+                        owner=rt.config.consumer_id,
+                        lease=rt.config.lease_duration,
+                        takeover_message=TAKEOVER_MESSAGE,
+                        exhausted_message=EXHAUSTED_MESSAGE,
+                    )
             for row in rows:
                 got[row["type"]] = got.get(row["type"], 0) + 1
                 _dispatch(rt, sends, row)

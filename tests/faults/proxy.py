@@ -9,14 +9,17 @@ held, replies are held, and new connections hang in their handshake, exactly as 
 network looks to both ends (no reset, no error).  `thaw` opens the gate and everything held
 is delivered in order.  Cancelling `serve` closes every connection.
 
-`freeze_in_transaction` arms a trigger instead: the proxy freezes just before passing on the
-server's reply to an UPDATE run inside an explicit transaction (a reply ending in
-ReadyForQuery with status "T"), so the client stalls while its transaction holds row locks.
+`freeze_when` arms a trigger instead: the proxy freezes just before passing on the first
+server reply that matches, so the client stalls at a chosen point: `freeze_in_transaction`
+after an UPDATE inside an explicit transaction (a reply ending in ReadyForQuery with status
+"T"), so that the client holds row locks; `freeze_on_bytes` when a reply carries given bytes
+(say, a marker payload the claim returns).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import trio
 from psycopg import conninfo
@@ -43,7 +46,7 @@ class FreezingProxy:
         self._open.set()
         self.port = 0
         self.connections = 0
-        self._armed = False
+        self._trigger_on: Callable[[bytes | bytearray], bool] | None = None
 
     @property
     def frozen(self) -> bool:
@@ -55,13 +58,22 @@ class FreezingProxy:
         if not self.frozen:
             self._open = trio.Event()
 
+    def freeze_when(self, match: Callable[[bytes | bytearray], bool]) -> None:
+        """Freeze before passing on the next server reply chunk for which ``match`` is true."""
+        self._trigger_on = match
+
     def freeze_in_transaction(self) -> None:
         """Freeze at the next reply to an UPDATE inside a transaction (see the module doc)."""
-        self._armed = True
+        self.freeze_when(lambda data: data.endswith(_IN_TRANSACTION) and b"UPDATE " in data)
+
+    def freeze_on_bytes(self, marker: bytes) -> None:
+        """Freeze at the next reply carrying ``marker``, raw or hex-encoded (text bytea)."""
+        hexed = marker.hex().encode()
+        self.freeze_when(lambda data: marker in data or hexed in data)
 
     def _trigger(self, data: bytes | bytearray) -> None:
-        if self._armed and data.endswith(_IN_TRANSACTION) and b"UPDATE " in data:
-            self._armed = False
+        if self._trigger_on is not None and self._trigger_on(data):
+            self._trigger_on = None
             self.freeze()
 
     def thaw(self) -> None:

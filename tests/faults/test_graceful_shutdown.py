@@ -21,11 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
+import trio
+from psycopg import conninfo
 
-from asynqpg_trio import sync
+from asynqpg_trio import Task, TaskInfo, open_consumer, sync
 
 from .books import LEASE_EXPIRED, check_books
 from .procs import FAST_MAINTENANCE, Worker
+from .proxy import FreezingProxy, server_address
 from .workload import KINDS, Mix, Spec, count, standard_tasks, task, wait_settled
 
 if TYPE_CHECKING:
@@ -142,3 +145,39 @@ def test_sigterm_once_then_twice(
         f" signal leaving {len(left_running)} running; {totals}"
     )
     assert totals.tasks == MIX.total + LONG
+
+
+async def test_claim_in_flight_at_shutdown_is_released(
+    queue_dsn: str, sync_conn: psycopg.Connection[Any]
+) -> None:
+    """A graceful stop that begins while a claim's reply is on its way: the server has
+    committed the claim, so the tasks are leased to this consumer; they must be released, not
+    left running until the lease expires (which would cost them an attempt)."""
+    marker = b"claimed-while-stopping"
+    proxy = FreezingProxy(*server_address(queue_dsn))
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(proxy.serve)
+        proxied = conninfo.make_conninfo(queue_dsn, host="127.0.0.1", port=str(port))
+
+        async def never(task: TaskInfo) -> None:
+            raise AssertionError("a task claimed while stopping must not run")
+
+        async with open_consumer(
+            proxied, handlers={"t": never}, poll_interval=0.1, maintenance=False
+        ):
+            proxy.freeze_on_bytes(marker)  # the claim's reply will be held
+            sync.enqueue_many(sync_conn, [Task("t", marker) for _ in range(3)])
+            with trio.fail_after(10):
+                while not proxy.frozen:
+                    await trio.sleep(0.01)
+            nursery.start_soon(thaw_later, proxy)
+        nursery.cancel_scope.cancel()
+    rows = sync_conn.execute(
+        "SELECT status, attempts_elapsed, lease_token FROM asynqpg_tasks"
+    ).fetchall()
+    assert rows == [("pending", 0, None)] * 3
+
+
+async def thaw_later(proxy: FreezingProxy) -> None:
+    await trio.sleep(0.5)
+    proxy.thaw()
