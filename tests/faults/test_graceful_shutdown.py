@@ -64,6 +64,9 @@ def at_full_load(conn: psycopg.Connection[Any], worker: Worker) -> None:
             conn, "SELECT count(*) FROM asynqpg_tasks WHERE id = ANY(%s) AND type = 'long'", held
         )
         if long == LONG and len(held) >= LONG + 60:
+            # A claim is visible here as soon as it commits, before its reply reaches the
+            # worker: give the handler actors a moment to start what it claimed.
+            time.sleep(0.3)
             return
         assert time.monotonic() < deadline, worker.log()
         time.sleep(0.05)
