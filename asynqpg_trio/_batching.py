@@ -39,9 +39,10 @@ class OutcomeKind(enum.StrEnum):
     RELEASE = "release"  # handed back at shutdown; pending now, attempt refunded
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
-    """One task's result, fenced by the lease token under which it ran.
+    """One task's result, fenced by the lease token under which it ran (built once per task,
+    so not frozen: a frozen dataclass costs several times more to build; nothing changes it).
 
     Attributes:
         task_id: The task's id.

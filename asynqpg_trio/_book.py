@@ -16,41 +16,34 @@ The book is plain data touched only from the consumer's event loop thread.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ._task import TaskInfo
 
-__all__ = ["Claimed", "Lease", "LeaseBook"]
 
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A claimed task on its way to a handler actor (stored counters, after the claim)."""
-
-    id: int
-    type: str
-    payload: bytes
-    idempotency_token: str | None
-    attempts_left: int
-    attempts_elapsed: int
-    created_at: datetime
-    attempted_at: datetime | None
-    messages: tuple[str, ...]
-    lease_token: int
-    trace_context: Any
+__all__ = ["Lease", "LeaseBook"]
 
 
 @dataclass(slots=True, eq=False)
 class Lease:
-    """One held lease and the handler running under it, if any."""
+    """One held lease: the claimed task, on its way to or in a handler actor.
+
+    ``attempts_left`` and ``attempts_elapsed`` are the stored counters after the claim (the
+    handler's `TaskInfo` shows the Go library's view).  ``scope`` is the running handler's
+    cancel scope, if any (anyio's, or trio's own).
+    """
 
     task_id: int
     token: int
     type: str
-    scope: Any = None  # the running handler's cancel scope (anyio's, or trio's own)
+    info: TaskInfo | None = None
+    attempts_left: int = 0
+    attempts_elapsed: int = 0
+    trace_context: Any = None
+    scope: Any = None
     lost: bool = False
     released: bool = False
 

@@ -63,9 +63,10 @@ async def run_completer(rt: Runtime, receive: MemoryObjectReceiveStream[Outcome]
                     except anyio.EndOfStream:
                         open_ = False
                 # Take whatever else is already waiting, without yielding.
+                now = anyio.current_time()
                 while open_ and len(batch) < rt.config.max_backlog:
                     try:
-                        batch.add(receive.receive_nowait(), anyio.current_time())
+                        batch.add(receive.receive_nowait(), now)
                     except anyio.WouldBlock:
                         break
                     except anyio.EndOfStream:
@@ -92,12 +93,13 @@ async def _flush(rt: Runtime, plan: FlushPlan) -> None:
         written = await repo.write_outcomes(conn, plan, idle_timeout=rt.config.lease_duration / 2)
     seconds = time.perf_counter() - started
     stale: list[str] = []
+    book, counts = rt.book, rt.counts
     for outcome in plan.outcomes:
-        rt.pending_writes -= 1
         if outcome.task_id in written:
-            rt.counts[_COUNTER[outcome.kind]] += 1
+            counts[_COUNTER[outcome.kind]] += 1
         else:
-            rt.counts["stale_acks"] += 1
-            stale.append(rt.book.type_of(outcome.task_id))
-        rt.book.forget(outcome.task_id, outcome.lease_token)
+            counts["stale_acks"] += 1
+            stale.append(book.type_of(outcome.task_id))
+        book.forget(outcome.task_id, outcome.lease_token)
+    rt.pending_writes -= len(plan.outcomes)
     rt.telemetry.flushed(len(plan.outcomes), seconds, stale)

@@ -38,7 +38,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ._batching import Outcome
-from ._book import Claimed
+from ._book import Lease
 from ._completer import run_completer
 from ._config import (
     ConsumerStatistics,
@@ -365,7 +365,7 @@ async def _run_pipeline(rt: Runtime, scope: anyio.CancelScope, outcome_send: Any
     sends: dict[str, Any] = {}
     async with outcome_send, _closing(sends), anyio.create_task_group() as workers:
         for task_type, handler in config.handlers.items():
-            send, receive = anyio.create_memory_object_stream[Claimed](config.limit(task_type))
+            send, receive = anyio.create_memory_object_stream[Lease](config.limit(task_type))
             sends[task_type] = send
             async with receive:
                 for _ in range(handler.workers):

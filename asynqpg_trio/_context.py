@@ -46,6 +46,7 @@ class Runtime:
     pipeline_done: bool = False
     backlogged: set[str] = field(default_factory=set)
     pending_writes: int = 0
+    kicked: bool = False  # a wake-up waits in the kick channel
     kick_send: MemoryObjectSendStream[None] = field(init=False)
     kick_receive: MemoryObjectReceiveStream[None] = field(init=False)
 
@@ -54,10 +55,19 @@ class Runtime:
 
     def kick(self) -> None:
         """Wake the fetcher (at most one wake-up is kept)."""
+        if self.kicked:  # the cheap answer for a handler finishing each task of a backlog
+            return
         with contextlib.suppress(
             anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
         ):
             self.kick_send.send_nowait(None)
+            self.kicked = True
+
+    async def wait_kick(self, deadline: float) -> None:
+        """Wait for a wake-up from `kick`, at most until ``deadline`` (event loop clock)."""
+        with anyio.move_on_at(deadline):
+            await self.kick_receive.receive()
+            self.kicked = False
 
     def free(self, task_type: str) -> int:
         """Free claim capacity of a type."""

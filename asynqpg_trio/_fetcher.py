@@ -12,7 +12,10 @@ channel, whose size is that capacity, so sending never blocks.
 When a type got all it asked for, more may be waiting: it is marked backlogged, and a handler
 finishing a task of that type wakes the fetcher.  When nothing was left, the fetcher sleeps
 until a NOTIFY (from producers, through the listener), the poll interval, or the moment the
-earliest delayed task becomes ready, whichever comes first.
+earliest delayed task becomes ready, whichever comes first.  It asks when that moment is only
+when a cycle claimed nothing or the previous deadline has passed: after a claim that took
+tasks the query would delay the handlers' start (the server competes for the CPU), and the
+previous deadline still covers what was due.
 
 Cancellation: the fetcher stops between statements.  A claim is not cancelled once sent (it
 is shielded for up to `CLAIM_GRACE` seconds): a claim the server has committed leases its
@@ -24,12 +27,14 @@ actors no more work comes.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from . import _repository as repo
-from ._book import Claimed, Lease
+from ._book import Lease
+from ._task import TaskInfo
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
@@ -59,16 +64,17 @@ def plan_claim(
     return wanted
 
 
-async def run_fetcher(rt: Runtime, sends: dict[str, MemoryObjectSendStream[Claimed]]) -> None:
+async def run_fetcher(rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease]]) -> None:
     """Claim and dispatch until cancelled."""
     types = list(sends)
     limits = {t: rt.config.limit(t) for t in types}
+    wake_at = -math.inf  # when to look again without a wake-up
     while True:
         await anyio.lowlevel.checkpoint()  # where a stop reaches the fetcher (see below)
         wanted = plan_claim({t: rt.free(t) for t in types}, rt.book.busy, limits)
         got: dict[str, int] = {}
         if wanted:
-            rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []
             async with rt.pool.connection() as conn:
                 # Shielded, bounded: once the server has committed a claim its tasks are
                 # leased to us, so the reply must reach the book (a stopping consumer then
@@ -85,43 +91,52 @@ async def run_fetcher(rt: Runtime, sends: dict[str, MemoryObjectSendStream[Claim
                         exhausted_message=EXHAUSTED_MESSAGE,
                     )
             for row in rows:
-                got[row["type"]] = got.get(row["type"], 0) + 1
+                got[row[1]] = got.get(row[1], 0) + 1
                 _dispatch(rt, sends, row)
         rt.backlogged = {t for t, n in wanted.items() if got.get(t, 0) >= n}
         if rt.backlogged and any(rt.free(t) > 0 for t in rt.backlogged):
             continue
-        timeout = rt.config.poll_interval
-        if not rt.backlogged:
+        now = anyio.current_time()
+        if rt.backlogged:
+            wake_at = now + rt.config.poll_interval
+        elif not got or wake_at <= now:
+            # Idle, or the last deadline passed: ask when the next delayed task is due.  After
+            # a claim that took tasks the previous deadline still holds (what was due before
+            # it is known; anything newer is found by that poll), which keeps this query off
+            # the path from a wake-up to the handlers starting.
+            timeout = rt.config.poll_interval
             async with rt.pool.connection() as conn:
                 ready_in = await repo.next_ready_in(conn, types)
             if ready_in is not None:
                 timeout = min(timeout, max(ready_in, 0.001))
-        with anyio.move_on_after(timeout):
-            await rt.kick_receive.receive()
+            wake_at = anyio.current_time() + timeout
+        await rt.wait_kick(wake_at)
 
 
 def _dispatch(
-    rt: Runtime, sends: dict[str, MemoryObjectSendStream[Claimed]], row: dict[str, Any]
+    rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease]], row: tuple[Any, ...]
 ) -> None:
-    if row["taken_over"]:
+    (task_id, task_type, payload, token, status, left, elapsed, created_at, attempted_at,
+     messages, lease_token, trace_context, taken_over) = row  # fmt: skip
+    if taken_over:
         rt.counts["lease_takeovers"] += 1
-        rt.telemetry.lease_takeover(row["type"])
-    if row["status"] != "running":
+        rt.telemetry.lease_takeover(task_type)
+    if status != "running":
         rt.counts["takeover_failures"] += 1
         return
     rt.counts["claimed"] += 1
-    claimed = Claimed(
-        id=row["id"],
-        type=row["type"],
-        payload=row["payload"],
-        idempotency_token=row["idempotency_token"],
-        attempts_left=row["attempts_left"],
-        attempts_elapsed=row["attempts_elapsed"],
-        created_at=row["created_at"],
-        attempted_at=row["attempted_at"],
-        messages=tuple(row["messages"]),
-        lease_token=row["lease_token"],
-        trace_context=row["trace_context"],
+    # The stored counters already count this attempt; handlers see the Go library's view.
+    info = TaskInfo(
+        task_id,
+        task_type,
+        payload,
+        token,
+        left + 1,
+        elapsed - 1 if elapsed > 0 else 0,
+        created_at,
+        attempted_at,
+        tuple(messages),
     )
-    rt.book.add(Lease(claimed.id, claimed.lease_token, claimed.type))
-    sends[claimed.type].send_nowait(claimed)
+    lease = Lease(task_id, lease_token, task_type, info, left, elapsed, trace_context)
+    rt.book.add(lease)
+    sends[task_type].send_nowait(lease)

@@ -1,6 +1,8 @@
 """Task metadata visible to code running inside a handler, on a `contextvars.ContextVar`.
 
-The consumer sets it around each handler call; `with_task_metadata` sets it for tests.
+The consumer sets it around each handler call; `with_task_metadata` sets it for tests.  The
+consumer stores the handler's `TaskInfo` itself and the getters derive the metadata from it
+when asked: most handlers never ask, and a per-task object would cost them all.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import contextlib
 import contextvars
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ._task import TaskInfo
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,14 +47,22 @@ class TaskMetadata:
     created_at: datetime
 
 
-CURRENT_TASK: contextvars.ContextVar[TaskMetadata | None] = contextvars.ContextVar(
+CURRENT_TASK: contextvars.ContextVar[TaskMetadata | TaskInfo | None] = contextvars.ContextVar(
     "asynqpg_task_metadata", default=None
 )
 
 
 def get_task_metadata() -> TaskMetadata | None:
     """The metadata of the task being handled, or None outside a handler."""
-    return CURRENT_TASK.get()
+    current = CURRENT_TASK.get()
+    if isinstance(current, TaskInfo):
+        return TaskMetadata(
+            id=current.id,
+            retry_count=current.attempts_elapsed,
+            max_retry=current.attempts_elapsed + current.attempts_left,
+            created_at=current.created_at,
+        )
+    return current
 
 
 @contextlib.contextmanager
@@ -65,23 +77,23 @@ def with_task_metadata(meta: TaskMetadata) -> Iterator[TaskMetadata]:
 
 def get_task_id() -> int | None:
     """The current task's id, or None outside a handler."""
-    meta = CURRENT_TASK.get()
+    meta = get_task_metadata()
     return None if meta is None else meta.id
 
 
 def get_retry_count() -> int | None:
     """Attempts made before the current one, or None outside a handler."""
-    meta = CURRENT_TASK.get()
+    meta = get_task_metadata()
     return None if meta is None else meta.retry_count
 
 
 def get_max_retry() -> int | None:
     """Total attempts allowed for the current task, or None outside a handler."""
-    meta = CURRENT_TASK.get()
+    meta = get_task_metadata()
     return None if meta is None else meta.max_retry
 
 
 def get_created_at() -> datetime | None:
     """When the current task was enqueued, or None outside a handler."""
-    meta = CURRENT_TASK.get()
+    meta = get_task_metadata()
     return None if meta is None else meta.created_at

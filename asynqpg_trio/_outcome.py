@@ -78,7 +78,7 @@ class TaskSnoozeWithError(Exception):
         super().__init__(message or f"snoozed with error for {self.delay:g} s")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per task: not frozen, which costs several times more to build
 class Decision:
     """A handler run's outcome and the status reported to metrics and logs."""
 

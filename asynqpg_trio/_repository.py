@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from ._batching import FlushPlan, OutcomeKind
 from ._migrate import schema_required
@@ -84,9 +83,12 @@ async def claim(
     lease: float,
     takeover_message: str,
     exhausted_message: str,
-) -> list[dict[str, Any]]:
-    """Claim up to ``wanted[type]`` ready tasks of each type; return the claimed rows."""
-    cur = conn.cursor(row_factory=dict_row)
+) -> list[tuple[Any, ...]]:
+    """Claim up to ``wanted[type]`` ready tasks of each type; return the claimed rows.
+
+    Each row is a tuple in the order of `CLAIM_COLUMNS` (binary results: no text parsing).
+    """
+    cur = conn.cursor(binary=True)
     await cur.execute(
         QUERIES.claim,
         {
@@ -99,6 +101,24 @@ async def claim(
         },
     )
     return await cur.fetchall()
+
+
+#: The claim's RETURNING list, in order: the fields of each row `claim` returns.
+CLAIM_COLUMNS = (
+    "id",
+    "type",
+    "payload",
+    "idempotency_token",
+    "status",
+    "attempts_left",
+    "attempts_elapsed",
+    "created_at",
+    "attempted_at",
+    "messages",
+    "lease_token",
+    "trace_context",
+    "taken_over",
+)
 
 
 async def next_ready_in(conn: psycopg.AsyncConnection[Any], types: list[str]) -> float | None:

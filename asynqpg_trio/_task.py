@@ -45,12 +45,14 @@ class Task:
     process_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskInfo:
     """A claimed task, as a handler receives it.
 
     The counters are those before this attempt, as in the Go library: ``attempts_elapsed`` is
-    the number of earlier attempts, ``attempts_left`` includes this one.
+    the number of earlier attempts, ``attempts_left`` includes this one.  A plain record:
+    changing it changes nothing in the database.  (Not frozen: a frozen dataclass costs
+    several times more to build, once per task.)
 
     Attributes:
         id: the task's id.

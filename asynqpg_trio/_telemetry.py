@@ -19,11 +19,11 @@ column; the consumer's ``asynqpg.process`` span is that span's child, so enqueue
 attempt are one trace.  Without a stored context the process span is a new root, never a child
 of whatever was current when the consumer started.
 
-Queue gauges: an observable gauge's callback is synchronous and may run on an exporter thread,
-so it never touches the database.  It reads a cache that a small actor of each consumer
-(`_sampler`) refreshes every ``queue_metrics_interval`` seconds, and only while someone reads
-the gauges (or the consumer was given its own meter provider).  Instruments are registered once
-per meter, so the gauges of every consumer sharing a provider go through one `_QueueBoard`.
+Queue gauges: see `_gauges`.
+
+Quiet runs: while no provider was given and OpenTelemetry's global ones are still its
+placeholders, a task run records nothing at all (`QuietRun`): the span and instrument calls
+would cost more than a no-op handler.
 """
 
 from __future__ import annotations
@@ -31,11 +31,9 @@ from __future__ import annotations
 import functools
 import json
 import math
-import threading
 import time
-import weakref
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,15 +44,16 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ._batching import OutcomeKind
 from ._errors import AsynqpgError
+from ._gauges import QueueSampler
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import MeterProvider, Observation
+    from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-    from ._book import Claimed
+    from ._book import Lease
     from ._outcome import Decision
 
-__all__ = ["NAME", "QueueSampler", "TaskRun", "Telemetry", "shared_telemetry"]
+__all__ = ["NAME", "QueueSampler", "QuietRun", "TaskRun", "Telemetry", "shared_telemetry"]
 
 #: The meter and tracer name (the Go library's).
 NAME: Final = "asynqpg"
@@ -64,10 +63,14 @@ _SECONDS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 _SIZES: Final = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0)
 _ATTR_CACHE_LIMIT: Final = 4096
 _NOT_ERRORS: Final = frozenset({OutcomeKind.COMPLETE, OutcomeKind.SNOOZE})
-#: Gauges stop being refreshed this long after their last read.
-_READ_WINDOW: Final = 600.0
 
 _Attrs = dict[str, str]
+#: Tracer providers that record nothing: the API's placeholder until an SDK is set, the no-op.
+_NO_TRACER_PROVIDERS: Final = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+#: The same for meter providers, by class name: the placeholder's class is private to the API
+#: (should it be renamed, runs are simply never quiet).
+_NO_METER_PROVIDERS: Final = frozenset({"_ProxyMeterProvider", "NoOpMeterProvider"})
+_QUIET_RECHECK: Final = 1.0
 
 
 class Telemetry:
@@ -81,6 +84,9 @@ class Telemetry:
         self.tracer = trace.get_tracer(NAME, tracer_provider=tracer_provider)
         self._meter = meter = metrics.get_meter(NAME, meter_provider=meter_provider)
         self._meter_provider = meter_provider
+        self._own_providers = meter_provider is not None or tracer_provider is not None
+        self._quiet = False
+        self._quiet_until = -math.inf
         self._attrs: dict[tuple[str, str, str], _Attrs] = {}
         counter, histogram = meter.create_counter, meter.create_histogram
 
@@ -144,15 +150,35 @@ class Telemetry:
                 span.set_attribute("batch_size", len(types))
         return EnqueueOp(self, span, types, single)
 
-    def task_run(self, claimed: Claimed) -> TaskRun:
+    def quiet(self) -> bool:
+        """Whether nothing a task run reports would be recorded: no provider was given and
+        the global ones are still OpenTelemetry's placeholders.
+
+        A quiet run skips the span and the instruments, which cost more than a no-op
+        handler.  The answer is kept for `_QUIET_RECHECK` seconds (asking costs environment
+        lookups): an SDK the application installs later is used from then on.
+        """
+        if self._own_providers:
+            return False
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet = isinstance(trace.get_tracer_provider(), _NO_TRACER_PROVIDERS) and (
+                type(metrics.get_meter_provider()).__name__ in _NO_METER_PROVIDERS
+            )
+            self._quiet_until = now + _QUIET_RECHECK
+        return self._quiet
+
+    def task_run(self, lease: Lease) -> TaskRun | QuietRun:
         """Start the ``asynqpg.process`` span of one attempt (not yet current)."""
-        parent = _parent_context(claimed.trace_context)
+        if self.quiet():
+            return _QUIET_RUN
+        parent = _parent_context(lease.trace_context)
         span = self.tracer.start_span("asynqpg.process", context=parent, kind=SpanKind.CONSUMER)
         if span.is_recording():
-            span.set_attribute("task_type", claimed.type)
-            span.set_attribute("task_id", claimed.id)
-            span.set_attribute("attempt", claimed.attempts_elapsed)
-        return TaskRun(self, span, claimed.type)
+            span.set_attribute("task_type", lease.type)
+            span.set_attribute("task_id", lease.task_id)
+            span.set_attribute("attempt", lease.attempts_elapsed)
+        return TaskRun(self, span, lease.type)
 
     def lease_takeover(self, task_type: str) -> None:
         """A claim took over another consumer's expired lease."""
@@ -171,10 +197,7 @@ class Telemetry:
         provider = own if own is not None else metrics.get_meter_provider()
         if isinstance(provider, metrics.NoOpMeterProvider):
             return None
-        board = _BOARDS.get(provider)
-        if board is None:
-            board = _BOARDS[provider] = _QueueBoard(self._meter)
-        return QueueSampler(board, tuple(types), always=own is not None)
+        return QueueSampler.for_provider(provider, self._meter, types, always=own is not None)
 
     def client_span(self, name: str, task_id: int | None = None) -> ClientSpan:
         """A client span (``asynqpg.get_task`` ...) that records unexpected errors only."""
@@ -305,6 +328,30 @@ class TaskRun:
         self._span.end()
 
 
+class QuietRun:
+    """`TaskRun`'s stand-in when telemetry is quiet: records nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> QuietRun:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        pass
+
+    def finish(self, decision: Decision, error: BaseException | None, *, timed_out: bool) -> None:
+        """Nothing to record."""
+
+    def cancelled(self) -> None:
+        """Nothing to record."""
+
+    def released(self) -> None:
+        """Nothing to record."""
+
+
+_QUIET_RUN: Final = QuietRun()
+
+
 class ClientSpan:
     """A client call's span: ends it, recording errors other than our own refusals."""
 
@@ -320,78 +367,3 @@ class ClientSpan:
         if isinstance(exc, Exception) and not isinstance(exc, AsynqpgError):
             _fail(self.span, exc, self._name.removeprefix("asynqpg.").replace("_", " ") + " failed")
         self.span.end()
-
-
-class _QueueBoard:
-    """The queue gauges of one meter provider, fed by the samplers of its consumers."""
-
-    def __init__(self, meter: metrics.Meter) -> None:
-        self._lock = threading.Lock()
-        self._samplers: set[QueueSampler] = set()
-        self._attrs: dict[str, _Attrs] = {}
-        self.last_read = -math.inf
-        meter.create_observable_gauge(
-            "asynqpg.queue.depth",
-            callbacks=[lambda options: self._observe(0)],
-            unit="{task}",
-            description="Pending tasks ready to run, per type (sampled)",
-        )
-        meter.create_observable_gauge(
-            "asynqpg.queue.oldest_pending_age",
-            callbacks=[lambda options: self._observe(1)],
-            unit="s",
-            description="How long the oldest ready pending task has waited, per type (sampled)",
-        )
-
-    def show(self, sampler: QueueSampler, shown: bool) -> None:
-        with self._lock:
-            (self._samplers.add if shown else self._samplers.discard)(sampler)
-
-    def _merged(self) -> dict[str, tuple[int, float]]:
-        self.last_read = time.monotonic()
-        with self._lock:
-            samplers = sorted(self._samplers, key=lambda s: s.sampled_at)
-        merged: dict[str, tuple[int, float]] = {}
-        for sampler in samplers:  # the freshest sample of a type wins
-            merged.update(sampler.values)
-        return merged
-
-    def _attr(self, task_type: str) -> _Attrs:
-        found = self._attrs.get(task_type)
-        if found is None:
-            found = self._attrs[task_type] = {"task_type": task_type}
-        return found
-
-    def _observe(self, index: int) -> Iterable[Observation]:
-        merged = self._merged()
-        return [metrics.Observation(v[index], self._attr(t)) for t, v in merged.items()]
-
-
-_BOARDS: weakref.WeakKeyDictionary[Any, _QueueBoard] = weakref.WeakKeyDictionary()
-
-
-class QueueSampler:
-    """One consumer's cached queue sample; ``with sampler:`` shows it on the gauges."""
-
-    def __init__(self, board: _QueueBoard, types: tuple[str, ...], *, always: bool) -> None:
-        self._board = board
-        self._always = always
-        self.types = types
-        self.values: Mapping[str, tuple[int, float]] = {}
-        self.sampled_at = -math.inf
-
-    def __enter__(self) -> QueueSampler:
-        self._board.show(self, True)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._board.show(self, False)
-
-    def wanted(self) -> bool:
-        """Whether to refresh: the consumer has its own provider, or the gauges were read."""
-        return self._always or time.monotonic() - self._board.last_read < _READ_WINDOW
-
-    def update(self, rows: Iterable[tuple[str, int, float]]) -> None:
-        """Replace the sample with (type, ready pending tasks, oldest ready age) rows."""
-        self.values = {t: (int(depth), float(age)) for t, depth, age in rows}
-        self.sampled_at = time.monotonic()

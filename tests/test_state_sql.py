@@ -30,6 +30,7 @@ import psycopg
 import pytest
 
 from asynqpg_trio import Client, Producer, Task, connect
+from asynqpg_trio import _repository as repo
 from asynqpg_trio._errors import (
     AsynqpgError,
 )
@@ -98,6 +99,25 @@ def test_every_event_is_implemented_by_a_statement() -> None:
 
 
 # --- the schema ----------------------------------------------------------------------------
+
+
+def test_claim_columns_name_what_the_claim_returns(sync_conn: psycopg.Connection[Any]) -> None:
+    # The fetcher unpacks claimed rows by position: the names must follow the RETURNING list.
+    with sync_conn.transaction(force_rollback=True):
+        cur = sync_conn.cursor(binary=True)
+        cur.execute(
+            repo.QUERIES.claim,
+            {
+                "types": ["x"],
+                "limits": [1],
+                "owner": "o",
+                "lease": 1.0,
+                "takeover_message": "t",
+                "exhausted_message": "e",
+            },
+        )
+        assert cur.description is not None
+        assert tuple(c.name for c in cur.description) == repo.CLAIM_COLUMNS
 
 
 def test_schema_statuses_are_the_table_statuses(sync_conn: psycopg.Connection[Any]) -> None:

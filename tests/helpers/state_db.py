@@ -201,7 +201,7 @@ def outcome_for(event: Event, task_id: int, token: int, delay: float) -> Outcome
 
 async def claim(conn: psycopg.AsyncConnection[Any], n: int, lease: float) -> list[dict[str, Any]]:
     """Claim up to ``n`` due tasks of `TYPE` (and take over expired leases)."""
-    return await repo.claim(
+    rows = await repo.claim(
         conn,
         {TYPE: n},
         owner=OWNER,
@@ -209,6 +209,7 @@ async def claim(conn: psycopg.AsyncConnection[Any], n: int, lease: float) -> lis
         takeover_message=TAKEOVER_MESSAGE,
         exhausted_message=EXHAUSTED_MESSAGE,
     )
+    return [dict(zip(repo.CLAIM_COLUMNS, row, strict=True)) for row in rows]
 
 
 def plan(outcomes: Sequence[Outcome]) -> FlushPlan:
