@@ -114,19 +114,24 @@ class FlushPlan:
 
 
 def _plan(entries: list[_Entry]) -> FlushPlan:
-    batches = []
-    for kind in OutcomeKind:
-        group = [outcome for outcome, _, _ in entries if outcome.kind is kind]
-        if group:
-            batches.append(
-                KindBatch(
-                    kind,
-                    tuple(o.task_id for o in group),
-                    tuple(o.lease_token for o in group),
-                    tuple(o.delay for o in group),
-                    tuple(o.message for o in group),
-                )
-            )
+    groups: dict[OutcomeKind, list[Outcome]] = {}
+    for outcome, _, _ in entries:  # one pass; kinds are then put in OutcomeKind order
+        group = groups.get(outcome.kind)
+        if group is None:
+            groups[outcome.kind] = [outcome]
+        else:
+            group.append(outcome)
+    batches = [
+        KindBatch(
+            kind,
+            tuple(o.task_id for o in group),
+            tuple(o.lease_token for o in group),
+            tuple(o.delay for o in group),
+            tuple(o.message for o in group),
+        )
+        for kind in OutcomeKind
+        if (group := groups.get(kind))
+    ]
     return FlushPlan(
         tuple(batches),
         tuple(outcome for outcome, _, _ in entries),

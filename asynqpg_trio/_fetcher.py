@@ -92,7 +92,7 @@ async def run_fetcher(rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease
                     )
             for row in rows:
                 got[row[1]] = got.get(row[1], 0) + 1
-                _dispatch(rt, sends, row)
+            _dispatch(rt, sends, rows)
         rt.backlogged = {t for t, n in wanted.items() if got.get(t, 0) >= n}
         if rt.backlogged and any(rt.free(t) > 0 for t in rt.backlogged):
             continue
@@ -114,29 +114,33 @@ async def run_fetcher(rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease
 
 
 def _dispatch(
-    rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease]], row: tuple[Any, ...]
+    rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease]], rows: list[tuple[Any, ...]]
 ) -> None:
-    (task_id, task_type, payload, token, status, left, elapsed, created_at, attempted_at,
-     messages, lease_token, trace_context, taken_over) = row  # fmt: skip
-    if taken_over:
-        rt.counts["lease_takeovers"] += 1
-        rt.telemetry.lease_takeover(task_type)
-    if status != "running":
-        rt.counts["takeover_failures"] += 1
-        return
-    rt.counts["claimed"] += 1
-    # The stored counters already count this attempt; handlers see the Go library's view.
-    info = TaskInfo(
-        task_id,
-        task_type,
-        payload,
-        token,
-        left + 1,
-        elapsed - 1 if elapsed > 0 else 0,
-        created_at,
-        attempted_at,
-        tuple(messages),
-    )
-    lease = Lease(task_id, lease_token, task_type, info, left, elapsed, trace_context)
-    rt.book.add(lease)
-    sends[task_type].send_nowait(lease)
+    """Put claimed rows in the lease book and on their types' channels (never blocks)."""
+    add = rt.book.add
+    claimed = 0
+    for (task_id, task_type, payload, token, status, left, elapsed, created_at, attempted_at,
+         messages, lease_token, trace_context, taken_over) in rows:  # fmt: skip
+        if taken_over:
+            rt.counts["lease_takeovers"] += 1
+            rt.telemetry.lease_takeover(task_type)
+        if status != "running":
+            rt.counts["takeover_failures"] += 1
+            continue
+        claimed += 1
+        # The stored counters already count this attempt; handlers see the Go library's view.
+        info = TaskInfo(
+            task_id,
+            task_type,
+            payload,
+            token,
+            left + 1,
+            elapsed - 1 if elapsed > 0 else 0,
+            created_at,
+            attempted_at,
+            tuple(messages) if messages else (),
+        )
+        lease = Lease(task_id, lease_token, task_type, info, left, elapsed, trace_context)
+        add(lease)
+        sends[task_type].send_nowait(lease)
+    rt.counts["claimed"] += claimed

@@ -86,7 +86,8 @@ async def claim(
 ) -> list[tuple[Any, ...]]:
     """Claim up to ``wanted[type]`` ready tasks of each type; return the claimed rows.
 
-    Each row is a tuple in the order of `CLAIM_COLUMNS` (binary results: no text parsing).
+    Each row is a tuple in the order of `CLAIM_COLUMNS` (binary results: no text parsing);
+    ``messages`` is None when there are none.
     """
     cur = conn.cursor(binary=True)
     await cur.execute(
