@@ -183,7 +183,8 @@ async def write_outcomes(
                 query = QUERIES.snooze_many
                 params = {"ids": ids, "tokens": tokens, "delays": list(batch.delays)}
             cur = await conn.execute(query, params)
-            written.update(int(r[0]) for r in await cur.fetchall())
+            stale = {int(r[0]) for r in await cur.fetchall()}  # usually none
+            written.update(ids if not stale else (i for i in ids if i not in stale))
     return written
 
 

@@ -161,55 +161,76 @@ SELECT count(*) FROM (
 -- name: complete_many
 -- events: complete
 -- Fenced: id, status running and the lease token must all match.
-UPDATE asynqpg_tasks t SET
-    status = 'completed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
-    lease_token = NULL, lease_owner = NULL
-FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
-WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-RETURNING t.id
+-- Returns the ids it did not write (stale: the lease changed), usually none: cheaper for
+-- the client than reading back every id written.
+WITH written AS (
+    UPDATE asynqpg_tasks t SET
+        status = 'completed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
+        lease_token = NULL, lease_owner = NULL
+    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
+    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    RETURNING t.id
+)
+SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
+WHERE u.id NOT IN (SELECT w.id FROM written w)
 
 -- name: fail_many
 -- events: fail, skip_retry
 -- Fenced.  Appends the message (the last 100 are kept).
-UPDATE asynqpg_tasks t SET
-    status = 'failed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
-    lease_token = NULL, lease_owner = NULL,
-    messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
-FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(messages)b::text[])
-    AS u(id, token, message)
-WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-RETURNING t.id
+-- Returns the ids it did not write, as complete_many.
+WITH written AS (
+    UPDATE asynqpg_tasks t SET
+        status = 'failed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
+        lease_token = NULL, lease_owner = NULL,
+        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(messages)b::text[])
+        AS u(id, token, message)
+    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    RETURNING t.id
+)
+SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
+WHERE u.id NOT IN (SELECT w.id FROM written w)
 
 -- name: retry_many
 -- events: retry, snooze_with_error
 -- Fenced.  Back to pending after the delay when an attempt
 -- is left (the claim already consumed this one), else failed.
-UPDATE asynqpg_tasks t SET
-    status = CASE WHEN t.attempts_left >= 1 THEN 'pending' ELSE 'failed' END,
-    blocked_till = CASE WHEN t.attempts_left >= 1
-                        THEN asynqpg_now() + make_interval(secs => u.delay)
-                        ELSE t.blocked_till END,
-    finalized_at = CASE WHEN t.attempts_left >= 1 THEN NULL ELSE asynqpg_now() END,
-    updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL,
-    messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
-FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[], %(messages)b::text[])
-    AS u(id, token, delay, message)
-WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-RETURNING t.id
+-- Returns the ids it did not write, as complete_many.
+WITH written AS (
+    UPDATE asynqpg_tasks t SET
+        status = CASE WHEN t.attempts_left >= 1 THEN 'pending' ELSE 'failed' END,
+        blocked_till = CASE WHEN t.attempts_left >= 1
+                            THEN asynqpg_now() + make_interval(secs => u.delay)
+                            ELSE t.blocked_till END,
+        finalized_at = CASE WHEN t.attempts_left >= 1 THEN NULL ELSE asynqpg_now() END,
+        updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL,
+        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[], %(messages)b::text[])
+        AS u(id, token, delay, message)
+    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    RETURNING t.id
+)
+SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
+WHERE u.id NOT IN (SELECT w.id FROM written w)
 
 -- name: snooze_many
 -- events: snooze, release
 -- snooze: the delay comes from the handler; release (on shutdown): delay 0.  Fenced.  The
 -- attempt the claim consumed is refunded.
-UPDATE asynqpg_tasks t SET
-    status = 'pending',
-    blocked_till = asynqpg_now() + make_interval(secs => u.delay),
-    attempts_left = t.attempts_left + 1,
-    attempts_elapsed = greatest(t.attempts_elapsed - 1, 0),
-    updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL
-FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[]) AS u(id, token, delay)
-WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-RETURNING t.id
+-- Returns the ids it did not write, as complete_many.
+WITH written AS (
+    UPDATE asynqpg_tasks t SET
+        status = 'pending',
+        blocked_till = asynqpg_now() + make_interval(secs => u.delay),
+        attempts_left = t.attempts_left + 1,
+        attempts_elapsed = greatest(t.attempts_elapsed - 1, 0),
+        updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL
+    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[]) AS u(id, token, delay)
+    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    RETURNING t.id
+)
+SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
+WHERE u.id NOT IN (SELECT w.id FROM written w)
 
 -- name: extend_leases
 -- events: extend_lease
