@@ -74,6 +74,8 @@ ENQUEUE_CHUNK = 5000
 #: Burn-down consumer settings: claim and complete in large batches (no-op handlers).
 BURN_PREFETCH = 450
 BURN_BATCH = 1000
+#: Burn-down: seconds an outcome may wait for its batch (the default is 0.02).
+BURN_INTERVAL = 0.05
 ENQUEUE_IN_FLIGHT = 2
 #: Default consumer processes for the burn-down.
 PROCESSES = 2
@@ -85,6 +87,9 @@ def settings() -> dict[str, Any]:
     return {
         "processes": PROCESSES,
         "workers": WORKERS,
+        "prefetch": BURN_PREFETCH,
+        "batch_size": BURN_BATCH,
+        "batch_interval": BURN_INTERVAL,
         "enqueue_chunk": ENQUEUE_CHUNK,
         "enqueue_in_flight": ENQUEUE_IN_FLIGHT,
     }
@@ -155,6 +160,7 @@ async def _consume(signals: Signals, dsn: str, workers: int, task_type: str) -> 
             handlers={task_type: Handler(noop, workers=workers)},
             prefetch=BURN_PREFETCH,
             batch_size=BURN_BATCH,
+            batch_interval=BURN_INTERVAL,
         ):
             await trio.to_thread.run_sync(signals.stop.wait, 600.0)
 
