@@ -15,6 +15,7 @@ from ._consumer import open_consumer as open_consumer
 from ._consumer import serve_consumer as serve_consumer
 from ._errors import AsynqpgError as AsynqpgError
 from ._errors import ConfigurationError as ConfigurationError
+from ._errors import ConnectionFailed as ConnectionFailed
 from ._errors import ConsumerError as ConsumerError
 from ._errors import DuplicateTask as DuplicateTask
 from ._errors import IllegalTransition as IllegalTransition
@@ -63,6 +64,7 @@ __all__ = (
     "Client",
     "ConfigurationError",
     "Connection",
+    "ConnectionFailed",
     "ConstantRetryPolicy",
     "Consumer",
     "ConsumerError",
