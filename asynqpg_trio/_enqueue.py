@@ -1,39 +1,81 @@
 """Enqueue planning shared by the async producer and the sync twin (no I/O here).
 
-`plan_batch` validates a batch (all or nothing) and builds the insert's parameter arrays;
-`map_results` turns the rows the insert returned into one entry per input, in input order.
+`plan_batch` validates a batch (all or nothing) and builds the insert's parameters;
+`read_result` turns what the insert returned into one entry per input, in input order.
 
-Mapping rule: the insert runs ``ORDER BY ord`` so ids grow with input position.  A task with a
-token is matched by (type, token); only the first input of a (type, token) pair inside a batch
-can get an id, later copies get None.  Tasks without a token are always inserted, so the
-returned token-less rows, in id order, belong to the token-less inputs in input order.
+Validation: a batch of plain tasks (`Task` itself, ``bytes`` payloads, numeric delays, int or
+None ``max_retry``) is checked column by column, each distinct value once, so a batch of one
+task type costs a few list passes rather than a validation per task.  Anything else, or any
+invalid value, takes the per-task path, which is the definition of valid and names the index of
+the first bad task; the column path accepts exactly what it accepts (it calls the same checks).
+
+Parameters: the payloads always go as an array (they give the row count).  Every other column
+(type, token, delay, process_at, attempts) goes as ONE scalar when every task has the same
+value, else as an array with a NULL scalar; the statement reads ``coalesce(array element,
+scalar)``, so a uniform column costs neither a Python list nor a per-row array element.  The
+trace context is per call, always a scalar.
+
+Mapping rule: the insert runs ``ORDER BY ord`` so ids grow with input position.  When no task
+has a token every task is inserted and the statement returns only the ids, in id order, one per
+input.  Otherwise a task with a token is matched by (type, token); only the first input of a
+(type, token) pair inside a batch can get an id, later copies get None; the returned
+token-less rows, in id order, belong to the token-less inputs in input order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ._errors import InvalidTask
-from ._task import MAX_ATTEMPTS, ValidTask, validate_task
+from ._task import (
+    MAX_ATTEMPTS,
+    Task,
+    attempts_for,
+    check_delay,
+    check_process_at,
+    check_token,
+    check_type,
+    validate_task,
+)
 
 __all__ = [
     "BatchPlan",
+    "Inserted",
     "check_default_max_retry",
     "has_delay",
-    "map_results",
     "plan_batch",
+    "read_result",
     "with_trace",
 ]
+
+_NONE = type(None)
 
 
 @dataclass(frozen=True, slots=True)
 class BatchPlan:
-    """A validated batch: the insert's parameters and what is needed to map results back."""
+    """A validated batch: the insert's parameters and what is needed to map results back.
 
-    params: dict[str, list[Any]]
-    keys: tuple[tuple[str, str] | None, ...]
+    Attributes:
+        params: the statement's parameters (arrays for varying columns, scalars otherwise).
+        types: each task's type, in input order.
+        keys: each task's (type, token), None for a task without one; None when no task
+            has a token (the statement then returns only ids).
+    """
+
+    params: dict[str, Any]
+    types: list[str]
+    keys: tuple[tuple[str, str] | None, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """What an insert did: one entry per input, and the (id, type) of each inserted row."""
+
+    ids: list[int | None]
+    rows: Sequence[tuple[Any, ...]]
 
 
 def check_default_max_retry(value: int) -> int:
@@ -47,44 +89,140 @@ def check_default_max_retry(value: int) -> int:
     return value
 
 
-def plan_batch(
-    tasks: Sequence[Any], default_max_retry: int, traces: Sequence[Any] | None = None
-) -> BatchPlan:
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """A valid batch's normalised values, one list per column, in input order."""
+
+    types: list[str]
+    payloads: list[bytes]
+    tokens: list[str | None]
+    delays: list[float]
+    process_at: list[datetime | None]
+    attempts: list[int]
+
+
+def plan_batch(tasks: Sequence[Any], default_max_retry: int) -> BatchPlan:
     """Validate every task (raising `InvalidTask` with the index of the first bad one)."""
-    valid: list[ValidTask] = []
+    columns = _plain_columns(tasks, default_max_retry)
+    if columns is None:
+        columns = _checked_columns(tasks, default_max_retry)
+    params: dict[str, Any] = {"payloads": columns.payloads, "trace": None}
+    # (array parameter, scalar parameter, values) of each column but the payloads.
+    by_column: tuple[tuple[str, str, list[Any]], ...] = (
+        ("types", "type", columns.types),
+        ("tokens", "token", columns.tokens),
+        ("delays", "delay", columns.delays),
+        ("process_ats", "process_at", columns.process_at),
+        ("attempts", "attempt", columns.attempts),
+    )
+    for array, scalar, values in by_column:
+        first = values[0]
+        uniform = values.count(first) == len(values)
+        params[array] = None if uniform else values
+        params[scalar] = first if uniform else None
+    keys = None
+    if params["token"] is not None or params["tokens"] is not None:
+        keys = tuple(
+            None if token is None else (task_type, token)
+            for task_type, token in zip(columns.types, columns.tokens, strict=True)
+        )
+    return BatchPlan(params=params, types=columns.types, keys=keys)
+
+
+def _checked_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns:
+    valid = []
     for index, task in enumerate(tasks):
         try:
             valid.append(validate_task(task, default_max_retry))
         except InvalidTask as ex:
             raise InvalidTask(str(ex), index=index) from None
-    params: dict[str, list[Any]] = {
-        "types": [v.type for v in valid],
-        "payloads": [v.payload for v in valid],
-        "tokens": [v.token for v in valid],
-        "delays": [v.delay for v in valid],
-        "process_at": [v.process_at for v in valid],
-        "attempts": [v.attempts for v in valid],
-        "traces": list(traces) if traces is not None else [None] * len(valid),
-    }
-    keys = tuple(None if v.token is None else (v.type, v.token) for v in valid)
-    return BatchPlan(params=params, keys=keys)
+    return _Columns(
+        types=[v.type for v in valid],
+        payloads=[v.payload for v in valid],
+        tokens=[v.token for v in valid],
+        delays=[v.delay for v in valid],
+        process_at=[v.process_at for v in valid],
+        attempts=[v.attempts for v in valid],
+    )
+
+
+def _plain_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns | None:
+    """The columns of a batch of plain tasks, each distinct value checked once; None when a
+    task is not plain or a value is invalid (the per-task path then says which)."""
+    if set(map(type, tasks)) != {Task}:
+        return None
+    payloads = [t.payload for t in tasks]
+    delays = [t.delay for t in tasks]
+    retries = [t.max_retry for t in tasks]
+    if (
+        set(map(type, payloads)) != {bytes}
+        or not set(map(type, delays)) <= {float, int}
+        or not set(map(type, retries)) <= {_NONE, int}
+    ):
+        return None  # bool is neither int nor float here: the per-task path refuses it
+    types = [t.type for t in tasks]
+    tokens = [t.idempotency_token for t in tasks]
+    process_at = [t.process_at for t in tasks]
+    try:
+        for value in set(types):
+            check_type(value)
+        for value in set(tokens):
+            check_token(value)
+        for value in set(process_at):
+            check_process_at(value)
+        seconds = {value: check_delay(value) for value in set(delays)}
+        attempts = {value: attempts_for(value, default_max_retry) for value in set(retries)}
+    except (InvalidTask, TypeError):  # TypeError: an unhashable value, surely invalid
+        return None
+    return _Columns(
+        types=types,
+        payloads=payloads,
+        tokens=tokens,
+        delays=_normalised(delays, seconds),
+        process_at=process_at,
+        attempts=_normalised(retries, attempts),
+    )
+
+
+def _normalised(values: list[Any], normal: dict[Any, Any]) -> list[Any]:
+    if len(normal) == 1:
+        (only,) = normal.values()
+        return [only] * len(values)
+    return [normal[value] for value in values]
 
 
 def with_trace(plan: BatchPlan, trace: str | None) -> BatchPlan:
     """The plan with every task carrying ``trace`` (a W3C carrier as JSON text), or as is."""
     if trace is None:
         return plan
-    return BatchPlan(params={**plan.params, "traces": [trace] * len(plan.keys)}, keys=plan.keys)
+    return BatchPlan(params={**plan.params, "trace": trace}, types=plan.types, keys=plan.keys)
 
 
 def has_delay(plan: BatchPlan) -> bool:
     """Whether any task of the plan waits (a delay or a ``process_at``)."""
     p = plan.params
-    return any(d > 0 for d in p["delays"]) or any(t is not None for t in p["process_at"])
+    delays = p["delays"] if p["delays"] is not None else [p["delay"]]
+    ats = p["process_ats"] if p["process_ats"] is not None else [p["process_at"]]
+    return any(d > 0 for d in delays) or any(t is not None for t in ats)
 
 
-def map_results(plan: BatchPlan, rows: Sequence[tuple[Any, ...]]) -> list[int | None]:
-    """One entry per input: the new id, or None for a duplicate that was skipped."""
+def read_result(plan: BatchPlan, rows: Sequence[tuple[Any, ...]]) -> Inserted:
+    """Map the insert's rows back to the inputs.
+
+    ``rows`` is, without tokens, one row whose first value is the array of new ids (NULL for
+    none); with tokens, one (id, type, token) row per inserted task, in id order.
+    """
+    if plan.keys is None:
+        ((ids, _),) = rows
+        if ids is None or len(ids) != len(plan.types):
+            raise RuntimeError("the insert returned another number of ids than it was given")
+        return Inserted(ids=ids, rows=list(zip(ids, plan.types, strict=True)))
+    return Inserted(ids=_map_tokened(plan.keys, rows), rows=rows)
+
+
+def _map_tokened(
+    keys: tuple[tuple[str, str] | None, ...], rows: Sequence[tuple[Any, ...]]
+) -> list[int | None]:
     by_key: dict[tuple[str, str], int] = {}
     untokened: list[int] = []
     for task_id, task_type, token in rows:
@@ -95,7 +233,7 @@ def map_results(plan: BatchPlan, rows: Sequence[tuple[Any, ...]]) -> list[int | 
     results: list[int | None] = []
     taken: set[tuple[str, str]] = set()
     position = 0
-    for key in plan.keys:
+    for key in keys:
         if key is None:
             results.append(untokened[position])
             position += 1

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, final
 from . import _repository as repo
 from ._enqueue import (
     BatchPlan,
+    Inserted,
     check_default_max_retry,
     has_delay,
-    map_results,
     plan_batch,
     with_trace,
 )
@@ -111,14 +111,13 @@ class Producer:
         inside a transaction, the caller's commit decides.
         """
         plan = plan_batch([task], self._default_max_retry)
-        types = plan.params["types"]
-        with self._telemetry.enqueue(types, single=True, has_delay=has_delay(plan)) as op:
+        with self._telemetry.enqueue(plan.types, single=True, has_delay=has_delay(plan)) as op:
             plan = with_trace(plan, op.trace)
             for _ in range(3):
-                rows = await self._insert(plan, conn)
-                (task_id,) = map_results(plan, rows)
+                inserted = await self._insert(plan, conn)
+                (task_id,) = inserted.ids
                 if task_id is not None:
-                    op.inserted(rows, task_id)
+                    op.inserted(inserted.rows, task_id)
                     return task_id
                 assert task.idempotency_token is not None
                 existing = await self._find(task.type, task.idempotency_token, conn)
@@ -144,19 +143,17 @@ class Producer:
         if not tasks:
             return []
         plan = plan_batch(tasks, self._default_max_retry)
-        with self._telemetry.enqueue(plan.params["types"], single=False, has_delay=False) as op:
+        with self._telemetry.enqueue(plan.types, single=False, has_delay=False) as op:
             plan = with_trace(plan, op.trace)
-            rows = await self._insert(plan, conn)
-            op.inserted(rows, None)
-        return map_results(plan, rows)
+            inserted = await self._insert(plan, conn)
+            op.inserted(inserted.rows, None)
+        return inserted.ids
 
-    async def _insert(
-        self, plan: BatchPlan, conn: psycopg.AsyncConnection[Any] | None
-    ) -> list[tuple[Any, ...]]:
+    async def _insert(self, plan: BatchPlan, conn: psycopg.AsyncConnection[Any] | None) -> Inserted:
         if conn is not None:
-            return await repo.insert_batch(conn, plan.params)
+            return await repo.insert_batch(conn, plan)
         async with self._pool.connection() as own:
-            return await repo.insert_batch(own, plan.params)
+            return await repo.insert_batch(own, plan)
 
     async def _find(
         self, task_type: str, token: str, conn: psycopg.AsyncConnection[Any] | None

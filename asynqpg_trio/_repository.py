@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from ._batching import FlushPlan, OutcomeKind
+from ._enqueue import BatchPlan, Inserted, read_result
 from ._migrate import schema_required
 from ._queries import load
 
@@ -45,25 +46,21 @@ class TaskQueries:
 QUERIES: TaskQueries = load(TaskQueries, "tasks.sql")
 
 
-def enqueue_statement(params: dict[str, list[Any]]) -> str:
+def enqueue_statement(plan: BatchPlan) -> str:
     """The batch insert to use: without ON CONFLICT when no task carries a token."""
-    if any(token is not None for token in params["tokens"]):
-        return QUERIES.enqueue_many
-    return QUERIES.enqueue_many_untokened
+    return QUERIES.enqueue_many_untokened if plan.keys is None else QUERIES.enqueue_many
 
 
-async def insert_batch(
-    conn: psycopg.AsyncConnection[Any], params: dict[str, list[Any]]
-) -> list[tuple[Any, ...]]:
-    """Run the batch insert; return (id, type, token) of the inserted rows in id order.
+async def insert_batch(conn: psycopg.AsyncConnection[Any], plan: BatchPlan) -> Inserted:
+    """Run the batch insert; return the new ids, one entry per input.
 
     Raises:
         SchemaMissing: the database has no asynqpg schema.
     """
     cur = conn.cursor(binary=True)
     with schema_required():
-        await cur.execute(enqueue_statement(params), params)
-    return await cur.fetchall()
+        await cur.execute(enqueue_statement(plan), plan.params)
+    return read_result(plan, await cur.fetchall())
 
 
 async def find_by_token(

@@ -14,7 +14,18 @@ from typing import Any
 
 from ._errors import InvalidTask
 
-__all__ = ["MAX_ATTEMPTS", "MAX_TYPE_LENGTH", "Task", "TaskInfo", "validate_task"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_TYPE_LENGTH",
+    "Task",
+    "TaskInfo",
+    "attempts_for",
+    "check_delay",
+    "check_process_at",
+    "check_token",
+    "check_type",
+    "validate_task",
+]
 
 #: The longest task type the ``type`` column (varchar(255)) holds, in characters.
 MAX_TYPE_LENGTH = 255
@@ -116,47 +127,76 @@ class ValidTask:
     attempts: int
 
 
-def validate_task(task: Any, default_max_retry: int) -> ValidTask:
-    """Check one task; return its normalised form or raise `InvalidTask`."""
-    if not isinstance(task, Task):
-        raise InvalidTask(f"expected an asynqpg_trio.Task, got {type(task).__name__}")
-    task_type = _text(task.type, "type")
+def check_type(value: Any) -> str:
+    """A task type: non-empty text of at most `MAX_TYPE_LENGTH` characters."""
+    task_type = _text(value, "type")
     if not task_type:
         raise InvalidTask("type must not be empty")
     if len(task_type) > MAX_TYPE_LENGTH:
         raise InvalidTask(
             f"type is {len(task_type)} characters long; the most is {MAX_TYPE_LENGTH}"
         )
+    return task_type
+
+
+def check_token(value: Any) -> str | None:
+    """An idempotency token: None, or non-empty text."""
+    if value is None:
+        return None
+    token = _text(value, "idempotency_token")
+    if not token:
+        raise InvalidTask("idempotency_token must not be empty (use None for no token)")
+    return token
+
+
+def check_delay(value: Any) -> float:
+    """A delay in seconds (from seconds or a `timedelta`)."""
+    return _seconds(value, "delay")
+
+
+def attempts_for(max_retry: Any, default_max_retry: int) -> int:
+    """The ``attempts_left`` a task starts with: its ``max_retry`` (or the default), at least 1."""
+    value = default_max_retry if max_retry is None else max_retry
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTask(f"max_retry must be an int, got {value!r}")
+    if not 0 <= value <= MAX_ATTEMPTS:
+        raise InvalidTask(f"max_retry must be between 0 and {MAX_ATTEMPTS}, got {value}")
+    return max(value, 1)
+
+
+def check_process_at(value: Any) -> datetime | None:
+    """A ``process_at``: None, or an aware `datetime`."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidTask(f"process_at must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidTask(
+            "process_at must be timezone-aware (e.g. datetime.now(timezone.utc)), got a "
+            "naive datetime"
+        )
+    return value
+
+
+def validate_task(task: Any, default_max_retry: int) -> ValidTask:
+    """Check one task; return its normalised form or raise `InvalidTask`."""
+    if not isinstance(task, Task):
+        raise InvalidTask(f"expected an asynqpg_trio.Task, got {type(task).__name__}")
+    task_type = check_type(task.type)
     if not isinstance(task.payload, bytes | bytearray | memoryview):
         raise InvalidTask(
             f"payload must be bytes, got {type(task.payload).__name__} "
             "(encode text or JSON first, e.g. json.dumps(obj).encode())"
         )
-    token = task.idempotency_token
-    if token is not None:
-        token = _text(token, "idempotency_token")
-        if not token:
-            raise InvalidTask("idempotency_token must not be empty (use None for no token)")
-    max_retry = default_max_retry if task.max_retry is None else task.max_retry
-    if isinstance(max_retry, bool) or not isinstance(max_retry, int):
-        raise InvalidTask(f"max_retry must be an int, got {max_retry!r}")
-    if not 0 <= max_retry <= MAX_ATTEMPTS:
-        raise InvalidTask(f"max_retry must be between 0 and {MAX_ATTEMPTS}, got {max_retry}")
-    delay = _seconds(task.delay, "delay")
-    process_at = task.process_at
-    if process_at is not None:
-        if not isinstance(process_at, datetime):
-            raise InvalidTask(f"process_at must be a datetime, got {type(process_at).__name__}")
-        if process_at.tzinfo is None or process_at.utcoffset() is None:
-            raise InvalidTask(
-                "process_at must be timezone-aware (e.g. datetime.now(timezone.utc)), got a "
-                "naive datetime"
-            )
+    token = check_token(task.idempotency_token)
+    attempts = attempts_for(task.max_retry, default_max_retry)
+    delay = check_delay(task.delay)
+    process_at = check_process_at(task.process_at)
     return ValidTask(
         type=task_type,
         payload=bytes(task.payload),
         token=token,
         delay=delay,
         process_at=process_at,
-        attempts=max(max_retry, 1),
+        attempts=attempts,
     )

@@ -22,10 +22,11 @@ import psycopg
 
 from ._enqueue import (
     BatchPlan,
+    Inserted,
     check_default_max_retry,
     has_delay,
-    map_results,
     plan_batch,
+    read_result,
     with_trace,
 )
 from ._errors import DuplicateTask
@@ -41,11 +42,11 @@ if TYPE_CHECKING:
 __all__ = ["enqueue", "enqueue_many"]
 
 
-def _insert(conn: psycopg.Connection[Any], plan: BatchPlan) -> list[tuple[Any, ...]]:
+def _insert(conn: psycopg.Connection[Any], plan: BatchPlan) -> Inserted:
     cur = conn.cursor(binary=True)
     with schema_required():
-        cur.execute(enqueue_statement(plan.params), plan.params)
-    return cur.fetchall()
+        cur.execute(enqueue_statement(plan), plan.params)
+    return read_result(plan, cur.fetchall())
 
 
 def enqueue_many(
@@ -67,11 +68,11 @@ def enqueue_many(
         return []
     plan = plan_batch(tasks, default_max_retry)
     telemetry = shared_telemetry(meter_provider, tracer_provider)
-    with telemetry.enqueue(plan.params["types"], single=False, has_delay=False) as op:
+    with telemetry.enqueue(plan.types, single=False, has_delay=False) as op:
         plan = with_trace(plan, op.trace)
-        rows = _insert(conn, plan)
-        op.inserted(rows, None)
-    return map_results(plan, rows)
+        inserted = _insert(conn, plan)
+        op.inserted(inserted.rows, None)
+    return inserted.ids
 
 
 def enqueue(
@@ -91,13 +92,13 @@ def enqueue(
     check_default_max_retry(default_max_retry)
     plan = plan_batch([task], default_max_retry)
     telemetry = shared_telemetry(meter_provider, tracer_provider)
-    with telemetry.enqueue(plan.params["types"], single=True, has_delay=has_delay(plan)) as op:
+    with telemetry.enqueue(plan.types, single=True, has_delay=has_delay(plan)) as op:
         plan = with_trace(plan, op.trace)
         for _ in range(3):
-            rows = _insert(conn, plan)
-            (task_id,) = map_results(plan, rows)
+            inserted = _insert(conn, plan)
+            (task_id,) = inserted.ids
             if task_id is not None:
-                op.inserted(rows, task_id)
+                op.inserted(inserted.rows, task_id)
                 return task_id
             assert task.idempotency_token is not None
             cur = conn.execute(

@@ -56,17 +56,20 @@ def held_by(conn: psycopg.Connection[Any], owner: str) -> list[int]:
 
 
 def at_full_load(conn: psycopg.Connection[Any], worker: Worker) -> None:
-    """Wait until the worker holds every long task and at least 60 others."""
+    """Wait until the worker holds every long task and at least 60 others, and has run some.
+
+    A claim is visible here as soon as it commits, before its reply reaches the worker; until
+    the worker has recorded a run its handlers may not have started, and a stop would (rightly)
+    release every claimed task unstarted.
+    """
     deadline = time.monotonic() + 20
     while True:
         held = held_by(conn, worker.consumer_id)
         long = count(
             conn, "SELECT count(*) FROM asynqpg_tasks WHERE id = ANY(%s) AND type = 'long'", held
         )
-        if long == LONG and len(held) >= LONG + 60:
-            # A claim is visible here as soon as it commits, before its reply reaches the
-            # worker: give the handler actors a moment to start what it claimed.
-            time.sleep(0.3)
+        ran = count(conn, "SELECT count(*) FROM runs WHERE consumer = %s", worker.consumer_id)
+        if long == LONG and len(held) >= LONG + 60 and ran > 0:
             return
         assert time.monotonic() < deadline, worker.log()
         time.sleep(0.05)
