@@ -11,9 +11,9 @@ is delivered in order.  Cancelling `serve` closes every connection.
 
 `freeze_when` arms a trigger instead: the proxy freezes just before passing on the first
 server reply that matches, so the client stalls at a chosen point: `freeze_in_transaction`
-after an UPDATE inside an explicit transaction (a reply ending in ReadyForQuery with status
-"T"), so that the client holds row locks; `freeze_on_bytes` when a reply carries given bytes
-(say, a marker payload the claim returns).
+after an outcome write inside an explicit transaction (a reply ending in ReadyForQuery with
+status "T"), so that the client holds row locks; `freeze_on_bytes` when a reply carries given
+bytes (say, a marker payload the claim returns).
 """
 
 from __future__ import annotations
@@ -63,8 +63,12 @@ class FreezingProxy:
         self._trigger_on = match
 
     def freeze_in_transaction(self) -> None:
-        """Freeze at the next reply to an UPDATE inside a transaction (see the module doc)."""
-        self.freeze_when(lambda data: data.endswith(_IN_TRANSACTION) and b"UPDATE " in data)
+        """Freeze at the next reply to a write inside a transaction (see the module doc): an
+        UPDATE, or an outcome write (a SELECT of the ids it did not write: usually none)."""
+        self.freeze_when(
+            lambda data: data.endswith(_IN_TRANSACTION)
+            and (b"UPDATE " in data or b"SELECT 0\x00" in data)
+        )
 
     def freeze_on_bytes(self, marker: bytes) -> None:
         """Freeze at the next reply carrying ``marker``, raw or hex-encoded (text bytea)."""
