@@ -66,8 +66,9 @@ class FreezingProxy:
         """Freeze at the next reply to a write inside a transaction (see the module doc): an
         UPDATE, or an outcome write (a SELECT of the ids it did not write: usually none)."""
         self.freeze_when(
-            lambda data: data.endswith(_IN_TRANSACTION)
-            and (b"UPDATE " in data or b"SELECT 0\x00" in data)
+            lambda data: (
+                data.endswith(_IN_TRANSACTION) and (b"UPDATE " in data or b"SELECT 0\x00" in data)
+            )
         )
 
     def freeze_on_bytes(self, marker: bytes) -> None:
