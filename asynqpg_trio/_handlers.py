@@ -59,8 +59,9 @@ def build_chain(fn: HandlerFn, middleware: tuple[Middleware, ...]) -> HandlerFn:
 #: cancel scope per task costs more than a no-op handler; after this many, the actor waits on
 #: its channel (a checkpoint: a stop reaches it there).
 STREAK = 16
-#: Within a streak, a task's deadline may fall this much (seconds) before its start plus the
-#: handler timeout: the scope's deadline moves only when it would move further.
+#: Within a streak, a task's deadline may fall up to this much (seconds) after its start plus
+#: the handler timeout, never before: the scope's deadline moves (to that much after) only when
+#: it would otherwise end the task early, so most tasks of a quick streak do not move it.
 DEADLINE_SLACK = 0.001
 
 
@@ -112,7 +113,7 @@ class _Actor:
         ends the streak and is finished outside the scope.
         """
         rt, handler = self.rt, self.handler
-        scope = self.scope_type(deadline=self.clock() + handler.timeout)
+        scope = self.scope_type(deadline=self.clock() + handler.timeout + DEADLINE_SLACK)
         current: Lease | None = None  # the task being run, until it is finished
         run: TaskRun | QuietRun | None = None  # its handler run, once started
         error: BaseException | None = None
@@ -136,8 +137,8 @@ class _Actor:
                     info = lease.info
                     assert info is not None  # the fetcher builds it with the lease
                     deadline = self.clock() + handler.timeout
-                    if deadline - scope.deadline > DEADLINE_SLACK:
-                        scope.deadline = deadline  # moving it costs more than a no-op task
+                    if scope.deadline < deadline:  # moving it costs more than a no-op task
+                        scope.deadline = deadline + DEADLINE_SLACK
                     run = rt.telemetry.task_run(lease)
                     lease.scope = scope
                     token = CURRENT_TASK.set(info)
