@@ -1,12 +1,19 @@
 """Developer sessions.  ``nox -l`` lists them.
 
-Sessions run in the current environment (``venv_backend="none"``): create one virtualenv with
-``pip install -e '.[dev]'`` and every session uses it, as ``.ci/run`` does.
+Every session runs with the interpreter that runs nox itself, and with the tools installed
+beside it: ``.venv/bin/nox -s tests`` uses ``.venv``'s Python, ruff and mypy without the
+virtualenv being activated, and a nox from elsewhere fails at once saying what to install.
+Make that virtualenv with ``python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'``, as
+the README's test command does.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import sys
+from pathlib import Path
 
 import nox
 
@@ -14,43 +21,107 @@ nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "typecheck", "tests", "proptests"]
 
 PACKAGE = "asynqpg_trio"
+#: The interpreter running nox, and the scripts folder of its environment (not resolved: a
+#: virtualenv's python is a symlink to the base interpreter).
+PYTHON = sys.executable
+BIN = Path(sys.executable).parent
+#: Debian's Chromium, which the dashboard's browser tests drive (never a downloaded build).
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_TESTS = "tests/test_web_browser.py"
+
+
+def _require_dev_extra(session: nox.Session) -> None:
+    """Stop with one line when nox runs outside an environment with the ``dev`` extra."""
+    missing = [m for m in ("asynqpg_trio", "pytest", "ruff", "mypy") if not _importable(m)]
+    if missing:
+        session.error(
+            f"{PYTHON} lacks {', '.join(missing)}: run nox from the project's virtualenv "
+            "(python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/nox)"
+        )
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _tool(name: str) -> str:
+    """A console script installed beside the interpreter running nox."""
+    return str(BIN / name)
+
+
+def _ensure_chromium(session: nox.Session) -> None:
+    """The browser tests need Debian's Chromium: install it where we may, else stop with one
+    line saying what to do."""
+    if CHROMIUM.exists():
+        return
+    can_install = (
+        sys.platform == "linux"
+        and hasattr(os, "geteuid")
+        and os.geteuid() == 0
+        and shutil.which("apt-get") is not None
+    )
+    if not can_install:
+        session.error(
+            f"the dashboard's browser tests need Chromium at {CHROMIUM}: install it "
+            "(Debian/Ubuntu: sudo apt-get install chromium) or leave them out with "
+            f"`nox -s tests -- --deselect {BROWSER_TESTS}`"
+        )
+    session.log(f"{CHROMIUM} is missing: installing Debian's chromium for the browser tests")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run("apt-get", "install", "-y", "-qq", "chromium", external=True, env=env, silent=True)
+
+
+def _deselects_browser_tests(posargs: list[str]) -> bool:
+    return any(BROWSER_TESTS in arg for arg in posargs)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against real PostgreSQL ($ASYNQPG_TEST_DSN, else an embedded one)."""
-    session.run("python", "-m", "pytest", "tests", *session.posargs)
+    _require_dev_extra(session)
+    if not _deselects_browser_tests(session.posargs):
+        _ensure_chromium(session)
+    # No paths given: pytest's ``testpaths`` (tests/); paths given: only those.
+    session.run(PYTHON, "-m", "pytest", *session.posargs, external=True)
 
 
 @nox.session
 def proptests(session: nox.Session) -> None:
     """Run the Hypothesis property suite (profile from $HYPOTHESIS_PROFILE: dev, ci, nightly)."""
+    _require_dev_extra(session)
     env = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")}
-    session.run("python", "-m", "pytest", "proptests", *session.posargs, env=env)
+    session.run(PYTHON, "-m", "pytest", "proptests", *session.posargs, env=env, external=True)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check, and the import-linter layering contracts."""
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("lint-imports")
+    _require_dev_extra(session)
+    session.run(PYTHON, "-m", "ruff", "check", ".", external=True)
+    session.run(PYTHON, "-m", "ruff", "format", "--check", ".", external=True)
+    session.run(_tool("lint-imports"), external=True)
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, tests and property tests."""
-    session.run("mypy", "--strict", PACKAGE, "tests", "proptests")
+    _require_dev_extra(session)
+    session.run(PYTHON, "-m", "mypy", "--strict", PACKAGE, "tests", "proptests", external=True)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the demo (embedded PostgreSQL unless $ASYNQPG_DSN is set)."""
-    session.run("asynqpg-trio", "demo", *session.posargs)
+    _require_dev_extra(session)
+    session.run(_tool("asynqpg-trio"), "demo", *session.posargs, external=True)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks side by side with pgqueuer and procrastinate (installs them)."""
-    session.run("python", "-m", "pip", "install", "-q", "-r", "benchmarks/requirements.txt")
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    _require_dev_extra(session)
+    session.run(
+        PYTHON, "-m", "pip", "install", "-q", "-r", "benchmarks/requirements.txt", external=True
+    )
+    session.run(PYTHON, "-m", "benchmarks", *session.posargs, external=True)
