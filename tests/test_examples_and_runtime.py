@@ -16,9 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, **kw
-    )
+    kw.setdefault("cwd", ROOT)
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, **kw)
 
 
 def test_trio_example(dsn: str) -> None:
@@ -54,6 +53,16 @@ def test_demo_command(dsn: str) -> None:
     assert sum(counts.values()) == 300
     # The demo runs beside other work: it leaves tasks it did not create alone.
     assert untouched == ("pending",)
+
+
+def test_editable_install_exposes_only_the_package(tmp_path: Path) -> None:
+    # Run from elsewhere, so the repository root is not the working directory.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for name in ("tests", "examples", "benchmarks"):
+        proc = _run([sys.executable, "-c", f"import {name}"], cwd=tmp_path, env=env)
+        assert f"No module named '{name}'" in proc.stderr, proc
+    proc = _run([sys.executable, "-c", "import asynqpg_trio"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_worker_command_graceful_sigterm(dsn: str, sync_conn: Any) -> None:
