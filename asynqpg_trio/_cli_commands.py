@@ -6,17 +6,22 @@ Each command is an async function (pool, args) -> exit status that makes one lib
 prints its result: JSON (one document per line) with ``--json``, else a rich table or line.
 `database` wraps a command for the parser: it resolves the DSN (``--dsn``, else
 ``$ASYNQPG_DSN``; none is a usage error), then ``trio.run``s the command with a
-one-connection pool.  That pool connects once, with ``--connect-timeout`` and no retries, so a
-server that does not answer is reported in seconds; every command but ``migrate`` then checks
-the schema, so an unmigrated database gets a hint instead of an SQL error.  Errors propagate
-to `_cli.run`, which prints them.  ``stats --watch`` loops until Ctrl-C.
+one-connection pool (`checked_pool`).  That pool connects once, with no retries, and
+``--connect-timeout`` bounds the connect and the schema check together (libpq's own
+``connect_timeout`` is whole seconds, at least 2, and applies to each address a host name
+resolves to), so a server that does not answer is reported in that time; every command but
+``migrate`` then checks the schema, so an unmigrated database gets a hint instead of an SQL
+error.  Errors propagate to `_cli.run`, which prints them.  ``stats --watch`` loops until
+Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +44,11 @@ from ._server import DSN_ENV, resolve_dsn
 from ._task import Task
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     Handler = Callable[[Pool, argparse.Namespace], Awaitable[int]]
 
-__all__ = ["add_admin_commands", "database", "one_line"]
+__all__ = ["add_admin_commands", "checked_pool", "database", "one_line"]
 
 
 def _console() -> Console:
@@ -163,21 +168,56 @@ def one_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-async def _session(handler: Handler, args: argparse.Namespace, dsn: str, check: bool) -> int:
+def _connect_bound(dsn: str, args: argparse.Namespace) -> tuple[float, dict[str, Any]]:
+    """How long connecting may take in all, and the connection options to pass for it."""
     try:
         options = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as ex:
         raise CommandError(f"invalid DSN: {one_line(ex)}", 2) from None
-    extra: dict[str, Any] = {}
-    if "connect_timeout" not in options:
-        extra["connect_timeout"] = max(2, round(args.connect_timeout))
-    async with open_pool(dsn, min_size=0, max_size=1, reconnect_timeout=0, **extra) as pool:
-        try:
-            async with pool.connection() as conn:
-                if check:
-                    await check_schema(conn)
-        except psycopg.OperationalError as ex:
-            raise CommandError(f"cannot connect to the database: {one_line(ex)}") from None
+    own = options.get("connect_timeout")
+    if own is None:
+        # libpq's fallback for connections the pool opens later: whole seconds, at least 2.
+        return args.connect_timeout, {"connect_timeout": max(2, math.ceil(args.connect_timeout))}
+    try:
+        seconds = float(own)
+    except ValueError:
+        raise CommandError(f"invalid DSN: connect_timeout {own!r} is not a number", 2) from None
+    return (seconds if seconds > 0 else math.inf), {}
+
+
+@asynccontextmanager
+async def checked_pool(
+    dsn: str, args: argparse.Namespace, *, check: bool = True, retry: bool = False
+) -> AsyncIterator[Pool]:
+    """A one-connection pool, its first connection (and the schema, if ``check``) checked.
+
+    Connecting and checking together take at most ``--connect-timeout`` (or the DSN's
+    ``connect_timeout``); a failed connect is retried within that time only if ``retry``.
+
+    Raises:
+        CommandError: the DSN cannot be parsed (status 2), or the database cannot be reached
+            in time (status 1).
+        SchemaMissing, SchemaTooNew: ``check`` found the wrong schema.
+    """
+    bound, extra = _connect_bound(dsn, args)
+    reconnect = min(bound, 3600.0) if retry else 0.0
+    async with open_pool(dsn, min_size=0, max_size=1, reconnect_timeout=reconnect, **extra) as pool:
+        with trio.move_on_after(bound) as scope:
+            try:
+                async with pool.connection() as conn:
+                    if check:
+                        await check_schema(conn)
+            except psycopg.OperationalError as ex:
+                raise CommandError(f"cannot connect to the database: {one_line(ex)}") from None
+        if scope.cancelled_caught:
+            raise CommandError(
+                f"cannot connect to the database: no answer within {bound:g} s (--connect-timeout)"
+            )
+        yield pool
+
+
+async def _session(handler: Handler, args: argparse.Namespace, dsn: str, check: bool) -> int:
+    async with checked_pool(dsn, args, check=check) as pool:
         return await handler(pool, args)
 
 

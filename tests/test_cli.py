@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -212,21 +213,33 @@ def test_no_dsn_is_a_usage_error() -> None:
     fails(2, "stats", "--dsn", "host='unterminated", match="invalid DSN")
 
 
-def test_unreachable_database_is_one_line_exit_1() -> None:
-    fails(1, "stats", "--dsn", DEAD_DSN, match="cannot connect to the database")
-    with socket.socket() as silent:  # accepts connections, never answers
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        port = silent.getsockname()[1]
-        started = time.monotonic()
-        fails(
-            1,
-            "tasks",
-            "list",
-            "--dsn",
-            f"host=127.0.0.1 port={port} user=postgres",
-            "--connect-timeout",
-            "2",
-            match="cannot connect to the database",
-        )
-        assert time.monotonic() - started < 15
+        yield silent.getsockname()[1]
+
+
+def test_unreachable_database_is_one_line_exit_1(silent_port: int) -> None:
+    fails(1, "stats", "--dsn", DEAD_DSN, match="cannot connect to the database")
+    silent = f"host=127.0.0.1 port={silent_port} user=postgres"
+    fails(
+        1, "tasks", "list", "--dsn", silent, "--connect-timeout", "2", match="no answer within 2 s"
+    )
+
+
+def test_connect_timeout_bounds_the_whole_connect(silent_port: int) -> None:
+    # libpq's own connect_timeout is whole seconds, at least 2: --connect-timeout 0.5 used to
+    # take over 2 s.  Python's start-up is measured by a run that fails before connecting.
+    started = time.monotonic()
+    fails(2, "tasks", "show", "abc", "--dsn", DEAD_DSN, match="invalid task id")
+    startup = time.monotonic() - started
+    silent = f"host=127.0.0.1 port={silent_port} user=postgres"
+    started = time.monotonic()
+    fails(1, "stats", "--dsn", silent, "--connect-timeout", "0.5", match="no answer within 0.5 s")
+    assert 0.5 <= time.monotonic() - started < startup + 1.5
+    started = time.monotonic()  # the DSN's own connect_timeout wins
+    fails(1, "stats", "--dsn", f"{silent} connect_timeout=1", match="no answer within 1 s")
+    assert 1.0 <= time.monotonic() - started < startup + 2.0
