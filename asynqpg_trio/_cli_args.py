@@ -15,6 +15,7 @@ import argparse
 from datetime import datetime
 from typing import NoReturn
 
+from ._listing import MAX_LIMIT
 from ._row import TaskStatus
 from ._server import DSN_ENV
 
@@ -24,6 +25,7 @@ __all__ = [
     "Parser",
     "common_options",
     "ids",
+    "limit",
     "non_negative_int",
     "positive_seconds",
     "seconds",
@@ -98,6 +100,13 @@ def non_negative_int(text: str) -> int:
     """A whole number, 0 or more."""
     if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def limit(text: str) -> int:
+    """A page size: a whole number from 1 to `MAX_LIMIT`."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_LIMIT}, got {text!r}")
     return int(text)
 
 

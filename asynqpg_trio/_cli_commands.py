@@ -12,7 +12,8 @@ one-connection pool (`checked_pool`).  That pool connects once, with no retries,
 resolves to), so a server that does not answer is reported in that time; every command but
 ``migrate`` then checks the schema, so an unmigrated database gets a hint instead of an SQL
 error.  Errors propagate to `_cli.run`, which prints them.  ``stats --watch`` loops until
-Ctrl-C.
+Ctrl-C.  Printed to a terminal, tables fit its width; piped or redirected, every value is
+printed in full (``--json`` is still the format meant for scripts).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from . import _cli_args as argtypes
 from . import _cli_render as render
 from ._cli_args import CommandError
 from ._client import Client
-from ._listing import DEFAULT_LIMIT, ORDER_FIELDS
+from ._listing import DEFAULT_LIMIT, MAX_LIMIT, ORDER_FIELDS
 from ._migrate import LATEST_VERSION, check_schema, migrate
 from ._pool import Pool, open_pool
 from ._producer import Producer
@@ -50,9 +51,20 @@ if TYPE_CHECKING:
 
 __all__ = ["add_admin_commands", "checked_pool", "database", "one_line"]
 
+#: The line width when stdout is not a terminal: wide enough that nothing is cut.
+_UNBOUNDED = 1_000_000
+
 
 def _console() -> Console:
-    return Console(markup=False, emoji=False, highlight=False)
+    console = Console(markup=False, emoji=False, highlight=False)
+    if console.is_terminal:
+        return console
+    return Console(markup=False, emoji=False, highlight=False, width=_UNBOUNDED)
+
+
+def _full() -> bool:
+    """Whether to print values in full: stdout is not a terminal (a pipe or a file)."""
+    return not _console().is_terminal
 
 
 def _emit(args: argparse.Namespace, data: Any, human: Any) -> None:
@@ -65,7 +77,8 @@ def _emit(args: argparse.Namespace, data: Any, human: Any) -> None:
 async def _migrate(pool: Pool, args: argparse.Namespace) -> int:
     applied = await migrate(pool)
     if applied:
-        human = f"applied schema versions {', '.join(map(str, applied))}"
+        noun = "version" if len(applied) == 1 else "versions"
+        human = f"applied schema {noun} {', '.join(map(str, applied))}"
     else:
         human = f"schema is up to date (version {LATEST_VERSION})"
     _emit(args, {"applied": applied, "version": LATEST_VERSION}, human)
@@ -100,7 +113,7 @@ async def _list(pool: Pool, args: argparse.Namespace) -> int:
         offset=args.offset,
         after=args.after,
     )
-    _emit(args, render.page_json(page), render.page_table(page, args.offset))
+    _emit(args, render.page_json(page), render.page_table(page, args.offset, full=_full()))
     return 0
 
 
@@ -131,13 +144,13 @@ async def _delete(pool: Pool, args: argparse.Namespace) -> int:
 
 async def _retry_failed(pool: Pool, args: argparse.Namespace) -> int:
     n = await Client(pool).retry_failed(args.type)
-    _emit(args, {"affected": n}, f"re-queued {n} failed tasks")
+    _emit(args, {"affected": n}, f"re-queued {render.plural(n, 'failed task')}")
     return 0
 
 
 async def _delete_failed(pool: Pool, args: argparse.Namespace) -> int:
     n = await Client(pool).delete_failed(args.type)
-    _emit(args, {"affected": n}, f"deleted {n} failed tasks")
+    _emit(args, {"affected": n}, f"deleted {render.plural(n, 'failed task')}")
     return 0
 
 
@@ -145,7 +158,7 @@ async def _stats(pool: Pool, args: argparse.Namespace) -> int:
     client = Client(pool)
     if args.watch is None:
         stats = await client.stats()
-        _emit(args, render.stats_json(stats), render.stats_table(stats))
+        _emit(args, render.stats_json(stats), render.stats_table(stats, full=_full()))
         return 0
     if args.json:  # JSON Lines: one document per refresh
         while True:
@@ -248,7 +261,7 @@ def add_admin_commands(sub: Any, common: argtypes.Parser) -> None:
 
     tasks = sub.add_parser("tasks", parents=[common], help="list, show and manage tasks")
     tsub = tasks.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = tsub.add_parser("list", parents=[common], help="list tasks (filters combine)")
+    p = tsub.add_parser("list", parents=[common], help="list tasks, newest first (filters combine)")
     p.add_argument(
         "--status", type=argtypes.statuses, action="extend", help=f"any of: {argtypes.STATUS_NAMES}"
     )
@@ -260,12 +273,27 @@ def add_admin_commands(sub: Any, common: argtypes.Parser) -> None:
         "--created-after", type=argtypes.timestamp, metavar="TIME", help="ISO 8601, inclusive"
     )
     p.add_argument("--created-before", type=argtypes.timestamp, metavar="TIME", help="inclusive")
-    p.add_argument("--order-by", choices=ORDER_FIELDS, default="id")
-    p.add_argument("--desc", action="store_true", help="sort high to low")
-    p.add_argument(
-        "--limit", type=argtypes.non_negative_int, default=DEFAULT_LIMIT, help="1 to 10000"
+    p.add_argument("--order-by", choices=ORDER_FIELDS, default="id", help="sort field (default id)")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument(
+        "--desc", dest="desc", action="store_true", help="high to low, newest first (the default)"
     )
-    p.add_argument("--offset", type=argtypes.non_negative_int, default=0)
+    order.add_argument("--asc", dest="desc", action="store_false", help="low to high, oldest first")
+    p.set_defaults(desc=True)
+    p.add_argument(
+        "--limit",
+        type=argtypes.limit,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"at most N tasks, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})",
+    )
+    p.add_argument(
+        "--offset",
+        type=argtypes.non_negative_int,
+        default=0,
+        metavar="N",
+        help="skip the first N matching tasks (default 0)",
+    )
     p.add_argument("--after", metavar="CURSOR", help="the next page's cursor from a list")
     p.set_defaults(func=database(_list))
     for name, handler, text in (

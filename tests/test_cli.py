@@ -100,29 +100,58 @@ def test_list_filters_and_pages(dsn: str, sync_conn: SyncConn) -> None:
         make(sync_conn, "pending", "a", "'2024-05-01T12:00Z'"),
         make(sync_conn, "completed", "c", "'2024-05-01T13:00Z'"),
     ]
+    newest_first = ids[::-1]
 
     def listed(*args: str) -> list[int]:
         return [t["id"] for t in ok_json("tasks", "list", "--dsn", dsn, *args)["tasks"]]
 
-    assert listed() == ids
+    assert listed() == newest_first  # the dashboard's order
+    assert listed("--asc") == ids
+    assert listed("--desc") == newest_first
     assert listed("--status", "failed", "--type", "a") == [ids[0]]
-    assert listed("--status", "failed,completed", "--status", "pending") == ids
-    assert listed("--type", "b,c") == ids[1::2]
-    assert listed("--id", f"{ids[3]},{ids[0]}") == [ids[0], ids[3]]
+    assert listed("--status", "failed,completed", "--status", "pending") == newest_first
+    assert listed("--type", "b,c") == [ids[3], ids[1]]
+    assert listed("--id", f"{ids[0]},{ids[3]}") == [ids[3], ids[0]]
     window = ["--created-after", "2024-05-01T11:00:00Z", "--created-before", "2024-05-01T14:00+02"]
-    assert listed(*window) == ids[1:3]
-    assert listed("--order-by", "created_at", "--desc") == ids[::-1]
+    assert listed(*window) == [ids[2], ids[1]]
+    assert listed("--order-by", "created_at", "--desc") == newest_first
+    assert listed("--order-by", "created_at", "--asc") == ids
 
     page = ok_json("tasks", "list", "--dsn", dsn, "--limit", "3")
     assert (len(page["tasks"]), page["total"]) == (3, 4)
     rest = ok_json("tasks", "list", "--dsn", dsn, "--after", page["next_cursor"])
-    assert ([t["id"] for t in rest["tasks"]], rest["next_cursor"]) == ([ids[3]], None)
-    assert listed("--offset", "3") == [ids[3]]
+    assert ([t["id"] for t in rest["tasks"]], rest["next_cursor"]) == ([ids[0]], None)
+    assert listed("--offset", "3") == [ids[0]]
+    assert listed("--limit", "1") == [ids[3]]
+    assert len(listed("--limit", "10000")) == 4
     fails(2, "tasks", "list", "--dsn", dsn, "--after", "garbage", match="malformed page cursor")
 
     human = cli("tasks", "list", "--dsn", dsn, "--limit", "2").stdout
-    assert "failed" in human
+    assert human.index(f" {ids[3]} ") < human.index(f" {ids[2]} ")
+    assert "completed" in human
     assert "2 tasks shown (1-2 of 4 matching); next page: --after " in human
+    assert (
+        "1 task shown (1-1 of 4 matching)"
+        in cli("tasks", "list", "--dsn", dsn, "--limit", "1").stdout
+    )
+
+
+def test_piped_output_prints_values_in_full(dsn: str, sync_conn: SyncConn) -> None:
+    long_type = "billing.invoice." + "x" * 200
+    message = "connection reset by the payment provider " * 5 + "\nretrying will not help"
+    sync_conn.execute(
+        """INSERT INTO asynqpg_tasks (type, payload, status, blocked_till, attempts_left,
+               messages, finalized_at) VALUES (%s, 'p', 'failed', now(), 0, ARRAY[%s], now())""",
+        (long_type, message),
+    )
+    listed = cli("tasks", "list", "--dsn", dsn)  # stdout is a pipe here, not a terminal
+    assert listed.returncode == 0, listed
+    assert long_type in listed.stdout
+    assert message.replace("\n", "\\n") in listed.stdout  # one row, line break shown as \n
+    assert "…" not in listed.stdout
+    stats = cli("stats", "--dsn", dsn)
+    assert long_type in stats.stdout
+    assert "…" not in stats.stdout
 
 
 def test_single_task_actions_and_state_errors(dsn: str, sync_conn: SyncConn) -> None:
@@ -198,6 +227,9 @@ def test_stats_watch_until_ctrl_c(dsn: str) -> None:
         (["tasks", "list", "--created-before", "2024-05-01"], "has no UTC offset"),
         (["tasks", "list", "--order-by", "payload"], "invalid choice: 'payload'"),
         (["tasks", "list", "--offset", "-1"], "non-negative integer"),
+        (["tasks", "list", "--limit", "0"], "expected a number from 1 to 10000, got '0'"),
+        (["tasks", "list", "--limit", "20000"], "expected a number from 1 to 10000, got '20000'"),
+        (["tasks", "list", "--asc", "--desc"], "not allowed with argument --asc"),
         (["stats", "--watch", "0"], "positive number of seconds"),
         (["tasks"], "required: ACTION"),
         ([], "required: COMMAND"),
