@@ -12,6 +12,7 @@ defaults, and subcommands use ``SUPPRESS`` so they only override what was actual
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 from typing import NoReturn
 
@@ -23,6 +24,7 @@ __all__ = [
     "STATUS_NAMES",
     "CommandError",
     "Parser",
+    "UsageExit",
     "common_options",
     "ids",
     "limit",
@@ -47,11 +49,24 @@ class CommandError(Exception):
         self.code = code
 
 
+class UsageExit(SystemExit):
+    """`Parser` found a usage error and printed it: exit status 2; ``message`` says what."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr (exit status 2)."""
+    """An ArgumentParser whose errors are one line on stderr (exit status 2).
+
+    The error is raised as `UsageExit`, a `SystemExit`, so a caller that wants to report it
+    again (as JSON) can catch it, and one that does not still exits with status 2.
+    """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self._print_message(f"{self.prog}: error: {message} (see --help)\n", sys.stderr)
+        raise UsageExit(f"{message} (see --help)")
 
 
 def task_id(text: str) -> int:

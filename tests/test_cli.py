@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,6 +20,7 @@ import pytest
 
 SyncConn = psycopg.Connection[Any]
 DEAD_DSN = "host=127.0.0.1 port=1 user=postgres"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
@@ -27,6 +29,7 @@ def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "asynqpg_trio._cli", *args],
         input=stdin,
         capture_output=True,
+        cwd=ROOT,
         env=env,
         timeout=60,
         check=False,
@@ -275,3 +278,45 @@ def test_connect_timeout_bounds_the_whole_connect(silent_port: int) -> None:
     started = time.monotonic()  # the DSN's own connect_timeout wins
     fails(1, "stats", "--dsn", f"{silent} connect_timeout=1", match="no answer within 1 s")
     assert 1.0 <= time.monotonic() - started < startup + 2.0
+
+
+def _one_line_failure(done: subprocess.CompletedProcess[str], code: int, match: str) -> None:
+    assert done.returncode == code, done
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback
+    assert done.stderr.startswith("asynqpg-trio"), done.stderr
+    assert match in done.stderr, done.stderr
+
+
+def test_every_error_is_one_line(empty_dsn: str, dsn: str) -> None:
+    worker = ("worker", "examples.worker_app:handlers", "--connect-timeout", "1")
+    cases: list[tuple[list[str], int, str]] = [
+        (["stats", "--dsn", DEAD_DSN], 1, "cannot connect to the database"),
+        ([*worker, "--dsn", DEAD_DSN], 1, "cannot connect to the database"),
+        (["tasks", "list", "--dsn", empty_dsn], 1, "run `asynqpg-trio migrate"),
+        ([*worker, "--dsn", empty_dsn], 1, "run `asynqpg-trio migrate"),
+        (["worker", "examples.worker_app:greet", "--dsn", dsn], 2, "is an async function"),
+        (["worker", "examples.worker_app", "--dsn", dsn], 2, "expected MODULE:ATTR"),
+        (["worker", "tests.test_cli:make", "--dsn", dsn], 2, "needs arguments"),
+        (["worker", "tests.test_cli:DEAD_DSN", "--dsn", dsn], 2, "is a str: expected a mapping"),
+        (["tasks", "list", "--limit", "0", "--dsn", dsn], 2, "from 1 to 10000"),
+        (["tasks", "show", "424242", "--dsn", dsn, "--json"], 1, "task 424242 not found"),
+    ]
+    for args, code, match in cases:
+        _one_line_failure(cli(*args), code, match)
+
+
+def test_json_errors_go_to_stdout_too(dsn: str) -> None:
+    for args, code, match in [
+        (["tasks", "show", "424242", "--dsn", dsn], 1, "task 424242 not found"),
+        (["tasks", "list", "--limit", "0", "--dsn", dsn], 2, "from 1 to 10000"),
+        (["stats", "--dsn", DEAD_DSN], 1, "cannot connect to the database"),
+        (["worker", "examples.worker_app:greet", "--dsn", dsn], 2, "is an async function"),
+    ]:
+        done = cli(*args, "--json")
+        _one_line_failure(done, code, match)
+        assert done.stdout.count("\n") == 1, done.stdout
+        error = json.loads(done.stdout)
+        assert error["exit_status"] == code
+        assert match in error["error"]
+        assert error["error"] in done.stderr
+    assert cli("tasks", "show", "424242", "--dsn", dsn).stdout == ""  # without --json: nothing
