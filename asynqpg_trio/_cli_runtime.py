@@ -9,7 +9,8 @@ connect is retried in that time, for a worker started with its database), so the
 failures are one line like every other command's.  The first SIGINT/SIGTERM starts the graceful
 shutdown; a second one stops at once (leases left behind expire and their tasks are rescued).
 
-``demo`` runs on ``--dsn``/``ASYNQPG_DSN`` when given, else on a throwaway embedded server.
+``demo`` runs on ``--dsn``/``ASYNQPG_DSN`` when given, else on a throwaway embedded server
+(see `_demo` for what it leaves behind).
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ import inspect
 import signal
 import sys
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import trio
+from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
+from rich.text import Text
 
 from ._cli_args import CommandError
-from ._cli_commands import checked_pool
+from ._cli_commands import checked_pool, one_line
 from ._consumer import open_consumer
 from ._server import DSN_ENV, embedded_server, resolve_dsn
 
@@ -126,18 +131,56 @@ async def _checked_worker(dsn: str, options: dict[str, Any], args: argparse.Name
     return await _worker(dsn, options)
 
 
+def _describe(dsn: str) -> str:
+    """Where a DSN points, without its password: ``database NAME at HOST:PORT``."""
+    try:
+        options = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as ex:
+        raise CommandError(f"invalid DSN: {one_line(ex)}", 2) from None
+    host = options.get("host") or options.get("hostaddr") or "localhost"
+    port = options.get("port") or "5432"
+    return f"database {options.get('dbname') or options.get('user') or '?'} at {host}:{port}"
+
+
 def _run_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from ._demo import print_summary, run_demo, summary_json
 
     if args.tasks < 1:
         raise CommandError("--tasks must be at least 1", 2)
-    console = Console(stderr=False)
+    # With --json, stdout carries only the summary document; the progress goes to stderr.
+    console = Console(stderr=args.json, soft_wrap=True)
     dsn = resolve_dsn(args.dsn)
     if dsn is not None:
-        return trio.run(run_demo, dsn, args.tasks, console)
-    console.print("no DSN given: starting an embedded PostgreSQL for the demo")
-    with embedded_server() as embedded:
-        return trio.run(run_demo, embedded, args.tasks, console)
+        where = _describe(dsn)
+        source = "--dsn" if args.dsn else f"${DSN_ENV}"
+        left = "are left there (--keep)" if args.keep else "are deleted at the end"
+        console.print(
+            Text(
+                f"demo on your {where} (from {source}): the schema is migrated if needed "
+                f"(and stays); the demo's tasks {left}"
+            )
+        )
+        summary = trio.run(
+            partial(run_demo, dsn, args.tasks, console, database=where, keep=args.keep)
+        )
+    else:
+        console.print("no DSN given: starting a throwaway embedded PostgreSQL for the demo")
+        with embedded_server() as embedded:
+            summary = trio.run(
+                partial(
+                    run_demo,
+                    embedded,
+                    args.tasks,
+                    console,
+                    database="the embedded PostgreSQL",
+                    keep=True,
+                )
+            )
+    if args.json:
+        print(summary_json(summary), flush=True)
+    else:
+        print_summary(summary, console, embedded=dsn is None)
+    return 0 if summary.ok else 1
 
 
 def add_runtime_commands(sub: Any, common: Any) -> None:
@@ -152,4 +195,9 @@ def add_runtime_commands(sub: Any, common: Any) -> None:
     p.set_defaults(func=_run_worker)
     p = sub.add_parser("demo", parents=[common], help="run a demo workload with live progress")
     p.add_argument("--tasks", type=int, default=2000, help="how many tasks (default 2000)")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="with a DSN: leave the demo's tasks in the database (default: delete them)",
+    )
     p.set_defaults(func=_run_demo)
