@@ -7,6 +7,8 @@ id, an unknown status, a timestamp without an offset) is a usage error, exit sta
 any connection is made.  `Parser` prints each usage error as one line.  `common_options` are
 the options every command accepts before or after its name: the top-level parser gives them
 defaults, and subcommands use ``SUPPRESS`` so they only override what was actually typed.
+`command` adds a subcommand whose one-line help is also the description its ``--help``
+shows.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ._listing import MAX_LIMIT
 from ._row import TaskStatus
@@ -25,6 +27,7 @@ __all__ = [
     "CommandError",
     "Parser",
     "UsageExit",
+    "command",
     "common_options",
     "ids",
     "limit",
@@ -67,6 +70,20 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self._print_message(f"{self.prog}: error: {message} (see --help)\n", sys.stderr)
         raise UsageExit(f"{message} (see --help)")
+
+
+def command(
+    sub: Any, name: str, common: Parser, text: str, description: str | None = None
+) -> Parser:
+    """Add subcommand ``name``: ``text`` is its line in the parent's help and, unless
+    ``description`` is given, the first line of its own ``--help``."""
+    parser: Parser = sub.add_parser(
+        name,
+        parents=[common],
+        help=text,
+        description=description or text[0].upper() + text[1:] + ".",
+    )
+    return parser
 
 
 def task_id(text: str) -> int:

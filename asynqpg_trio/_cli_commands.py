@@ -248,20 +248,40 @@ def database(handler: Handler, *, check: bool = True) -> Callable[[argparse.Name
 
 def add_admin_commands(sub: Any, common: argtypes.Parser) -> None:
     """migrate, enqueue, tasks ..., stats: commands that need a DSN."""
-    p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")
+    command = argtypes.command
+    p = command(sub, "migrate", common, "create or upgrade the schema")
     p.set_defaults(func=database(_migrate, check=False))
 
-    p = sub.add_parser("enqueue", parents=[common], help="add one task")
+    p = command(sub, "enqueue", common, "add one task")
     p.add_argument("type", help="the task type")
     p.add_argument("payload", help="the payload as text (UTF-8), or - to read bytes from stdin")
-    p.add_argument("--delay", type=argtypes.seconds, default=0.0, metavar="SECONDS")
-    p.add_argument("--max-retry", type=argtypes.non_negative_int, default=None, metavar="N")
+    p.add_argument(
+        "--delay",
+        type=argtypes.seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="make it ready this many seconds from now (default 0: at once)",
+    )
+    p.add_argument(
+        "--max-retry",
+        type=argtypes.non_negative_int,
+        default=None,
+        metavar="N",
+        help="how many times it may run in all (default 3; 0 runs it once, like 1)",
+    )
     p.add_argument("--token", default=None, help="idempotency token")
     p.set_defaults(func=database(_enqueue))
 
-    tasks = sub.add_parser("tasks", parents=[common], help="list, show and manage tasks")
+    tasks = command(sub, "tasks", common, "list, show and manage tasks")
     tsub = tasks.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = tsub.add_parser("list", parents=[common], help="list tasks, newest first (filters combine)")
+    p = command(
+        tsub,
+        "list",
+        common,
+        "list tasks, newest first (filters combine)",
+        "List tasks, newest first (highest id first, the dashboard's order); "
+        "filters combine. --asc lists oldest first.",
+    )
     p.add_argument(
         "--status", type=argtypes.statuses, action="extend", help=f"any of: {argtypes.STATUS_NAMES}"
     )
@@ -302,18 +322,18 @@ def add_admin_commands(sub: Any, common: argtypes.Parser) -> None:
         ("retry", _retry, "re-queue a failed or cancelled task"),
         ("delete", _delete, "delete a task that is not running"),
     ):
-        p = tsub.add_parser(name, parents=[common], help=text)
+        p = command(tsub, name, common, text)
         p.add_argument("id", type=argtypes.task_id, help="the task id")
         p.set_defaults(func=database(handler))
     for name, handler, text in (
         ("retry-failed", _retry_failed, "re-queue every failed task"),
         ("delete-failed", _delete_failed, "delete every failed task"),
     ):
-        p = tsub.add_parser(name, parents=[common], help=text)
+        p = command(tsub, name, common, text)
         p.add_argument("--type", default=None, help="only tasks of this type")
         p.set_defaults(func=database(handler))
 
-    p = sub.add_parser("stats", parents=[common], help="counts by status and type")
+    p = command(sub, "stats", common, "counts by status and type")
     p.add_argument(
         "--watch",
         nargs="?",

@@ -29,7 +29,7 @@ from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.text import Text
 
-from ._cli_args import CommandError
+from ._cli_args import CommandError, command
 from ._cli_commands import checked_pool, one_line
 from ._consumer import open_consumer
 from ._server import DSN_ENV, embedded_server, resolve_dsn
@@ -185,7 +185,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def add_runtime_commands(sub: Any, common: Any) -> None:
     """Register ``worker`` and ``demo``."""
-    p = sub.add_parser("worker", parents=[common], help="run a consumer defined in your code")
+    p = command(sub, "worker", common, "run a consumer defined in your code")
     p.add_argument(
         "target",
         metavar="MODULE:ATTR",
@@ -193,7 +193,15 @@ def add_runtime_commands(sub: Any, common: Any) -> None:
         "open_consumer options with 'handlers'), e.g. examples.worker_app:handlers",
     )
     p.set_defaults(func=_run_worker)
-    p = sub.add_parser("demo", parents=[common], help="run a demo workload with live progress")
+    p = command(
+        sub,
+        "demo",
+        common,
+        "run a demo workload with live progress",
+        "Run a demo workload with live progress: on --dsn/$ASYNQPG_DSN if given (schema "
+        "migrated if needed; its tasks deleted at the end unless --keep), else on a throwaway "
+        "embedded PostgreSQL.",
+    )
     p.add_argument("--tasks", type=int, default=2000, help="how many tasks (default 2000)")
     p.add_argument(
         "--keep",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +19,8 @@ from typing import Any
 
 import psycopg
 import pytest
+
+from asynqpg_trio._cli import build_parser, run
 
 SyncConn = psycopg.Connection[Any]
 DEAD_DSN = "host=127.0.0.1 port=1 user=postgres"
@@ -320,3 +324,63 @@ def test_json_errors_go_to_stdout_too(dsn: str) -> None:
         assert match in error["error"]
         assert error["error"] in done.stderr
     assert cli("tasks", "show", "424242", "--dsn", dsn).stdout == ""  # without --json: nothing
+
+
+def _help(capsys: pytest.CaptureFixture[str], *path: str) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        run([*path, "--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def _subcommands(help_text: str) -> list[str]:
+    # argparse lists subcommands indented by four spaces under the COMMAND/ACTION metavar.
+    return re.findall(r"^    ([a-z][a-z-]*)(?:\s|$)", help_text, flags=re.MULTILINE)
+
+
+def _parsers() -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every parser of the command line, by its command path ("" for the top one)."""
+
+    def walk(path: str, parser: argparse.ArgumentParser) -> Iterator[tuple[str, Any]]:
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(f"{path} {name}".strip(), sub)
+
+    yield from walk("", build_parser())
+
+
+def test_every_command_and_option_is_described(capsys: pytest.CaptureFixture[str]) -> None:
+    parsers = dict(_parsers())
+    assert {"tasks list", "worker", "demo", "dashboard"} <= set(parsers)
+    for path, parser in parsers.items():
+        assert parser.description, f"{path or 'the top parser'} has no description"
+        assert parser.description in " ".join(_help(capsys, *path.split()).split())
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):  # its commands: above
+                assert action.help, f"{path}: {action.option_strings or action.dest} has no help"
+
+
+def test_readme_command_line_section_matches_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Command line\n", 1)[1].split("\n## ", 1)[0]
+    listed: dict[str, str] = {}
+    for item in re.split(r"^- ", section, flags=re.MULTILINE)[1:]:
+        usage = re.match(r"`([^`]+)`", item)
+        assert usage is not None, item
+        words = usage.group(1).split()
+        names = [words[0]] if words[0] != "tasks" else [f"tasks {a}" for a in words[1].split("|")]
+        for name in names:
+            listed[name] = item
+    top = _subcommands(_help(capsys))
+    actual = [name for name in top if name != "tasks"]
+    actual += [f"tasks {name}" for name in _subcommands(_help(capsys, "tasks"))]
+    assert sorted(listed) == sorted(actual)
+    for name, item in listed.items():
+        text = _help(capsys, *name.split())
+        for option in re.findall(r"--[a-z][a-z-]*", item):
+            assert option in text, f"README names {option} for {name}; its --help does not"
+    intro = section.split("\n- ", 1)[0]
+    for option in re.findall(r"--[a-z][a-z-]*", intro):
+        assert option in _help(capsys), option
