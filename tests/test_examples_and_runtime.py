@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,54 @@ def test_anyio_example(dsn: str) -> None:
     proc = _run([sys.executable, "examples/anyio_consumer.py", dsn])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("resized image") == 3
+
+
+def test_quickstart_in_the_readme_is_the_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block == (ROOT / "examples" / "quickstart.py").read_text()
+
+
+def test_quickstart_prints_what_happens_and_stops_on_ctrl_c(dsn: str) -> None:
+    env = {**os.environ, "ASYNQPG_DSN": dsn, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        [sys.executable, "examples/quickstart.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        watchdog = threading.Timer(60, proc.kill)  # a hang ends the readline loop below
+        watchdog.start()
+        seen: list[str] = []
+        try:
+            while not (
+                any("Ctrl-C to stop" in line for line in seen)
+                and any(line.startswith("processed task") for line in seen)
+            ):
+                line = proc.stdout.readline()
+                assert line, f"exited early: {seen}"
+                seen.append(line)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            watchdog.cancel()
+    assert (proc.returncode, err) == (0, ""), err
+    lines = [*seen, *out.splitlines(keepends=True)]
+    assert lines[0].startswith("enqueued task ")
+    assert lines[-1] == "stopped\n"
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT status FROM asynqpg_tasks").fetchall() == [("completed",)]
+
+
+def test_quickstart_without_a_dsn_says_what_to_set() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ASYNQPG_DSN"}
+    proc = _run([sys.executable, "examples/quickstart.py"], env=env)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr.startswith("set ASYNQPG_DSN")
 
 
 def test_demo_command(dsn: str) -> None:
