@@ -6,27 +6,38 @@ argparse builds a tree of subcommands; every leaf sets ``func`` (Namespace -> ex
 `run` parses, calls ``func`` and turns every error we expect into ONE line on stderr and an
 exit status: 0 ok; 1 not found, wrong state, duplicate, schema missing, database unreachable
 or failing; 2 usage (argparse errors, bad ids, statuses or timestamps, `InvalidQuery`,
-`InvalidTask`, no DSN).  Anything else is a bug and keeps its traceback.  Ctrl-C ends
-``stats --watch`` with status 0, anything else with 130.  The argument converters live in
-`_cli_args`, the database commands in `_cli_commands`, the output formats in `_cli_render`.
+`InvalidTask`, no DSN).  With ``--json`` the same error is also printed on stdout as one JSON
+document, ``{"error": MESSAGE, "exit_status": N}``.  The commands that run a consumer or a
+server do so inside nurseries, so their errors may arrive in an exception group: ``except*``
+sorts each error in it by class, exactly as if it came alone.  Anything else is a bug and keeps
+its traceback.  Ctrl-C ends ``stats --watch`` with status 0, anything else with 130.  The
+argument converters live in `_cli_args`, the database commands in `_cli_commands`, the output
+formats in `_cli_render`.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING
 
 import psycopg
 
-from ._cli_args import CommandError, Parser, common_options
+from ._cli_args import CommandError, Parser, UsageExit, common_options
 from ._cli_commands import add_admin_commands, one_line
 from ._cli_runtime import add_runtime_commands
 from ._cli_web import add_web_commands
-from ._errors import AsynqpgError, ConfigurationError, InvalidQuery, InvalidTask
+from ._errors import (
+    AsynqpgError,
+    ConfigurationError,
+    ConnectionFailed,
+    InvalidQuery,
+    InvalidTask,
+)
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 __all__ = ["PROG", "build_parser", "main", "run"]
 
@@ -53,23 +64,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    """The errors in a group matched by ``except*``, for their messages."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            yield from _leaves(error)
+        else:
+            yield error
+
+
+def _report(code: int, message: str, *, as_json: bool) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "exit_status": code}), flush=True)
+    return code
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` was typed (looked for before parsing, so usage errors honour it)."""
+    options = list(argv)
+    return "--json" in (options[: options.index("--")] if "--" in options else options)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the command, and return its exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageExit as ex:  # already printed on stderr
+        if _wants_json(argv):
+            print(json.dumps({"error": ex.message, "exit_status": 2}), flush=True)
+        return 2
+    interrupted = False
+    failures: list[tuple[int, str]] = []
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
+        interrupted = True
+    except* CommandError as group:
+        failures += [(e.code, str(e)) for e in _leaves(group) if isinstance(e, CommandError)]
+    except* (InvalidQuery, InvalidTask, ConfigurationError) as group:
+        failures += [(2, one_line(e)) for e in _leaves(group)]
+    except* ConnectionFailed as group:
+        failures += [(1, f"cannot connect to the database: {one_line(e)}") for e in _leaves(group)]
+    except* AsynqpgError as group:  # not found, wrong state, duplicate, schema
+        failures += [(1, one_line(e)) for e in _leaves(group)]
+    except* psycopg.Error as group:
+        failures += [(1, f"database error: {one_line(e)}") for e in _leaves(group)]
+    if interrupted:
         return 0 if getattr(args, "watch", None) is not None else 130
-    except CommandError as ex:
-        code, message = ex.code, str(ex)
-    except (InvalidQuery, InvalidTask, ConfigurationError) as ex:
-        code, message = 2, str(ex)
-    except AsynqpgError as ex:  # not found, wrong state, duplicate, schema
-        code, message = 1, str(ex)
-    except psycopg.Error as ex:
-        code, message = 1, f"database error: {one_line(ex)}"
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return code
+    message = "; ".join(dict.fromkeys(text for _, text in failures))
+    return _report(failures[0][0], message, as_json=args.json)
 
 
 def main() -> None:

@@ -7,14 +7,18 @@ id, an unknown status, a timestamp without an offset) is a usage error, exit sta
 any connection is made.  `Parser` prints each usage error as one line.  `common_options` are
 the options every command accepts before or after its name: the top-level parser gives them
 defaults, and subcommands use ``SUPPRESS`` so they only override what was actually typed.
+`command` adds a subcommand whose one-line help is also the description its ``--help``
+shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from ._listing import MAX_LIMIT
 from ._row import TaskStatus
 from ._server import DSN_ENV
 
@@ -22,8 +26,11 @@ __all__ = [
     "STATUS_NAMES",
     "CommandError",
     "Parser",
+    "UsageExit",
+    "command",
     "common_options",
     "ids",
+    "limit",
     "non_negative_int",
     "positive_seconds",
     "seconds",
@@ -45,11 +52,38 @@ class CommandError(Exception):
         self.code = code
 
 
+class UsageExit(SystemExit):
+    """`Parser` found a usage error and printed it: exit status 2; ``message`` says what."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr (exit status 2)."""
+    """An ArgumentParser whose errors are one line on stderr (exit status 2).
+
+    The error is raised as `UsageExit`, a `SystemExit`, so a caller that wants to report it
+    again (as JSON) can catch it, and one that does not still exits with status 2.
+    """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self._print_message(f"{self.prog}: error: {message} (see --help)\n", sys.stderr)
+        raise UsageExit(f"{message} (see --help)")
+
+
+def command(
+    sub: Any, name: str, common: Parser, text: str, description: str | None = None
+) -> Parser:
+    """Add subcommand ``name``: ``text`` is its line in the parent's help and, unless
+    ``description`` is given, the first line of its own ``--help``."""
+    parser: Parser = sub.add_parser(
+        name,
+        parents=[common],
+        help=text,
+        description=description or text[0].upper() + text[1:] + ".",
+    )
+    return parser
 
 
 def task_id(text: str) -> int:
@@ -98,6 +132,13 @@ def non_negative_int(text: str) -> int:
     """A whole number, 0 or more."""
     if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def limit(text: str) -> int:
+    """A page size: a whole number from 1 to `MAX_LIMIT`."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_LIMIT}, got {text!r}")
     return int(text)
 
 

@@ -5,8 +5,10 @@ Theory of operation
 Every result has two forms.  ``*_json`` functions return plain JSON-ready data (times as ISO
 8601 with offset, payloads as UTF-8 text when they decode, always also as base64), printed one
 document per line so ``--watch --json`` is JSON Lines.  ``*_table`` functions return rich
-renderables; times are shown in UTC.  Nothing here reads the database or the clock, except
-`age` formatting which is given seconds.
+renderables; times are shown in UTC.  With ``full`` (stdout is not a terminal) tables cut
+nothing: whole type names, whole last messages with line breaks written as ``\\n``; else long
+values are shortened with ``…`` to fit the terminal.  Nothing here reads the database or the
+clock, except `age` formatting which is given seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich import box
-from rich.console import Group
+from rich.console import Group, OverflowMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -26,6 +28,7 @@ from ._row import TaskStatus
 __all__ = [
     "page_json",
     "page_table",
+    "plural",
     "stats_json",
     "stats_table",
     "task_json",
@@ -111,9 +114,16 @@ def _status(status: TaskStatus) -> Text:
     return Text(status.value, style=_STYLE[status])
 
 
-def _preview(text: str) -> str:
+def _preview(text: str, *, full: bool) -> str:
+    if full:
+        return text.replace("\\", "\\\\").replace("\n", "\\n")
     line = text.splitlines()[0] if text else ""
     return line if len(line) <= _PREVIEW else line[: _PREVIEW - 1] + "…"
+
+
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun``, with an ``s`` unless ``n`` is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def age(seconds: float | None) -> str:
@@ -130,8 +140,9 @@ def age(seconds: float | None) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
-def page_table(page: TaskPage, offset: int) -> Group:
+def page_table(page: TaskPage, offset: int, *, full: bool = False) -> Group:
     """A page of tasks as a table plus a line saying where it is in the total."""
+    overflow: OverflowMethod = "fold" if full else "ellipsis"
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("ID", justify="right", no_wrap=True)
     table.add_column("Type", no_wrap=True)
@@ -139,7 +150,7 @@ def page_table(page: TaskPage, offset: int) -> Group:
     table.add_column("Runs", justify="right", no_wrap=True)
     table.add_column("Created (UTC)", no_wrap=True)
     table.add_column("Blocked till (UTC)", no_wrap=True)
-    table.add_column("Last message", overflow="ellipsis")
+    table.add_column("Last message", overflow=overflow)
     for t in page.tasks:
         table.add_row(
             str(t.id),
@@ -148,11 +159,11 @@ def page_table(page: TaskPage, offset: int) -> Group:
             f"{t.attempts_elapsed}/{t.attempts_elapsed + t.attempts_left}",
             _utc(t.created_at),
             _utc(t.blocked_till),
-            _preview(t.messages[-1]) if t.messages else "",
+            _preview(t.messages[-1], full=full) if t.messages else "",
         )
     if page.tasks:
         where = f"{offset + 1}-{offset + len(page.tasks)} of {page.total}"
-        footer = f"{len(page.tasks)} tasks shown ({where} matching)"
+        footer = f"{plural(len(page.tasks), 'task')} shown ({where} matching)"
     else:
         footer = f"no tasks on this page ({page.total} matching)"
     if page.next_cursor:
@@ -193,7 +204,7 @@ def task_line(verb: str, task: TaskRecord) -> str:
     return f"{verb} task {task.id} ({task.type}); status now {task.status.value}"
 
 
-def stats_table(stats: QueueStats) -> Group:
+def stats_table(stats: QueueStats, *, full: bool = False) -> Group:
     """Totals by status, then one row per type with its counts and queue lag.
 
     The lag column is `TypeStats.oldest_pending_age`: how long the longest-waiting ready
@@ -206,7 +217,7 @@ def stats_table(stats: QueueStats) -> Group:
     totals.add_column("total", justify="right", style="bold")
     totals.add_row(*(str(stats.by_status[s]) for s in statuses), str(stats.total))
     types = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    types.add_column("type", overflow="ellipsis")
+    types.add_column("type", overflow="fold" if full else "ellipsis")
     for s in statuses:
         types.add_column(s, justify="right", no_wrap=True)
     types.add_column("total", justify="right", no_wrap=True)

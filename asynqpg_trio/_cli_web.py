@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._cli_args import CommandError, Parser, common_options, positive_seconds, split
+from ._cli_args import CommandError, Parser, command, common_options, positive_seconds, split
 from ._cli_commands import one_line
 from ._server import DSN_ENV, resolve_dsn
 
@@ -136,7 +136,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
 
 def add_web_commands(sub: Any, common: Parser) -> None:
     """Register ``dashboard``."""
-    p = sub.add_parser("dashboard", parents=[common], help="serve the web dashboard")
+    p = command(sub, "dashboard", common, "serve the web dashboard")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", default="8080", help="port to listen on; 0 picks one (default 8080)")
     p.add_argument("--prefix", default="", help="URL path to serve under, like /asynqpg")

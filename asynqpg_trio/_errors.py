@@ -5,6 +5,9 @@ this library decided to raise.  Errors that PostgreSQL itself reports reach you 
 exception classes (``psycopg.errors.*``), unchanged, but for two that say something about the
 setup rather than a statement: a database that cannot be reached is `ConnectionFailed`, and
 one without the asynqpg schema is `SchemaMissing` (psycopg's error is the ``__cause__``).
+
+Each class says it lives in ``asynqpg_trio`` (its ``__module__``), where users import it
+from, so tracebacks name ``asynqpg_trio.SchemaMissing``, never a private module.
 """
 
 from __future__ import annotations
@@ -162,3 +165,8 @@ class SchemaTooNew(SchemaError):
 class ConsumerError(AsynqpgError):
     """A consumer stopped because of a failure inside asynqpg-trio itself (a bug or an
     unrecoverable condition); the original exception group is its ``__cause__``."""
+
+
+for _name in __all__:
+    globals()[_name].__module__ = "asynqpg_trio"
+del _name

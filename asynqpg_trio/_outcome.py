@@ -182,3 +182,9 @@ def decide(
         status,
         None,
     )
+
+
+# Users import these from the package: tracebacks and reprs name them there.
+for _signal in (SkipRetry, TaskSnooze, TaskSnoozeWithError):
+    _signal.__module__ = "asynqpg_trio"
+del _signal

@@ -51,7 +51,23 @@ _INERROR = pq.TransactionStatus.INERROR
 
 class _ConnectionFailed(ConnectionFailed, psycopg.OperationalError):
     """`ConnectionFailed` as raised: also a psycopg OperationalError, the error every actor
-    already treats as a (transient) loss of the database."""
+    already treats as a (transient) loss of the database.
+
+    Users never see this private class's own name: it calls itself
+    ``asynqpg_trio.ConnectionFailed`` (in tracebacks, ``repr`` and ``type(error).__name__``)
+    and pickles through `_connection_failed`, since pickle cannot find it by that name.
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_connection_failed, (str(self),))
+
+
+_ConnectionFailed.__module__ = ConnectionFailed.__module__
+_ConnectionFailed.__name__ = _ConnectionFailed.__qualname__ = ConnectionFailed.__name__
+
+
+def _connection_failed(message: str) -> _ConnectionFailed:
+    return _ConnectionFailed(message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from asynqpg_trio._cli import build_parser, run
+
 SyncConn = psycopg.Connection[Any]
 DEAD_DSN = "host=127.0.0.1 port=1 user=postgres"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
@@ -26,6 +33,7 @@ def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "asynqpg_trio._cli", *args],
         input=stdin,
         capture_output=True,
+        cwd=ROOT,
         env=env,
         timeout=60,
         check=False,
@@ -99,29 +107,58 @@ def test_list_filters_and_pages(dsn: str, sync_conn: SyncConn) -> None:
         make(sync_conn, "pending", "a", "'2024-05-01T12:00Z'"),
         make(sync_conn, "completed", "c", "'2024-05-01T13:00Z'"),
     ]
+    newest_first = ids[::-1]
 
     def listed(*args: str) -> list[int]:
         return [t["id"] for t in ok_json("tasks", "list", "--dsn", dsn, *args)["tasks"]]
 
-    assert listed() == ids
+    assert listed() == newest_first  # the dashboard's order
+    assert listed("--asc") == ids
+    assert listed("--desc") == newest_first
     assert listed("--status", "failed", "--type", "a") == [ids[0]]
-    assert listed("--status", "failed,completed", "--status", "pending") == ids
-    assert listed("--type", "b,c") == ids[1::2]
-    assert listed("--id", f"{ids[3]},{ids[0]}") == [ids[0], ids[3]]
+    assert listed("--status", "failed,completed", "--status", "pending") == newest_first
+    assert listed("--type", "b,c") == [ids[3], ids[1]]
+    assert listed("--id", f"{ids[0]},{ids[3]}") == [ids[3], ids[0]]
     window = ["--created-after", "2024-05-01T11:00:00Z", "--created-before", "2024-05-01T14:00+02"]
-    assert listed(*window) == ids[1:3]
-    assert listed("--order-by", "created_at", "--desc") == ids[::-1]
+    assert listed(*window) == [ids[2], ids[1]]
+    assert listed("--order-by", "created_at", "--desc") == newest_first
+    assert listed("--order-by", "created_at", "--asc") == ids
 
     page = ok_json("tasks", "list", "--dsn", dsn, "--limit", "3")
     assert (len(page["tasks"]), page["total"]) == (3, 4)
     rest = ok_json("tasks", "list", "--dsn", dsn, "--after", page["next_cursor"])
-    assert ([t["id"] for t in rest["tasks"]], rest["next_cursor"]) == ([ids[3]], None)
-    assert listed("--offset", "3") == [ids[3]]
+    assert ([t["id"] for t in rest["tasks"]], rest["next_cursor"]) == ([ids[0]], None)
+    assert listed("--offset", "3") == [ids[0]]
+    assert listed("--limit", "1") == [ids[3]]
+    assert len(listed("--limit", "10000")) == 4
     fails(2, "tasks", "list", "--dsn", dsn, "--after", "garbage", match="malformed page cursor")
 
     human = cli("tasks", "list", "--dsn", dsn, "--limit", "2").stdout
-    assert "failed" in human
+    assert human.index(f" {ids[3]} ") < human.index(f" {ids[2]} ")
+    assert "completed" in human
     assert "2 tasks shown (1-2 of 4 matching); next page: --after " in human
+    assert (
+        "1 task shown (1-1 of 4 matching)"
+        in cli("tasks", "list", "--dsn", dsn, "--limit", "1").stdout
+    )
+
+
+def test_piped_output_prints_values_in_full(dsn: str, sync_conn: SyncConn) -> None:
+    long_type = "billing.invoice." + "x" * 200
+    message = "connection reset by the payment provider " * 5 + "\nretrying will not help"
+    sync_conn.execute(
+        """INSERT INTO asynqpg_tasks (type, payload, status, blocked_till, attempts_left,
+               messages, finalized_at) VALUES (%s, 'p', 'failed', now(), 0, ARRAY[%s], now())""",
+        (long_type, message),
+    )
+    listed = cli("tasks", "list", "--dsn", dsn)  # stdout is a pipe here, not a terminal
+    assert listed.returncode == 0, listed
+    assert long_type in listed.stdout
+    assert message.replace("\n", "\\n") in listed.stdout  # one row, line break shown as \n
+    assert "…" not in listed.stdout
+    stats = cli("stats", "--dsn", dsn)
+    assert long_type in stats.stdout
+    assert "…" not in stats.stdout
 
 
 def test_single_task_actions_and_state_errors(dsn: str, sync_conn: SyncConn) -> None:
@@ -197,6 +234,9 @@ def test_stats_watch_until_ctrl_c(dsn: str) -> None:
         (["tasks", "list", "--created-before", "2024-05-01"], "has no UTC offset"),
         (["tasks", "list", "--order-by", "payload"], "invalid choice: 'payload'"),
         (["tasks", "list", "--offset", "-1"], "non-negative integer"),
+        (["tasks", "list", "--limit", "0"], "expected a number from 1 to 10000, got '0'"),
+        (["tasks", "list", "--limit", "20000"], "expected a number from 1 to 10000, got '20000'"),
+        (["tasks", "list", "--asc", "--desc"], "not allowed with argument --asc"),
         (["stats", "--watch", "0"], "positive number of seconds"),
         (["tasks"], "required: ACTION"),
         ([], "required: COMMAND"),
@@ -212,21 +252,135 @@ def test_no_dsn_is_a_usage_error() -> None:
     fails(2, "stats", "--dsn", "host='unterminated", match="invalid DSN")
 
 
-def test_unreachable_database_is_one_line_exit_1() -> None:
-    fails(1, "stats", "--dsn", DEAD_DSN, match="cannot connect to the database")
-    with socket.socket() as silent:  # accepts connections, never answers
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        port = silent.getsockname()[1]
-        started = time.monotonic()
-        fails(
-            1,
-            "tasks",
-            "list",
-            "--dsn",
-            f"host=127.0.0.1 port={port} user=postgres",
-            "--connect-timeout",
-            "2",
-            match="cannot connect to the database",
-        )
-        assert time.monotonic() - started < 15
+        yield silent.getsockname()[1]
+
+
+def test_unreachable_database_is_one_line_exit_1(silent_port: int) -> None:
+    fails(1, "stats", "--dsn", DEAD_DSN, match="cannot connect to the database")
+    silent = f"host=127.0.0.1 port={silent_port} user=postgres"
+    fails(
+        1, "tasks", "list", "--dsn", silent, "--connect-timeout", "2", match="no answer within 2 s"
+    )
+
+
+def test_connect_timeout_bounds_the_whole_connect(silent_port: int) -> None:
+    # libpq's own connect_timeout is whole seconds, at least 2: --connect-timeout 0.5 used to
+    # take over 2 s.  Python's start-up is measured by a run that fails before connecting.
+    started = time.monotonic()
+    fails(2, "tasks", "show", "abc", "--dsn", DEAD_DSN, match="invalid task id")
+    startup = time.monotonic() - started
+    silent = f"host=127.0.0.1 port={silent_port} user=postgres"
+    started = time.monotonic()
+    fails(1, "stats", "--dsn", silent, "--connect-timeout", "0.5", match="no answer within 0.5 s")
+    assert 0.5 <= time.monotonic() - started < startup + 1.5
+    started = time.monotonic()  # the DSN's own connect_timeout wins
+    fails(1, "stats", "--dsn", f"{silent} connect_timeout=1", match="no answer within 1 s")
+    assert 1.0 <= time.monotonic() - started < startup + 2.0
+
+
+def _one_line_failure(done: subprocess.CompletedProcess[str], code: int, match: str) -> None:
+    assert done.returncode == code, done
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback
+    assert done.stderr.startswith("asynqpg-trio"), done.stderr
+    assert match in done.stderr, done.stderr
+
+
+def test_every_error_is_one_line(empty_dsn: str, dsn: str) -> None:
+    worker = ("worker", "examples.worker_app:handlers", "--connect-timeout", "1")
+    cases: list[tuple[list[str], int, str]] = [
+        (["stats", "--dsn", DEAD_DSN], 1, "cannot connect to the database"),
+        ([*worker, "--dsn", DEAD_DSN], 1, "cannot connect to the database"),
+        (["tasks", "list", "--dsn", empty_dsn], 1, "run `asynqpg-trio migrate"),
+        ([*worker, "--dsn", empty_dsn], 1, "run `asynqpg-trio migrate"),
+        (["worker", "examples.worker_app:greet", "--dsn", dsn], 2, "is an async function"),
+        (["worker", "examples.worker_app", "--dsn", dsn], 2, "expected MODULE:ATTR"),
+        (["worker", "tests.test_cli:make", "--dsn", dsn], 2, "needs arguments"),
+        (["worker", "tests.test_cli:DEAD_DSN", "--dsn", dsn], 2, "is a str: expected a mapping"),
+        (["tasks", "list", "--limit", "0", "--dsn", dsn], 2, "from 1 to 10000"),
+        (["tasks", "show", "424242", "--dsn", dsn, "--json"], 1, "task 424242 not found"),
+    ]
+    for args, code, match in cases:
+        _one_line_failure(cli(*args), code, match)
+
+
+def test_json_errors_go_to_stdout_too(dsn: str) -> None:
+    for args, code, match in [
+        (["tasks", "show", "424242", "--dsn", dsn], 1, "task 424242 not found"),
+        (["tasks", "list", "--limit", "0", "--dsn", dsn], 2, "from 1 to 10000"),
+        (["stats", "--dsn", DEAD_DSN], 1, "cannot connect to the database"),
+        (["worker", "examples.worker_app:greet", "--dsn", dsn], 2, "is an async function"),
+    ]:
+        done = cli(*args, "--json")
+        _one_line_failure(done, code, match)
+        assert done.stdout.count("\n") == 1, done.stdout
+        error = json.loads(done.stdout)
+        assert error["exit_status"] == code
+        assert match in error["error"]
+        assert error["error"] in done.stderr
+    assert cli("tasks", "show", "424242", "--dsn", dsn).stdout == ""  # without --json: nothing
+
+
+def _help(capsys: pytest.CaptureFixture[str], *path: str) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        run([*path, "--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def _subcommands(help_text: str) -> list[str]:
+    # argparse lists subcommands indented by four spaces under the COMMAND/ACTION metavar.
+    return re.findall(r"^    ([a-z][a-z-]*)(?:\s|$)", help_text, flags=re.MULTILINE)
+
+
+def _parsers() -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every parser of the command line, by its command path ("" for the top one)."""
+
+    def walk(path: str, parser: argparse.ArgumentParser) -> Iterator[tuple[str, Any]]:
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(f"{path} {name}".strip(), sub)
+
+    yield from walk("", build_parser())
+
+
+def test_every_command_and_option_is_described(capsys: pytest.CaptureFixture[str]) -> None:
+    parsers = dict(_parsers())
+    assert {"tasks list", "worker", "demo", "dashboard"} <= set(parsers)
+    for path, parser in parsers.items():
+        assert parser.description, f"{path or 'the top parser'} has no description"
+        assert parser.description in " ".join(_help(capsys, *path.split()).split())
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):  # its commands: above
+                assert action.help, f"{path}: {action.option_strings or action.dest} has no help"
+
+
+def test_readme_command_line_section_matches_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Command line\n", 1)[1].split("\n## ", 1)[0]
+    listed: dict[str, str] = {}
+    for item in re.split(r"^- ", section, flags=re.MULTILINE)[1:]:
+        usage = re.match(r"`([^`]+)`", item)
+        assert usage is not None, item
+        words = usage.group(1).split()
+        names = [words[0]] if words[0] != "tasks" else [f"tasks {a}" for a in words[1].split("|")]
+        for name in names:
+            listed[name] = item
+    top = _subcommands(_help(capsys))
+    actual = [name for name in top if name != "tasks"]
+    actual += [f"tasks {name}" for name in _subcommands(_help(capsys, "tasks"))]
+    assert sorted(listed) == sorted(actual)
+    for name, item in listed.items():
+        text = _help(capsys, *name.split())
+        for option in re.findall(r"--[a-z][a-z-]*", item):
+            assert option in text, f"README names {option} for {name}; its --help does not"
+    intro = section.split("\n- ", 1)[0]
+    for option in re.findall(r"--[a-z][a-z-]*", intro):
+        assert option in _help(capsys), option

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, **kw
-    )
+    kw.setdefault("cwd", ROOT)
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, **kw)
 
 
 def test_trio_example(dsn: str) -> None:
@@ -34,6 +35,54 @@ def test_anyio_example(dsn: str) -> None:
     assert proc.stdout.count("resized image") == 3
 
 
+def test_quickstart_in_the_readme_is_the_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block == (ROOT / "examples" / "quickstart.py").read_text()
+
+
+def test_quickstart_prints_what_happens_and_stops_on_ctrl_c(dsn: str) -> None:
+    env = {**os.environ, "ASYNQPG_DSN": dsn, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        [sys.executable, "examples/quickstart.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        watchdog = threading.Timer(60, proc.kill)  # a hang ends the readline loop below
+        watchdog.start()
+        seen: list[str] = []
+        try:
+            while not (
+                any("Ctrl-C to stop" in line for line in seen)
+                and any(line.startswith("processed task") for line in seen)
+            ):
+                line = proc.stdout.readline()
+                assert line, f"exited early: {seen}"
+                seen.append(line)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            watchdog.cancel()
+    assert (proc.returncode, err) == (0, ""), err
+    lines = [*seen, *out.splitlines(keepends=True)]
+    assert lines[0].startswith("enqueued task ")
+    assert lines[-1] == "stopped\n"
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT status FROM asynqpg_tasks").fetchall() == [("completed",)]
+
+
+def test_quickstart_without_a_dsn_says_what_to_set() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ASYNQPG_DSN"}
+    proc = _run([sys.executable, "examples/quickstart.py"], env=env)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr.startswith("set ASYNQPG_DSN")
+
+
 def test_demo_command(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         from asynqpg_trio import Task, sync
@@ -41,19 +90,55 @@ def test_demo_command(dsn: str) -> None:
         mine = sync.enqueue(conn, Task("email.send", b"not the demo's"))
     proc = _run([sys.executable, "-m", "asynqpg_trio._cli", "demo", "--tasks", "300", "--dsn", dsn])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "every task ended as intended" in proc.stdout
+    out = proc.stdout
+    assert out.startswith("demo on your database ")  # said before anything happens
+    assert "the demo's tasks are deleted at the end" in out
+    assert "every task ended as intended" in out
+    assert "deleted the demo's 300 tasks" in out
+    next_steps = out.split("Next:\n", 1)[1]
+    for hint in ("asynqpg-trio --help", "asynqpg-trio dashboard", "examples/", "worker"):
+        assert hint in next_steps
+    assert not [line for line in out.splitlines() if line.rstrip().endswith(";")]
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT id, status FROM asynqpg_tasks").fetchall()
+    # The demo runs beside other work: it leaves tasks it did not create alone, and its own
+    # are gone.
+    assert rows == [(mine, "pending")]
+
+
+def test_demo_json_summary_and_keep(dsn: str) -> None:
+    proc = _run(
+        [sys.executable, "-m", "asynqpg_trio._cli", "demo", "--tasks", "40", "--keep", "--json"],
+        env={**os.environ, "ASYNQPG_DSN": dsn},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("\n") == 1  # one JSON document; the progress went to stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["ok"], summary["tasks"], summary["kept"], summary["deleted"]) == (
+        True,
+        40,
+        True,
+        0,
+    )
+    assert sum(summary["final"].values()) == 40
+    assert "$ASYNQPG_DSN" in proc.stderr
+    assert "are left there (--keep)" in proc.stderr
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT status, count(*) FROM asynqpg_tasks WHERE id <> %s GROUP BY 1", (mine,)
+            "SELECT status, count(*) FROM asynqpg_tasks WHERE starts_with(type, %s) GROUP BY 1",
+            (summary["type_prefix"],),
         ).fetchall()
-        untouched = conn.execute(
-            "SELECT status FROM asynqpg_tasks WHERE id = %s", (mine,)
-        ).fetchone()
-    counts: dict[str, int] = {str(k): int(v) for k, v in rows}
-    assert set(counts) <= {"completed", "failed"}
-    assert sum(counts.values()) == 300
-    # The demo runs beside other work: it leaves tasks it did not create alone.
-    assert untouched == ("pending",)
+    assert {str(k): int(v) for k, v in rows} == summary["final"]
+
+
+def test_editable_install_exposes_only_the_package(tmp_path: Path) -> None:
+    # Run from elsewhere, so the repository root is not the working directory.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for name in ("tests", "examples", "benchmarks"):
+        proc = _run([sys.executable, "-c", f"import {name}"], cwd=tmp_path, env=env)
+        assert f"No module named '{name}'" in proc.stderr, proc
+    proc = _run([sys.executable, "-c", "import asynqpg_trio"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_worker_command_graceful_sigterm(dsn: str, sync_conn: Any) -> None:
