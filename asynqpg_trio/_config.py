@@ -56,8 +56,9 @@ class Handler:
             its fate (see `open_consumer`).
         workers: handler actors for this type: how many of its tasks run at once (>= 1).
         timeout: seconds a task may run before it is cancelled and counted as a failed
-            attempt (never sooner; up to a millisecond later: an actor running queued tasks
-            back to back moves its deadline only when it would otherwise come early).
+            attempt, whatever the handler then does with the cancellation (never sooner; up
+            to a millisecond later: an actor running queued tasks back to back moves its
+            deadline only when it would otherwise come early).
         middleware: per-type middleware, outermost first, inside the consumer's global one.
     """
 

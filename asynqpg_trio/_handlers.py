@@ -14,6 +14,12 @@ The run's end is turned into an outcome by the pure `decide` and sent to the com
 channel (bounded: a slow completer blocks handlers, which stops the fetcher claiming).
 Exceptions from handlers never escape; they are outcomes.
 
+A run whose scope was cancelled (its deadline passed, its lease was lost, or the shutdown
+grace ended) is settled by why it was cancelled, not by how the handler ended: a handler may
+swallow the cancellation and return, or raise something else, and its work still did not
+finish.  A timeout is a failed attempt ("timed out after N s"), a lost lease writes nothing,
+and a run cut short by shutdown is released.
+
 Shutdown: once the consumer is stopping, an actor releases (back to pending, no attempt used)
 every task it receives instead of starting it; a running handler whose scope is cancelled at
 the end of the shutdown grace is released too.  A lost lease writes nothing: the row already
@@ -205,11 +211,19 @@ def _settle(
         run.cancelled()
         rt.book.forget(lease.task_id, lease.token)
         return None, None
-    if lease.released and (error is not None or scope.cancelled_caught):
+    # Whether this run was cut short: the scope is cancelled only while this task runs (a
+    # streak stops at the first cancelled task) and its deadline is never before this
+    # task's own, so a cancel called means the cancel was for this task.  Keyed on the call,
+    # not on the scope catching the Cancelled: a handler may swallow it (or raise something
+    # else instead), and its work still did not finish.
+    cut_short = scope.cancel_called
+    if lease.released:
         # Cut short by the end of the shutdown grace, however it ended: no attempt used.
         run.released()
         return Outcome(lease.task_id, lease.token, OutcomeKind.RELEASE), None
-    if scope.cancel_called and error is None and scope.cancelled_caught:
+    if cut_short:
+        # Only the deadline is left to have cancelled it: a timeout is a failed attempt,
+        # whatever the handler did with the cancellation.
         error = TimeoutError(f"handler for {lease.type!r} timed out after {handler.timeout:g} s")
     decision = decide(
         lease.task_id,
@@ -220,7 +234,7 @@ def _settle(
         policy=rt.policy,
         message_limit=rt.config.message_limit,
     )
-    run.finish(decision, error, timed_out=scope.cancelled_caught)
+    run.finish(decision, error, timed_out=cut_short)
     return decision.outcome, decision.final_error
 
 

@@ -206,6 +206,84 @@ async def test_timeout_counts_as_failed_attempt(pool: Pool, sync_conn: Any) -> N
     assert "timed out after 0.2 s" in r["messages"][0]
 
 
+@pytest.mark.parametrize("then", ["return", "raise"])
+async def test_timeout_is_a_failed_attempt_however_the_handler_takes_it(
+    pool: Pool, sync_conn: Any, then: str
+) -> None:
+    """A handler that swallows the timeout's cancellation (and returns, or raises something
+    else) still timed out: its work never finished."""
+    task_id = await Producer(pool).enqueue(Task("slow", b"", max_retry=2))
+
+    async def handle(task: TaskInfo) -> None:
+        try:
+            await anyio.sleep(30)
+        except BaseException:
+            if then == "return":
+                return
+            raise ValueError("cleanup failed") from None
+
+    async with open_consumer(
+        pool,
+        handlers={"slow": Handler(handle, timeout=0.2)},
+        retry_policy=ConstantRetryPolicy(600),
+        **FAST,
+    ) as consumer:
+        await wait_until(lambda: consumer.statistics().retried == 1)
+    assert consumer.statistics().completed == 0
+    r = row(sync_conn, task_id)
+    assert (r["status"], r["attempts_left"], r["attempts_elapsed"]) == ("pending", 1, 1)
+    assert r["messages"][0].startswith("TimeoutError: handler for 'slow' timed out after 0.2 s")
+
+
+async def test_shutdown_releases_a_handler_that_swallows_its_cancellation(
+    pool: Pool, sync_conn: Any
+) -> None:
+    task_id = await Producer(pool).enqueue(Task("h", b""))
+    started = anyio.Event()
+
+    async def handle(task: TaskInfo) -> None:
+        started.set()
+        try:
+            await anyio.sleep(60)
+        except BaseException:
+            return
+
+    async with open_consumer(
+        pool, handlers={"h": handle}, shutdown_timeout=0.2, **FAST
+    ) as consumer:
+        await started.wait()
+    stats = consumer.statistics()
+    assert (stats.released, stats.completed) == (1, 0)
+    r = row(sync_conn, task_id)
+    assert (r["status"], r["attempts_elapsed"], r["messages"]) == ("pending", 0, [])
+
+
+async def test_remote_cancel_of_a_handler_that_swallows_it(pool: Pool, sync_conn: Any) -> None:
+    task_id = await Producer(pool).enqueue(Task("long", b""))
+    started = anyio.Event()
+
+    async def handle(task: TaskInfo) -> None:
+        started.set()
+        try:
+            await anyio.sleep(60)
+        except BaseException:
+            return
+
+    async with open_consumer(
+        pool, handlers={"long": handle}, cancel_check_interval=30, **FAST
+    ) as consumer:
+        await started.wait()
+        sync_conn.execute(
+            "UPDATE asynqpg_tasks SET status = 'cancelled', finalized_at = now(),"
+            " lease_token = NULL, lease_owner = NULL WHERE id = %s",
+            (task_id,),
+        )
+        sync_conn.execute("SELECT pg_notify('asynqpg_cancel', %s)", (str(task_id),))
+        await wait_until(lambda: consumer.statistics().cancelled == 1)
+    assert consumer.statistics().completed == 0
+    assert row(sync_conn, task_id)["status"] == "cancelled"
+
+
 async def test_remote_cancel_stops_running_handler(pool: Pool, sync_conn: Any) -> None:
     task_id = await Producer(pool).enqueue(Task("long", b""))
     started = anyio.Event()
