@@ -58,13 +58,16 @@ class Handler:
         timeout: seconds a task may run before it is cancelled and counted as a failed
             attempt, whatever the handler then does with the cancellation (never sooner; up
             to a millisecond later: an actor running queued tasks back to back moves its
-            deadline only when it would otherwise come early).
+            deadline only when it would otherwise come early).  Default 30 s; None for no
+            limit.  The task's lease is renewed for as long as its handler runs, so the
+            timeout, not ``lease_duration``, bounds how long a task may take: give a long
+            task a larger timeout (or None), not a longer lease.
         middleware: per-type middleware, outermost first, inside the consumer's global one.
     """
 
     fn: HandlerFn
     workers: int = field(default=10, kw_only=True)
-    timeout: float = field(default=30.0, kw_only=True)
+    timeout: float | None = field(default=30.0, kw_only=True)
     middleware: Sequence[Middleware] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
@@ -72,7 +75,8 @@ class Handler:
             raise ConfigurationError(f"handler must be an async callable, got {self.fn!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ConfigurationError(f"workers must be an int >= 1, got {self.workers!r}")
-        object.__setattr__(self, "timeout", seconds(self.timeout, "timeout"))
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout", seconds(self.timeout, "timeout"))
         object.__setattr__(self, "middleware", tuple(self.middleware))
 
 

@@ -160,7 +160,9 @@ async def open_consumer(
     Args:
         pool_or_dsn: an `open_pool` pool (size it for about 4 connections plus your own use),
             or a DSN (the consumer opens and closes its own pool).
-        handlers: task type -> `Handler` (or a bare async function: 10 workers, 30 s timeout).
+        handlers: task type -> `Handler` (or a bare async function: 10 workers, 30 s
+            timeout).  A handler running past its ``Handler.timeout`` (default 30 s; None
+            for no limit) is cancelled and the attempt counts as failed.
         middleware: global middleware, outermost first, around every type's own middleware.
         retry_policy: back-off after failed attempts (default `DefaultRetryPolicy`:
             attempt**4 seconds, +-10 % jitter, capped at 24 h).
@@ -170,7 +172,10 @@ async def open_consumer(
         prefetch: tasks claimed per type beyond its workers (default: as many as workers).
         shutdown_timeout: seconds in-flight handlers get to finish at shutdown (default 30).
         flush_timeout: seconds the final write of outcomes may take at shutdown (default 10).
-        lease_duration: seconds a claim is leased for; renewed every third of it (default 30).
+        lease_duration: seconds a claim is leased for; renewed every third of it while the
+            task is held, however long its handler runs (default 30).  The lease only says
+            how soon a dead consumer's tasks are rescued; how long a task may run is its
+            handler's timeout.
         cancel_check_interval: seconds between checks for remotely cancelled tasks, behind the
             NOTIFY that normally reports them at once (default 1).
         batch_size: most outcomes written per statement (default 500).

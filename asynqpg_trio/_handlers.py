@@ -29,6 +29,7 @@ says what happened (cancelled, or taken over).
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -119,7 +120,8 @@ class _Actor:
         ends the streak and is finished outside the scope.
         """
         rt, handler = self.rt, self.handler
-        scope = self.scope_type(deadline=self.clock() + handler.timeout + DEADLINE_SLACK)
+        timeout = math.inf if handler.timeout is None else handler.timeout
+        scope = self.scope_type(deadline=self.clock() + timeout + DEADLINE_SLACK)
         current: Lease | None = None  # the task being run, until it is finished
         run: TaskRun | QuietRun | None = None  # its handler run, once started
         error: BaseException | None = None
@@ -142,7 +144,7 @@ class _Actor:
                         break
                     info = lease.info
                     assert info is not None  # the fetcher builds it with the lease
-                    deadline = self.clock() + handler.timeout
+                    deadline = self.clock() + timeout
                     if scope.deadline < deadline:  # moving it costs more than a no-op task
                         scope.deadline = deadline + DEADLINE_SLACK
                     run = rt.telemetry.task_run(lease)
@@ -174,7 +176,7 @@ class _Actor:
             if todo is not None:
                 await _send(rt, self.outcomes, todo)
             if final is not None and rt.error_handler is not None and current.info is not None:
-                with anyio.move_on_after(handler.timeout):
+                with anyio.move_on_after(timeout):
                     try:
                         await rt.error_handler(current.info, final)
                     except Exception:
@@ -224,7 +226,8 @@ def _settle(
     if cut_short:
         # Only the deadline is left to have cancelled it: a timeout is a failed attempt,
         # whatever the handler did with the cancellation.
-        error = TimeoutError(f"handler for {lease.type!r} timed out after {handler.timeout:g} s")
+        limit = math.inf if handler.timeout is None else handler.timeout
+        error = TimeoutError(f"handler for {lease.type!r} timed out after {limit:g} s")
     decision = decide(
         lease.task_id,
         lease.token,

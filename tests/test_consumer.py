@@ -3,6 +3,7 @@ supervision and multi-process exclusivity."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -282,6 +283,24 @@ async def test_remote_cancel_of_a_handler_that_swallows_it(pool: Pool, sync_conn
         await wait_until(lambda: consumer.statistics().cancelled == 1)
     assert consumer.statistics().completed == 0
     assert row(sync_conn, task_id)["status"] == "cancelled"
+
+
+async def test_handler_without_a_timeout(pool: Pool, sync_conn: Any) -> None:
+    ids = await Producer(pool).enqueue_many([Task("free", b""), Task("bounded", b"")])
+    deadlines: dict[str, float] = {}
+
+    async def handle(task: TaskInfo) -> None:
+        deadlines[task.type] = trio.current_effective_deadline()
+
+    unbounded = Handler(handle, timeout=None)
+    assert unbounded.timeout is None
+    async with open_consumer(
+        pool, handlers={"free": unbounded, "bounded": handle}, **FAST
+    ) as consumer:
+        await wait_until(lambda: consumer.statistics().completed == 2)
+    assert deadlines["free"] == math.inf
+    assert deadlines["bounded"] < math.inf  # the default: 30 s
+    assert [row(sync_conn, i)["status"] for i in ids if i is not None] == ["completed"] * 2
 
 
 async def test_remote_cancel_stops_running_handler(pool: Pool, sync_conn: Any) -> None:
