@@ -379,6 +379,43 @@ async def test_stale_ack_after_lease_takeover_changes_nothing(pool: Pool, sync_c
     assert r["status"] == "running"  # still the other consumer's
 
 
+async def test_takeover_charges_the_attempt_a_go_consumer_left_running(
+    pool: Pool, sync_conn: Any
+) -> None:
+    """A Go consumer's claim consumes no attempt and sets no lease token: taking such a row
+    over charges its dead attempt as well as the new one."""
+    rows = [
+        sync_conn.execute(
+            "INSERT INTO asynqpg_tasks (type, payload, status, blocked_till, attempts_left,"
+            " attempts_elapsed, messages) VALUES ('go', %s, 'running',"
+            " now() - interval '1 minute', %s, 0, '{}') RETURNING id",
+            (payload, left),
+        ).fetchone()
+        for payload, left in ((b"again", 3), (b"last", 1))
+    ]
+    again, last = (r[0] for r in rows if r is not None)
+    seen: list[TaskInfo] = []
+
+    async def handle(task: TaskInfo) -> None:
+        seen.append(task)
+
+    async with open_consumer(pool, handlers={"go": handle}, **FAST) as consumer:
+        await wait_until(
+            lambda: consumer.statistics().completed + consumer.statistics().takeover_failures == 2
+        )
+    assert consumer.statistics().lease_takeovers == 2
+    (info,) = seen
+    # The handler sees one earlier attempt, the one its "lease expired" message is about.
+    assert (info.id, info.attempts_elapsed, info.attempts_left) == (again, 1, 2)
+    assert len(info.messages) == 1 and info.messages[0].startswith("lease expired")
+    r = row(sync_conn, again)
+    assert (r["status"], r["attempts_left"], r["attempts_elapsed"]) == ("completed", 1, 2)
+    # The dead attempt was the last one: the takeover fails the task, charging it.
+    r = row(sync_conn, last)
+    assert (r["status"], r["attempts_left"], r["attempts_elapsed"]) == ("failed", 0, 1)
+    assert r["messages"][0].startswith("lease expired") and "no attempt left" in r["messages"][0]
+
+
 def test_poison_pill_ends_failed(dsn: str, sync_conn: Any, tmp_path: Path) -> None:
     """A task that kills its worker process is taken over, consuming attempts, until failed."""
     with psycopg.connect(dsn, autocommit=True) as conn:
