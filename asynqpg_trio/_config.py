@@ -98,6 +98,7 @@ class ConsumerConfig:
     max_backlog: int
     message_limit: int
     queue_metrics_interval: float = 5.0
+    stall_threshold: float = 7.5
 
     def limit(self, task_type: str) -> int:
         """Most tasks of a type held at once: its workers plus its prefetch buffer."""
@@ -148,6 +149,8 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
     lease = seconds(raw["lease_duration"], "lease_duration")
     if lease < 1:
         raise ConfigurationError(f"lease_duration must be at least 1 second, got {lease}")
+    stall = raw.get("stall_threshold")
+    stall_threshold = lease / 4 if stall is None else seconds(stall, "stall_threshold")
     return ConsumerConfig(
         handlers=checked,
         middleware=tuple(middleware),
@@ -165,6 +168,7 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
         queue_metrics_interval=seconds(
             raw.get("queue_metrics_interval", 5.0), "queue_metrics_interval"
         ),
+        stall_threshold=stall_threshold,
     )
 
 
@@ -178,7 +182,13 @@ class ConsumerStatistics:
         released: tasks handed back unstarted or unfinished at shutdown (no attempt used).
         cancelled: running handlers cancelled because their task was cancelled or its lease
             lost.
-        stale_acks: outcomes the database refused because the lease had changed.
+        stale_acks: outcomes the database refused because the lease had changed (each is
+            logged as a warning).
+        leases_lost: leases found lost while their handler ran: taken over or rescued after
+            they expired (a blocked event loop, say), or deleted; not client cancels.  Each is
+            logged as a warning.
+        loop_stalls: times the event loop did not run for longer than ``stall_threshold``
+            (each is logged as a warning naming the handlers that may have blocked it).
         lease_takeovers: expired leases of other (dead) consumers this one took over.
         takeover_failures: such tasks failed because no attempt was left.
         in_flight: tasks held now (running, buffered, or awaiting their write).
@@ -194,6 +204,8 @@ class ConsumerStatistics:
     released: int
     cancelled: int
     stale_acks: int
+    leases_lost: int
+    loop_stalls: int
     lease_takeovers: int
     takeover_failures: int
     in_flight: int

@@ -3,12 +3,12 @@
 Theory of operation
 -------------------
 Inside one task group run: the listener (LISTEN connection), the lease keeper, the completer,
-the queue sampler (OpenTelemetry gauges), maintenance (leader election, janitor, cleaner) when
-enabled, and the pipeline: the fetcher and, per task type, ``workers`` handler actors.  They
-talk through bounded memory channels: fetcher -> per-type task channels -> handler actors ->
-outcome channel -> completer.  Transient database errors restart the actor that met them,
-with back-off; any other exception inside the tree is a bug and surfaces as `ConsumerError`
-raised from the exception group.
+the queue sampler (OpenTelemetry gauges), the watchdog (event loop stalls), maintenance (leader
+election, janitor, cleaner) when enabled, and the pipeline: the fetcher and, per task type,
+``workers`` handler actors.  They talk through bounded memory channels: fetcher -> per-type
+task channels -> handler actors -> outcome channel -> completer.  Transient database errors
+restart the actor that met them, with back-off; any other exception inside the tree is a bug
+and surfaces as `ConsumerError` raised from the exception group.
 
 Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation):
 
@@ -60,6 +60,7 @@ from ._pool import Pool, pool_for
 from ._retry import RetryPolicy
 from ._sampler import run_sampler
 from ._telemetry import Telemetry
+from ._watchdog import run_watchdog
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -96,6 +97,8 @@ class Consumer:
             released=c["released"],
             cancelled=c["cancelled"],
             stale_acks=c["stale_acks"],
+            leases_lost=c["leases_lost"],
+            loop_stalls=c["loop_stalls"],
             lease_takeovers=c["lease_takeovers"],
             takeover_failures=c["takeover_failures"],
             in_flight=len(self._rt.book.leases),
@@ -148,6 +151,7 @@ async def open_consumer(
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     queue_metrics_interval: float | timedelta = 5.0,
+    stall_threshold: float | timedelta | None = None,
 ) -> AsyncIterator[Consumer]:
     """Process tasks while the block runs; shut down gracefully when it ends.
 
@@ -186,6 +190,9 @@ async def open_consumer(
             the janitor and the cleaner; False to disable; or a `MaintenanceConfig`.
         meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
         queue_metrics_interval: seconds the queue depth and lag gauges are cached (default 5).
+        stall_threshold: seconds the event loop may run nothing else (a handler blocking it)
+            before a warning names the handlers that may have done it (default: a quarter
+            of ``lease_duration``).  A loop blocked for ``lease_duration`` loses its leases.
 
     Raises:
         ConfigurationError: a setting is invalid (before anything starts).
@@ -212,6 +219,7 @@ async def open_consumer(
         max_backlog=max_backlog,
         message_limit=message_limit,
         queue_metrics_interval=queue_metrics_interval,
+        stall_threshold=stall_threshold,
     )
     maintenance_config = _maintenance_config(maintenance)
     pool, owned = pool_for(pool_or_dsn, max_size=6)
@@ -309,6 +317,7 @@ async def _start_actors(
         tg.start_soon(supervise, rt, "lease keeper", lambda: run_lease_keeper(rt))
         tg.start_soon(_complete, rt, outcome_receive)
         tg.start_soon(supervise, rt, "queue sampler", lambda: run_sampler(rt))
+        tg.start_soon(run_watchdog, rt)
         if maintenance_config is not None:
             from ._maintenance import run_maintenance
 

@@ -144,11 +144,12 @@ class _Actor:
                         break
                     info = lease.info
                     assert info is not None  # the fetcher builds it with the lease
-                    deadline = self.clock() + timeout
+                    started = self.clock()
+                    deadline = started + timeout
                     if scope.deadline < deadline:  # moving it costs more than a no-op task
                         scope.deadline = deadline + DEADLINE_SLACK
                     run = rt.telemetry.task_run(lease)
-                    lease.scope = scope
+                    lease.scope, lease.started = scope, started
                     token = CURRENT_TASK.set(info)
                     try:
                         with run:

@@ -273,11 +273,12 @@ RETURNING t.id
 
 -- name: lost_leases
 -- Of the given (id, token) pairs, those no longer running under that token (cancelled,
--- taken over, deleted): the consumer cancels their handlers.
-SELECT u.id
+-- taken over, rescued, deleted): the consumer cancels their handlers.  With each: the row's
+-- status and lease owner now (NULL, NULL: deleted), to tell a client's cancel from a loss.
+SELECT u.id, t.status, t.lease_owner
 FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
-LEFT JOIN asynqpg_tasks t ON t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-WHERE t.id IS NULL
+LEFT JOIN asynqpg_tasks t ON t.id = u.id
+WHERE t.id IS NULL OR t.lease_token IS DISTINCT FROM u.token OR t.status <> 'running'
 
 -- name: next_ready_at
 -- When the earliest pending task of these types becomes ready (for the fetcher's sleep).
