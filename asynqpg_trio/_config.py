@@ -194,6 +194,10 @@ class ConsumerStatistics:
         in_flight: tasks held now (running, buffered, or awaiting their write).
         pending_writes: outcomes waiting in the completer.
         actor_restarts: actors restarted after a transient database error.
+        abandoned: tasks left to the janitor by the last shutdown: still held when it ended
+            (cut short by `Consumer.stop_now` or by its bound, with handlers that ignored
+            cancellation or outcomes the database did not take); they stay running until
+            their lease expires, then are rescued.  0 after a clean shutdown.
     """
 
     claimed: int
@@ -211,3 +215,4 @@ class ConsumerStatistics:
     in_flight: int
     pending_writes: int
     actor_restarts: int
+    abandoned: int = 0

@@ -10,6 +10,10 @@ task channels -> handler actors -> outcome channel -> completer.  Transient data
 restart the actor that met them, with back-off; any other exception inside the tree is a bug
 and surfaces as `ConsumerError` raised from the exception group.
 
+The pipeline (the fetcher and the handler actors) runs in a *detached* task (`_detached`): a
+Trio system task, outside this tree, which a watcher inside the tree joins (re-raising its
+failure), so that shutdown can stop waiting for it.
+
 Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation):
 
 1. stop claiming (the fetcher is cancelled and closes the task channels; a claim already sent
@@ -17,11 +21,22 @@ Shutdown, when the ``async with`` block ends (normally, by an exception or by ca
 2. handler actors release the tasks still buffered (back to pending, no attempt used) and
    in-flight handlers get ``shutdown_timeout`` seconds to finish;
 3. handlers still running are cancelled and their tasks released too;
-4. the completer writes every outcome (bounded by ``flush_timeout``);
+4. the completer writes every outcome: within ``flush_timeout`` the pipeline must end (the
+   cancelled handlers with it) and the completer drain;
 5. the rest (lease keeper, listener, maintenance) stops; maintenance resigns leadership.
 
-The whole sequence runs shielded and bounded, so a cancelled host still shuts down
-gracefully; `Consumer.stop_now` cuts it short (leases then simply expire).
+The whole sequence runs shielded (a cancelled host still shuts down gracefully) and bounded:
+``shutdown_timeout + flush_timeout`` (plus a little).  A handler that ignores cancellation
+(it shields itself) cannot be stopped, and structured concurrency cannot leave it behind;
+that is why the pipeline is detached.  Once the bound passes, or at once after
+`Consumer.stop_now`, the consumer cancels the pipeline and stops waiting for it: the detached
+task is abandoned and ends whenever its shielded handlers do (their outcomes are dropped).
+Every task whose lease the consumer still holds then is *left to the janitor*: its row stays
+``running`` until the lease, no longer renewed, expires, and the janitor rescues it (or a
+claim takes it over), an attempt used.  Nothing is lost.  The shutdown logs how many tasks it
+left so, and `ConsumerStatistics.abandoned` counts them: the ``worker`` command exits
+non-zero when it is not 0.  (An abandoned Trio system task still delays the end of
+``trio.run``: the ``worker`` command runs its loop in a thread it can leave behind.)
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, final
 
@@ -49,6 +65,7 @@ from ._config import (
     build_config,
 )
 from ._context import TRANSIENT, Runtime, supervise
+from ._detached import Detached
 from ._errors import ConsumerError
 from ._fetcher import run_fetcher
 from ._handlers import build_chain, run_worker
@@ -104,6 +121,7 @@ class Consumer:
             in_flight=len(self._rt.book.leases),
             pending_writes=self._rt.pending_writes,
             actor_restarts=c["actor_restarts"],
+            abandoned=c["abandoned"],
         )
 
     def stop(self) -> None:
@@ -122,7 +140,8 @@ class Consumer:
 
     def stop_now(self) -> None:
         """Cut a graceful shutdown short (a second signal): stop without waiting for
-        handlers or writes.  Leases left behind expire and their tasks are rescued."""
+        handlers (even ones that ignore cancellation) or writes.  The tasks left behind are
+        left to the janitor: their leases expire and they are rescued."""
         self._stop_requested.set()
         if self._stop_scope is not None:
             self._stop_scope.cancel()
@@ -201,8 +220,12 @@ async def open_consumer(
 
     Cancellation: entering is a checkpoint and returns once LISTEN is in effect and the first
     claim can run.  Leaving always runs the graceful shutdown, shielded and bounded by
-    ``shutdown_timeout + flush_timeout`` (plus a little); no task is lost: each ends
-    completed, failed, pending, or (after `Consumer.stop_now`) running until its lease expires.
+    ``shutdown_timeout + flush_timeout`` (plus a little), even when a handler ignores
+    cancellation: such a handler is abandoned (it runs on, detached, until it ends).  No task
+    is lost: each ends completed, failed, pending, or, when the shutdown was cut short (by
+    `Consumer.stop_now`, by the bound, or by a database that could not take the last
+    writes), running until its lease expires and the janitor rescues it.  How many were left
+    so is logged and counted in `ConsumerStatistics.abandoned`.
     """
     config = build_config(
         dict(handlers),
@@ -237,16 +260,17 @@ async def open_consumer(
             await check_schema(conn)
         try:
             async with anyio.create_task_group() as root:
-                pipeline_scope, tree_scope = await root.start(_run_tree, rt, maintenance_config)
+                tree: _Tree = await root.start(_run_tree, rt, maintenance_config)
                 try:
                     yield consumer
                 except BaseException as exc:  # re-raised below, outside the task group
                     body_error = exc
                 finally:
-                    await _shutdown(rt, consumer, pipeline_scope)
-                    tree_scope.cancel()
+                    await _shutdown(rt, consumer, tree)
+                    tree.scope.cancel()
         except BaseExceptionGroup as group:
             raise ConsumerError(f"the consumer failed: {group!r}") from group
+        _left_to_janitor(rt)
         if body_error is not None:
             raise body_error
     finally:
@@ -272,19 +296,28 @@ def _maintenance_config(maintenance: Any) -> Any:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Tree:
+    """What shutdown acts on: the tree's scope, the fetcher's, the detached pipeline, and the
+    completer's end."""
+
+    scope: anyio.CancelScope
+    fetcher_scope: anyio.CancelScope
+    pipeline: Detached
+    completer_done: anyio.Event
+
+
 async def _run_tree(
     rt: Runtime,
     maintenance_config: Any,
     *,
-    task_status: TaskStatus[tuple[anyio.CancelScope, anyio.CancelScope]] = (
-        anyio.TASK_STATUS_IGNORED
-    ),
+    task_status: TaskStatus[_Tree] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Start every actor; report started once LISTEN is in effect.
 
     The tree runs shielded: cancelling the host does not reach the actors, so the graceful
     shutdown still has its completer and handlers; `open_consumer` ends the tree itself by
-    cancelling ``tree_scope`` once shutdown is over.
+    cancelling its scope once shutdown is over.
     """
     config = rt.config
     outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](config.batch_size)
@@ -309,13 +342,14 @@ async def _start_actors(
     outcome_send: Any,
     outcome_receive: Any,
     tree_scope: anyio.CancelScope,
-    task_status: TaskStatus[tuple[anyio.CancelScope, anyio.CancelScope]],
+    task_status: TaskStatus[_Tree],
 ) -> None:
     config = rt.config
+    completer_done = anyio.Event()
     async with anyio.create_task_group() as tg:
         await tg.start(_listen_forever, rt)
         tg.start_soon(supervise, rt, "lease keeper", lambda: run_lease_keeper(rt))
-        tg.start_soon(_complete, rt, outcome_receive)
+        tg.start_soon(_complete, rt, outcome_receive, completer_done)
         tg.start_soon(supervise, rt, "queue sampler", lambda: run_sampler(rt))
         tg.start_soon(run_watchdog, rt)
         if maintenance_config is not None:
@@ -329,9 +363,11 @@ async def _start_actors(
                     retry_policy=rt.policy,
                 )
             )
-        pipeline_scope = anyio.CancelScope()
-        tg.start_soon(_pipeline, rt, pipeline_scope, outcome_send)
-        task_status.started((pipeline_scope, tree_scope))
+        fetcher_scope = anyio.CancelScope()
+        pipeline = Detached(f"asynqpg-trio pipeline of {config.consumer_id}")
+        pipeline.start(_run_pipeline, rt, fetcher_scope, outcome_send)
+        tg.start_soon(pipeline.watch)
+        task_status.started(_Tree(tree_scope, fetcher_scope, pipeline, completer_done))
 
 
 async def _listen_forever(
@@ -357,16 +393,9 @@ async def _listen_forever(
     await supervise(rt, "listener", lambda: run_listener(rt, ready))
 
 
-async def _complete(rt: Runtime, receive: Any) -> None:
+async def _complete(rt: Runtime, receive: Any, done: anyio.Event) -> None:
     await run_completer(rt, receive)
-
-
-async def _pipeline(rt: Runtime, scope: anyio.CancelScope, outcome_send: Any) -> None:
-    """Run the pipeline; mark it done (``rt.pipeline_done``) however it ends."""
-    try:
-        await _run_pipeline(rt, scope, outcome_send)
-    finally:
-        rt.pipeline_done = True
+    done.set()  # every sender closed and every outcome written
 
 
 async def _run_pipeline(rt: Runtime, scope: anyio.CancelScope, outcome_send: Any) -> None:
@@ -408,29 +437,46 @@ async def _closing(sends: dict[str, Any]) -> AsyncIterator[None]:
             send.close()
 
 
-async def _shutdown(rt: Runtime, consumer: Consumer, pipeline_scope: anyio.CancelScope) -> None:
+async def _shutdown(rt: Runtime, consumer: Consumer, tree: _Tree) -> None:
     """The graceful shutdown sequence (see the module docstring), shielded and bounded."""
     config = rt.config
     grace = config.shutdown_timeout + config.flush_timeout + 5.0
+    pipeline = tree.pipeline
     with anyio.CancelScope(shield=True) as stop_scope:
         consumer._stop_scope = stop_scope
         stop_scope.deadline = anyio.current_time() + grace
         rt.stopping = True
-        pipeline_scope.cancel()  # 1. stop claiming; the task channels close
-        # The pipeline is done once the fetcher has stopped (a claim in flight comes back
-        # and its tasks are released) and every handler actor has exited.
+        tree.fetcher_scope.cancel()  # 1. stop claiming; the task channels close
+        # The pipeline ends once the fetcher has stopped (a claim in flight comes back and
+        # its tasks are released) and every handler actor has exited.
         with anyio.move_on_after(config.shutdown_timeout):
-            while not rt.pipeline_done:  # 2. let in-flight handlers finish
-                await anyio.sleep(0.01)
+            await pipeline.done.wait()  # 2. let in-flight handlers finish
         rt.book.release_running()  # 3. cancel the rest; they release their tasks
         with anyio.move_on_after(config.flush_timeout):  # 4. every outcome written
-            while rt.pending_writes or not rt.pipeline_done:
-                await anyio.sleep(0.01)
-        if rt.pending_writes:
-            logger.warning(
-                "shutdown: %d outcomes could not be written in time; their leases will expire",
-                rt.pending_writes,
-            )
+            await pipeline.done.wait()
+            await tree.completer_done.wait()
+    # Past the bound, or cut short by stop_now: stop waiting for the pipeline.  A handler
+    # that ignores cancellation runs on, detached; its task is left to the janitor.
+    pipeline.cancel()
+
+
+def _left_to_janitor(rt: Runtime) -> None:
+    """Count and report the tasks whose lease this consumer still holds at its end."""
+    left = len(rt.book.leases)
+    rt.counts["abandoned"] = left
+    if not left:
+        return
+    stuck = sum(1 for lease in rt.book.leases.values() if lease.scope is not None)
+    logger.warning(
+        "shutdown: %d task%s left to the janitor (%d still in a handler that ignored"
+        " cancellation, %d outcomes not written): they stay running under this consumer's"
+        " lease until it expires (lease_duration %g s), then they are rescued",
+        left,
+        "" if left == 1 else "s",
+        stuck,
+        rt.pending_writes,
+        rt.config.lease_duration,
+    )
 
 
 async def serve_consumer(
