@@ -96,6 +96,7 @@ class Consumer:
         self._rt = rt
         self._stop_scope: anyio.CancelScope | None = None
         self._stop_requested = anyio.Event()
+        self._stop_now = False  # stop_now was called: the shutdown starts cut short
 
     @property
     def consumer_id(self) -> str:
@@ -143,6 +144,7 @@ class Consumer:
         handlers (even ones that ignore cancellation) or writes.  The tasks left behind are
         left to the janitor: their leases expire and they are rescued."""
         self._stop_requested.set()
+        self._stop_now = True
         if self._stop_scope is not None:
             self._stop_scope.cancel()
 
@@ -445,6 +447,8 @@ async def _shutdown(rt: Runtime, consumer: Consumer, tree: _Tree) -> None:
     with anyio.CancelScope(shield=True) as stop_scope:
         consumer._stop_scope = stop_scope
         stop_scope.deadline = anyio.current_time() + grace
+        if consumer._stop_now:  # called before the shutdown began
+            stop_scope.cancel()
         rt.stopping = True
         tree.fetcher_scope.cancel()  # 1. stop claiming; the task channels close
         # The pipeline ends once the fetcher has stopped (a claim in flight comes back and

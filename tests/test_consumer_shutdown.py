@@ -123,6 +123,25 @@ async def test_stop_now_does_not_wait_for_a_shielded_handler(
         nursery.cancel_scope.cancel()
 
 
+async def test_stop_now_before_the_block_ends(pool: Pool, sync_conn: Any) -> None:
+    """stop_now called before the shutdown starts (a second signal racing the first one's
+    wake-up) still cuts it short."""
+    await Producer(pool).enqueue(Task("stubborn", b""))
+    stubborn = Stubborn()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stubborn.release_later, 30)
+        async with open_consumer(
+            pool, handlers={"stubborn": stubborn}, shutdown_timeout=60, **FAST
+        ) as consumer:
+            await stubborn.started.wait()
+            consumer.stop_now()
+        assert not stubborn.ended.is_set()
+        assert consumer.statistics().abandoned == 1
+        stubborn.release.set()
+        await stubborn.ended.wait()
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_clean_shutdown_leaves_nothing(pool: Pool, sync_conn: Any) -> None:
     await Producer(pool).enqueue_many([Task("t", b"") for _ in range(20)])
 
