@@ -14,29 +14,11 @@ The pipeline (the fetcher and the handler actors) runs in a *detached* task (`_d
 Trio system task, outside this tree, which a watcher inside the tree joins (re-raising its
 failure), so that shutdown can stop waiting for it.
 
-Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation):
-
-1. stop claiming (the fetcher is cancelled and closes the task channels; a claim already sent
-   still comes back, and its tasks are released with the buffered ones);
-2. handler actors release the tasks still buffered (back to pending, no attempt used) and
-   in-flight handlers get ``shutdown_timeout`` seconds to finish;
-3. handlers still running are cancelled and their tasks released too;
-4. the completer writes every outcome: within ``flush_timeout`` the pipeline must end (the
-   cancelled handlers with it) and the completer drain;
-5. the rest (lease keeper, listener, maintenance) stops; maintenance resigns leadership.
-
-The whole sequence runs shielded (a cancelled host still shuts down gracefully) and bounded:
-``shutdown_timeout + flush_timeout`` (plus a little).  A handler that ignores cancellation
-(it shields itself) cannot be stopped, and structured concurrency cannot leave it behind;
-that is why the pipeline is detached.  Once the bound passes, or at once after
-`Consumer.stop_now`, the consumer cancels the pipeline and stops waiting for it: the detached
-task is abandoned and ends whenever its shielded handlers do (their outcomes are dropped).
-Every task whose lease the consumer still holds then is *left to the janitor*: its row stays
-``running`` until the lease, no longer renewed, expires, and the janitor rescues it (or a
-claim takes it over), an attempt used.  Nothing is lost.  The shutdown logs how many tasks it
-left so, and `ConsumerStatistics.abandoned` counts them: the ``worker`` command exits
-non-zero when it is not 0.  (An abandoned Trio system task still delays the end of
-``trio.run``: the ``worker`` command runs its loop in a thread it can leave behind.)
+Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation), is
+`_shutdown`'s: stop claiming, let in-flight handlers finish, release the rest, write every
+outcome, then stop the services; bounded by ``shutdown_timeout + flush_timeout`` even when a
+handler ignores cancellation (the detached pipeline is then abandoned and its tasks left to
+the janitor).
 """
 
 from __future__ import annotations
@@ -46,7 +28,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, final
 
@@ -76,6 +57,7 @@ from ._policies import DefaultRetryPolicy
 from ._pool import Pool, pool_for
 from ._retry import RetryPolicy
 from ._sampler import run_sampler
+from ._shutdown import StopControl, Tree, report_left, shut_down
 from ._telemetry import Telemetry
 from ._watchdog import run_watchdog
 
@@ -94,9 +76,7 @@ class Consumer:
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
-        self._stop_scope: anyio.CancelScope | None = None
-        self._stop_requested = anyio.Event()
-        self._stop_now = False  # stop_now was called: the shutdown starts cut short
+        self._control = StopControl()
 
     @property
     def consumer_id(self) -> str:
@@ -130,23 +110,20 @@ class Consumer:
 
         Used by `serve_consumer` and the ``worker`` command (first signal).
         """
-        self._stop_requested.set()
+        self._control.stop()
 
     async def wait_stopped(self) -> None:
         """Wait until `stop` is called.
 
         Cancellation: a checkpoint; nothing changes if cancelled.
         """
-        await self._stop_requested.wait()
+        await self._control.requested.wait()
 
     def stop_now(self) -> None:
         """Cut a graceful shutdown short (a second signal): stop without waiting for
         handlers (even ones that ignore cancellation) or writes.  The tasks left behind are
         left to the janitor: their leases expire and they are rescued."""
-        self._stop_requested.set()
-        self._stop_now = True
-        if self._stop_scope is not None:
-            self._stop_scope.cancel()
+        self._control.stop_now()
 
 
 @asynccontextmanager
@@ -262,17 +239,17 @@ async def open_consumer(
             await check_schema(conn)
         try:
             async with anyio.create_task_group() as root:
-                tree: _Tree = await root.start(_run_tree, rt, maintenance_config)
+                tree: Tree = await root.start(_run_tree, rt, maintenance_config)
                 try:
                     yield consumer
                 except BaseException as exc:  # re-raised below, outside the task group
                     body_error = exc
                 finally:
-                    await _shutdown(rt, consumer, tree)
+                    await shut_down(rt, consumer._control, tree)
                     tree.scope.cancel()
         except BaseExceptionGroup as group:
             raise ConsumerError(f"the consumer failed: {group!r}") from group
-        _left_to_janitor(rt)
+        report_left(rt)
         if body_error is not None:
             raise body_error
     finally:
@@ -298,22 +275,11 @@ def _maintenance_config(maintenance: Any) -> Any:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Tree:
-    """What shutdown acts on: the tree's scope, the fetcher's, the detached pipeline, and the
-    completer's end."""
-
-    scope: anyio.CancelScope
-    fetcher_scope: anyio.CancelScope
-    pipeline: Detached
-    completer_done: anyio.Event
-
-
 async def _run_tree(
     rt: Runtime,
     maintenance_config: Any,
     *,
-    task_status: TaskStatus[_Tree] = anyio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[Tree] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Start every actor; report started once LISTEN is in effect.
 
@@ -344,7 +310,7 @@ async def _start_actors(
     outcome_send: Any,
     outcome_receive: Any,
     tree_scope: anyio.CancelScope,
-    task_status: TaskStatus[_Tree],
+    task_status: TaskStatus[Tree],
 ) -> None:
     config = rt.config
     completer_done = anyio.Event()
@@ -369,7 +335,7 @@ async def _start_actors(
         pipeline = Detached(f"asynqpg-trio pipeline of {config.consumer_id}")
         pipeline.start(_run_pipeline, rt, fetcher_scope, outcome_send)
         tg.start_soon(pipeline.watch)
-        task_status.started(_Tree(tree_scope, fetcher_scope, pipeline, completer_done))
+        task_status.started(Tree(tree_scope, fetcher_scope, pipeline, completer_done))
 
 
 async def _listen_forever(
@@ -437,50 +403,6 @@ async def _closing(sends: dict[str, Any]) -> AsyncIterator[None]:
     finally:
         for send in sends.values():
             send.close()
-
-
-async def _shutdown(rt: Runtime, consumer: Consumer, tree: _Tree) -> None:
-    """The graceful shutdown sequence (see the module docstring), shielded and bounded."""
-    config = rt.config
-    grace = config.shutdown_timeout + config.flush_timeout + 5.0
-    pipeline = tree.pipeline
-    with anyio.CancelScope(shield=True) as stop_scope:
-        consumer._stop_scope = stop_scope
-        stop_scope.deadline = anyio.current_time() + grace
-        if consumer._stop_now:  # called before the shutdown began
-            stop_scope.cancel()
-        rt.stopping = True
-        tree.fetcher_scope.cancel()  # 1. stop claiming; the task channels close
-        # The pipeline ends once the fetcher has stopped (a claim in flight comes back and
-        # its tasks are released) and every handler actor has exited.
-        with anyio.move_on_after(config.shutdown_timeout):
-            await pipeline.done.wait()  # 2. let in-flight handlers finish
-        rt.book.release_running()  # 3. cancel the rest; they release their tasks
-        with anyio.move_on_after(config.flush_timeout):  # 4. every outcome written
-            await pipeline.done.wait()
-            await tree.completer_done.wait()
-    # Past the bound, or cut short by stop_now: stop waiting for the pipeline.  A handler
-    # that ignores cancellation runs on, detached; its task is left to the janitor.
-    pipeline.cancel()
-
-
-def _left_to_janitor(rt: Runtime) -> None:
-    """Count and report the tasks whose lease this consumer still holds at its end."""
-    left = len(rt.book.leases)
-    rt.counts["abandoned"] = left
-    if not left:
-        return
-    stuck = sum(1 for lease in rt.book.leases.values() if lease.scope is not None)
-    logger.warning(
-        "shutdown: %d task%s left to the janitor (%d still in a handler that ignored"
-        " cancellation, %d outcomes not written): they stay running under this consumer's"
-        " lease until it expires (lease_duration %g s), then they are rescued",
-        left,
-        "" if left == 1 else "s",
-        stuck,
-        rt.pending_writes,
-        rt.config.lease_duration,
-    )
 
 
 async def serve_consumer(
