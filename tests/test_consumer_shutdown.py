@@ -11,7 +11,7 @@ import anyio
 import pytest
 import trio
 
-from asynqpg_trio import Handler, Pool, Producer, Task, TaskInfo, open_consumer
+from asynqpg_trio import Handler, Pool, Producer, Task, TaskInfo, open_consumer, open_pool
 
 FAST: dict[str, Any] = {"poll_interval": 0.1, "maintenance": False, "batch_interval": 0.01}
 
@@ -43,7 +43,7 @@ class Stubborn:
 
     async def release_later(self, seconds: float) -> None:
         """The hang guard: without the fix the consumer's exit waits for this."""
-        await trio.sleep(seconds)
+        await anyio.sleep(seconds)
         self.release.set()
 
 
@@ -153,3 +153,28 @@ async def test_a_clean_shutdown_leaves_nothing(pool: Pool, sync_conn: Any) -> No
             while consumer.statistics().completed < 20:
                 await anyio.sleep(0.05)
     assert consumer.statistics().abandoned == 0
+
+
+def test_a_shielded_handler_is_abandoned_on_asyncio_too(dsn: str, sync_conn: Any) -> None:
+    async def scenario() -> None:
+        async with open_pool(dsn, max_size=8) as pool:
+            await Producer(pool).enqueue(Task("stubborn", b""))
+            stubborn = Stubborn()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stubborn.release_later, 30)
+                async with open_consumer(
+                    pool,
+                    handlers={"stubborn": stubborn},
+                    shutdown_timeout=0.2,
+                    flush_timeout=0.3,
+                    **FAST,
+                ) as consumer:
+                    await stubborn.started.wait()
+                assert not stubborn.ended.is_set()
+                assert consumer.statistics().abandoned == 1
+                stubborn.release.set()
+                await stubborn.ended.wait()
+                tg.cancel_scope.cancel()
+
+    anyio.run(scenario, backend="asyncio")
+    assert row(sync_conn, 1)[0] == "running"  # left to the janitor
