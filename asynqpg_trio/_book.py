@@ -15,6 +15,7 @@ The book is plain data touched only from the consumer's event loop thread.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,8 @@ class Lease:
 
     ``attempts_left`` and ``attempts_elapsed`` are the stored counters after the claim (the
     handler's `TaskInfo` shows the Go library's view).  ``scope`` is the running handler's
-    cancel scope, if any (anyio's, or trio's own).
+    cancel scope, if any (anyio's, or trio's own); ``started`` when its handler started (event
+    loop clock; -inf until then), for the watchdog.
     """
 
     task_id: int
@@ -44,6 +46,7 @@ class Lease:
     attempts_elapsed: int = 0
     trace_context: Any = None
     scope: Any = None
+    started: float = -math.inf
     lost: bool = False
     released: bool = False
 
@@ -84,18 +87,19 @@ class LeaseBook:
         held = [lease for lease in self.leases.values() if not lease.lost]
         return [lease.task_id for lease in held], [lease.token for lease in held]
 
-    def mark_lost(self, task_ids: Iterable[int]) -> int:
-        """Mark leases lost and cancel their running handlers; return how many were held."""
-        count = 0
+    def mark_lost(self, task_ids: Iterable[int]) -> list[Lease]:
+        """Mark leases lost and cancel their running handlers; return the leases newly found
+        lost whose handler was running."""
+        running: list[Lease] = []
         for task_id in task_ids:
             lease = self.leases.get(task_id)
             if lease is None or lease.lost:
                 continue
             lease.lost = True
-            count += 1
             if lease.scope is not None:
+                running.append(lease)
                 lease.scope.cancel()
-        return count
+        return running
 
     def release_running(self) -> None:
         """At the end of the shutdown grace: cancel every running handler for release."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import signal
 import sys
 from collections.abc import Mapping
 from functools import partial
@@ -31,6 +30,7 @@ from rich.text import Text
 
 from ._cli_args import CommandError, command
 from ._cli_commands import checked_pool, one_line
+from ._cli_thread import LEFT_TO_JANITOR, run_in_thread, stop_signals
 from ._consumer import open_consumer
 from ._server import DSN_ENV, embedded_server, resolve_dsn
 
@@ -90,30 +90,33 @@ def _call_factory(spec: str, factory: Any) -> Any:
 async def _worker(dsn: str, options: dict[str, Any]) -> int:
     # The signal watcher lives outside the consumer's block, so that it still hears the
     # second signal while the graceful shutdown (the block's exit) runs.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            async with open_consumer(dsn, **options) as consumer:
-                print(f"worker {consumer.consumer_id} running; Ctrl-C to stop", file=sys.stderr)
+    async with stop_signals() as signals, trio.open_nursery() as nursery:
+        async with open_consumer(dsn, **options) as consumer:
+            print(f"worker {consumer.consumer_id} running; Ctrl-C to stop", file=sys.stderr)
 
-                async def watch() -> None:
-                    count = 0
-                    async for _ in signals:
-                        count += 1
-                        if count == 1:
-                            print("stopping gracefully (again to stop now)", file=sys.stderr)
-                            consumer.stop()
-                        else:
-                            consumer.stop_now()
+            async def watch() -> None:
+                count = 0
+                async for _ in signals:
+                    count += 1
+                    if count == 1:
+                        print("stopping gracefully (again to stop now)", file=sys.stderr)
+                        consumer.stop()
+                    else:
+                        consumer.stop_now()
 
-                nursery.start_soon(watch)
-                await consumer.wait_stopped()
-            nursery.cancel_scope.cancel()
+            nursery.start_soon(watch)
+            await consumer.wait_stopped()
+        nursery.cancel_scope.cancel()
     stats = consumer.statistics()  # after the shutdown, so it counts what the shutdown did
     print(
         f"worker stopped: completed {stats.completed}, failed {stats.failed}, "
-        f"retried {stats.retried}, released {stats.released}",
+        f"retried {stats.retried}, released {stats.released}, abandoned {stats.abandoned}",
         file=sys.stderr,
     )
+    if stats.abandoned:  # the stop was cut short: see _shutdown
+        tasks = f"{stats.abandoned} task{'s' if stats.abandoned != 1 else ''}"
+        print(f"{tasks} left to the janitor: rescued once their leases expire", file=sys.stderr)
+        return LEFT_TO_JANITOR
     return 0
 
 
@@ -122,7 +125,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     if dsn is None:
         raise CommandError(f"no database given: pass --dsn or set {DSN_ENV}", 2)
     options = _load_target(args.target)
-    return trio.run(_checked_worker, dsn, options, args)
+    return run_in_thread(_checked_worker, dsn, options, args)  # ends at the shutdown's bound
 
 
 async def _checked_worker(dsn: str, options: dict[str, Any], args: argparse.Namespace) -> int:

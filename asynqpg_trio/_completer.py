@@ -5,8 +5,9 @@ Theory of operation
 Outcomes arrive on a bounded channel.  The pure `CompletionBatch` decides when to flush (size
 or age) and cuts plans of at most ``batch_size``; each plan is written in one transaction with
 one statement per outcome kind, every statement matching id, status running and lease token.
-Ids the database did not update are stale acknowledgements (the lease changed meanwhile) and
-are counted.  After a plan is written its leases leave the lease book.
+Ids the database did not update are stale acknowledgements (the lease changed meanwhile): each
+is counted and logged as a warning with the task.  After a plan is written its leases leave the
+lease book.
 
 A transient database error puts the plan back (nothing is dropped) and the completer retries
 with back-off while it keeps accepting outcomes, up to ``max_backlog``; past that it stops
@@ -99,7 +100,15 @@ async def _flush(rt: Runtime, plan: FlushPlan) -> None:
             counts[_COUNTER[outcome.kind]] += 1
         else:
             counts["stale_acks"] += 1
-            stale.append(book.type_of(outcome.task_id))
+            task_type = book.type_of(outcome.task_id)
+            stale.append(task_type)
+            logger.warning(
+                "outcome of task %d (%r) is stale, not written: its lease changed before the"
+                " write (the task was cancelled, or taken over or rescued after the lease"
+                " expired, or deleted)",
+                outcome.task_id,
+                task_type,
+            )
         book.forget(outcome.task_id, outcome.lease_token)
     rt.pending_writes -= len(plan.outcomes)
     rt.telemetry.flushed(len(plan.outcomes), seconds, stale)

@@ -56,14 +56,18 @@ class Handler:
             its fate (see `open_consumer`).
         workers: handler actors for this type: how many of its tasks run at once (>= 1).
         timeout: seconds a task may run before it is cancelled and counted as a failed
-            attempt (never sooner; up to a millisecond later: an actor running queued tasks
-            back to back moves its deadline only when it would otherwise come early).
+            attempt, whatever the handler then does with the cancellation (never sooner; up
+            to a millisecond later: an actor running queued tasks back to back moves its
+            deadline only when it would otherwise come early).  Default 30 s; None for no
+            limit.  The task's lease is renewed for as long as its handler runs, so the
+            timeout, not ``lease_duration``, bounds how long a task may take: give a long
+            task a larger timeout (or None), not a longer lease.
         middleware: per-type middleware, outermost first, inside the consumer's global one.
     """
 
     fn: HandlerFn
     workers: int = field(default=10, kw_only=True)
-    timeout: float = field(default=30.0, kw_only=True)
+    timeout: float | None = field(default=30.0, kw_only=True)
     middleware: Sequence[Middleware] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
@@ -71,7 +75,8 @@ class Handler:
             raise ConfigurationError(f"handler must be an async callable, got {self.fn!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ConfigurationError(f"workers must be an int >= 1, got {self.workers!r}")
-        object.__setattr__(self, "timeout", seconds(self.timeout, "timeout"))
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout", seconds(self.timeout, "timeout"))
         object.__setattr__(self, "middleware", tuple(self.middleware))
 
 
@@ -93,6 +98,7 @@ class ConsumerConfig:
     max_backlog: int
     message_limit: int
     queue_metrics_interval: float = 5.0
+    stall_threshold: float = 7.5
 
     def limit(self, task_type: str) -> int:
         """Most tasks of a type held at once: its workers plus its prefetch buffer."""
@@ -143,6 +149,8 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
     lease = seconds(raw["lease_duration"], "lease_duration")
     if lease < 1:
         raise ConfigurationError(f"lease_duration must be at least 1 second, got {lease}")
+    stall = raw.get("stall_threshold")
+    stall_threshold = lease / 4 if stall is None else seconds(stall, "stall_threshold")
     return ConsumerConfig(
         handlers=checked,
         middleware=tuple(middleware),
@@ -160,6 +168,7 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
         queue_metrics_interval=seconds(
             raw.get("queue_metrics_interval", 5.0), "queue_metrics_interval"
         ),
+        stall_threshold=stall_threshold,
     )
 
 
@@ -173,12 +182,22 @@ class ConsumerStatistics:
         released: tasks handed back unstarted or unfinished at shutdown (no attempt used).
         cancelled: running handlers cancelled because their task was cancelled or its lease
             lost.
-        stale_acks: outcomes the database refused because the lease had changed.
+        stale_acks: outcomes the database refused because the lease had changed (each is
+            logged as a warning).
+        leases_lost: leases found lost while their handler ran: taken over or rescued after
+            they expired (a blocked event loop, say), or deleted; not client cancels.  Each is
+            logged as a warning.
+        loop_stalls: times the event loop did not run for longer than ``stall_threshold``
+            (each is logged as a warning naming the handlers that may have blocked it).
         lease_takeovers: expired leases of other (dead) consumers this one took over.
         takeover_failures: such tasks failed because no attempt was left.
         in_flight: tasks held now (running, buffered, or awaiting their write).
         pending_writes: outcomes waiting in the completer.
         actor_restarts: actors restarted after a transient database error.
+        abandoned: tasks left to the janitor by the last shutdown: still held when it ended
+            (cut short by `Consumer.stop_now` or by its bound, with handlers that ignored
+            cancellation or outcomes the database did not take); they stay running until
+            their lease expires, then are rescued.  0 after a clean shutdown.
     """
 
     claimed: int
@@ -189,8 +208,11 @@ class ConsumerStatistics:
     released: int
     cancelled: int
     stale_acks: int
+    leases_lost: int
+    loop_stalls: int
     lease_takeovers: int
     takeover_failures: int
     in_flight: int
     pending_writes: int
     actor_restarts: int
+    abandoned: int = 0

@@ -19,11 +19,19 @@ Invariants:
   connection is never left in an unknown state: it is either idle and clean or closed.
 * The per-connection lock is an anyio lock, so two tasks using one connection queue up instead of
   interleaving protocol messages.
+* A transaction block's exit (``async with conn.transaction()``) always runs to its end,
+  shielded and bounded by `CANCEL_GRACE`: psycopg's exit takes the connection lock, whose
+  acquire is a checkpoint, so a cancellation pending at the exit (the body was cancelled, or
+  ended just as its scope was) used to skip the COMMIT or ROLLBACK and leave psycopg's
+  transaction stack open; the pool then refused to roll back ("Explicit rollback() forbidden
+  within a Transaction context") and threw the connection away.  If the exit cannot finish
+  within the grace the connection is closed, never handed back inside a transaction block.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,6 +44,8 @@ from psycopg.rows import AsyncRowFactory, Row, tuple_row
 from psycopg.waiting import Ready, Wait
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from types import TracebackType
     from typing import Self
 
     from psycopg.abc import RV, PQGen, PQGenConn
@@ -121,6 +131,25 @@ async def _drive_conn(gen: PQGenConn[RV], timeout: float | None) -> RV:
         return cast("RV", ex.value)
     except OSError as ex:
         raise e.OperationalError("connection socket closed") from ex
+
+
+class _Transaction(psycopg.AsyncTransaction):
+    """psycopg's transaction block, whose exit is shielded and bounded (see the module
+    docstring): a cancelled exit still commits or rolls back, or the connection is closed."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool:
+        with anyio.move_on_after(CANCEL_GRACE, shield=True):
+            return await super().__aexit__(exc_type, exc_val, exc_tb)
+        # The grace passed before the transaction ended: its state is unknown.
+        conn = cast("Connection[Any]", self._conn)
+        logger.warning("transaction not ended within %.1f s: closing the connection", CANCEL_GRACE)
+        conn._close_now()
+        return False
 
 
 class Connection(psycopg.AsyncConnection[Row]):
@@ -222,6 +251,24 @@ class Connection(psycopg.AsyncConnection[Row]):
             await _drive_conn(self._cancel_gen(), timeout or None)
         except e._WaitTimeout:  # pyright: ignore[reportPrivateUsage]
             raise e.CancellationTimeout("cancellation timeout expired") from None
+
+    @asynccontextmanager
+    async def transaction(
+        self, savepoint_name: str | None = None, force_rollback: bool = False
+    ) -> AsyncIterator[psycopg.AsyncTransaction]:
+        """psycopg's ``transaction()``, with an exit that a cancellation cannot cut short.
+
+        Cancellation: entering is a checkpoint.  Leaving ends the transaction (commit after a
+        body that finished, rollback after an exception or a cancellation) shielded, for at
+        most `CANCEL_GRACE` seconds; past that the connection is closed, which rolls it back.
+        """
+        tx = _Transaction(self, savepoint_name, force_rollback)
+        if self._pipeline:
+            async with self.pipeline(), tx, self.pipeline():
+                yield tx
+        else:
+            async with tx:
+                yield tx
 
     async def close(self) -> None:
         """Close the connection (no checkpoint when already closed)."""

@@ -3,25 +3,22 @@
 Theory of operation
 -------------------
 Inside one task group run: the listener (LISTEN connection), the lease keeper, the completer,
-the queue sampler (OpenTelemetry gauges), maintenance (leader election, janitor, cleaner) when
-enabled, and the pipeline: the fetcher and, per task type, ``workers`` handler actors.  They
-talk through bounded memory channels: fetcher -> per-type task channels -> handler actors ->
-outcome channel -> completer.  Transient database errors restart the actor that met them,
-with back-off; any other exception inside the tree is a bug and surfaces as `ConsumerError`
-raised from the exception group.
+the queue sampler (OpenTelemetry gauges), the watchdog (event loop stalls), maintenance (leader
+election, janitor, cleaner) when enabled, and the pipeline: the fetcher and, per task type,
+``workers`` handler actors.  They talk through bounded memory channels: fetcher -> per-type
+task channels -> handler actors -> outcome channel -> completer.  Transient database errors
+restart the actor that met them, with back-off; any other exception inside the tree is a bug
+and surfaces as `ConsumerError` raised from the exception group.
 
-Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation):
+The pipeline (the fetcher and the handler actors) runs in a *detached* task (`_detached`): a
+Trio system task, outside this tree, which a watcher inside the tree joins (re-raising its
+failure), so that shutdown can stop waiting for it.
 
-1. stop claiming (the fetcher is cancelled and closes the task channels; a claim already sent
-   still comes back, and its tasks are released with the buffered ones);
-2. handler actors release the tasks still buffered (back to pending, no attempt used) and
-   in-flight handlers get ``shutdown_timeout`` seconds to finish;
-3. handlers still running are cancelled and their tasks released too;
-4. the completer writes every outcome (bounded by ``flush_timeout``);
-5. the rest (lease keeper, listener, maintenance) stops; maintenance resigns leadership.
-
-The whole sequence runs shielded and bounded, so a cancelled host still shuts down
-gracefully; `Consumer.stop_now` cuts it short (leases then simply expire).
+Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation), is
+`_shutdown`'s: stop claiming, let in-flight handlers finish, release the rest, write every
+outcome, then stop the services; bounded by ``shutdown_timeout + flush_timeout`` even when a
+handler ignores cancellation (the detached pipeline is then abandoned and its tasks left to
+the janitor).
 """
 
 from __future__ import annotations
@@ -49,6 +46,7 @@ from ._config import (
     build_config,
 )
 from ._context import TRANSIENT, Runtime, supervise
+from ._detached import Detached
 from ._errors import ConsumerError
 from ._fetcher import run_fetcher
 from ._handlers import build_chain, run_worker
@@ -59,7 +57,9 @@ from ._policies import DefaultRetryPolicy
 from ._pool import Pool, pool_for
 from ._retry import RetryPolicy
 from ._sampler import run_sampler
+from ._shutdown import StopControl, Tree, report_left, shut_down
 from ._telemetry import Telemetry
+from ._watchdog import run_watchdog
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -76,8 +76,7 @@ class Consumer:
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
-        self._stop_scope: anyio.CancelScope | None = None
-        self._stop_requested = anyio.Event()
+        self._control = StopControl()
 
     @property
     def consumer_id(self) -> str:
@@ -96,11 +95,14 @@ class Consumer:
             released=c["released"],
             cancelled=c["cancelled"],
             stale_acks=c["stale_acks"],
+            leases_lost=c["leases_lost"],
+            loop_stalls=c["loop_stalls"],
             lease_takeovers=c["lease_takeovers"],
             takeover_failures=c["takeover_failures"],
             in_flight=len(self._rt.book.leases),
             pending_writes=self._rt.pending_writes,
             actor_restarts=c["actor_restarts"],
+            abandoned=c["abandoned"],
         )
 
     def stop(self) -> None:
@@ -108,21 +110,20 @@ class Consumer:
 
         Used by `serve_consumer` and the ``worker`` command (first signal).
         """
-        self._stop_requested.set()
+        self._control.stop()
 
     async def wait_stopped(self) -> None:
         """Wait until `stop` is called.
 
         Cancellation: a checkpoint; nothing changes if cancelled.
         """
-        await self._stop_requested.wait()
+        await self._control.requested.wait()
 
     def stop_now(self) -> None:
         """Cut a graceful shutdown short (a second signal): stop without waiting for
-        handlers or writes.  Leases left behind expire and their tasks are rescued."""
-        self._stop_requested.set()
-        if self._stop_scope is not None:
-            self._stop_scope.cancel()
+        handlers (even ones that ignore cancellation) or writes.  The tasks left behind are
+        left to the janitor: their leases expire and they are rescued."""
+        self._control.stop_now()
 
 
 @asynccontextmanager
@@ -148,6 +149,7 @@ async def open_consumer(
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     queue_metrics_interval: float | timedelta = 5.0,
+    stall_threshold: float | timedelta | None = None,
 ) -> AsyncIterator[Consumer]:
     """Process tasks while the block runs; shut down gracefully when it ends.
 
@@ -160,7 +162,9 @@ async def open_consumer(
     Args:
         pool_or_dsn: an `open_pool` pool (size it for about 4 connections plus your own use),
             or a DSN (the consumer opens and closes its own pool).
-        handlers: task type -> `Handler` (or a bare async function: 10 workers, 30 s timeout).
+        handlers: task type -> `Handler` (or a bare async function: 10 workers, 30 s
+            timeout).  A handler running past its ``Handler.timeout`` (default 30 s; None
+            for no limit) is cancelled and the attempt counts as failed.
         middleware: global middleware, outermost first, around every type's own middleware.
         retry_policy: back-off after failed attempts (default `DefaultRetryPolicy`:
             attempt**4 seconds, +-10 % jitter, capped at 24 h).
@@ -170,7 +174,10 @@ async def open_consumer(
         prefetch: tasks claimed per type beyond its workers (default: as many as workers).
         shutdown_timeout: seconds in-flight handlers get to finish at shutdown (default 30).
         flush_timeout: seconds the final write of outcomes may take at shutdown (default 10).
-        lease_duration: seconds a claim is leased for; renewed every third of it (default 30).
+        lease_duration: seconds a claim is leased for; renewed every third of it while the
+            task is held, however long its handler runs (default 30).  The lease only says
+            how soon a dead consumer's tasks are rescued; how long a task may run is its
+            handler's timeout.
         cancel_check_interval: seconds between checks for remotely cancelled tasks, behind the
             NOTIFY that normally reports them at once (default 1).
         batch_size: most outcomes written per statement (default 500).
@@ -181,6 +188,9 @@ async def open_consumer(
             the janitor and the cleaner; False to disable; or a `MaintenanceConfig`.
         meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
         queue_metrics_interval: seconds the queue depth and lag gauges are cached (default 5).
+        stall_threshold: seconds the event loop may run nothing else (a handler blocking it)
+            before a warning names the handlers that may have done it (default: a quarter
+            of ``lease_duration``).  A loop blocked for ``lease_duration`` loses its leases.
 
     Raises:
         ConfigurationError: a setting is invalid (before anything starts).
@@ -189,8 +199,12 @@ async def open_consumer(
 
     Cancellation: entering is a checkpoint and returns once LISTEN is in effect and the first
     claim can run.  Leaving always runs the graceful shutdown, shielded and bounded by
-    ``shutdown_timeout + flush_timeout`` (plus a little); no task is lost: each ends
-    completed, failed, pending, or (after `Consumer.stop_now`) running until its lease expires.
+    ``shutdown_timeout + flush_timeout`` (plus a little), even when a handler ignores
+    cancellation: such a handler is abandoned (it runs on, detached, until it ends).  No task
+    is lost: each ends completed, failed, pending, or, when the shutdown was cut short (by
+    `Consumer.stop_now`, by the bound, or by a database that could not take the last
+    writes), running until its lease expires and the janitor rescues it.  How many were left
+    so is logged and counted in `ConsumerStatistics.abandoned`.
     """
     config = build_config(
         dict(handlers),
@@ -207,6 +221,7 @@ async def open_consumer(
         max_backlog=max_backlog,
         message_limit=message_limit,
         queue_metrics_interval=queue_metrics_interval,
+        stall_threshold=stall_threshold,
     )
     maintenance_config = _maintenance_config(maintenance)
     pool, owned = pool_for(pool_or_dsn, max_size=6)
@@ -224,16 +239,17 @@ async def open_consumer(
             await check_schema(conn)
         try:
             async with anyio.create_task_group() as root:
-                pipeline_scope, tree_scope = await root.start(_run_tree, rt, maintenance_config)
+                tree: Tree = await root.start(_run_tree, rt, maintenance_config)
                 try:
                     yield consumer
                 except BaseException as exc:  # re-raised below, outside the task group
                     body_error = exc
                 finally:
-                    await _shutdown(rt, consumer, pipeline_scope)
-                    tree_scope.cancel()
+                    await shut_down(rt, consumer._control, tree)
+                    tree.scope.cancel()
         except BaseExceptionGroup as group:
             raise ConsumerError(f"the consumer failed: {group!r}") from group
+        report_left(rt)
         if body_error is not None:
             raise body_error
     finally:
@@ -263,15 +279,13 @@ async def _run_tree(
     rt: Runtime,
     maintenance_config: Any,
     *,
-    task_status: TaskStatus[tuple[anyio.CancelScope, anyio.CancelScope]] = (
-        anyio.TASK_STATUS_IGNORED
-    ),
+    task_status: TaskStatus[Tree] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Start every actor; report started once LISTEN is in effect.
 
     The tree runs shielded: cancelling the host does not reach the actors, so the graceful
     shutdown still has its completer and handlers; `open_consumer` ends the tree itself by
-    cancelling ``tree_scope`` once shutdown is over.
+    cancelling its scope once shutdown is over.
     """
     config = rt.config
     outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](config.batch_size)
@@ -296,14 +310,16 @@ async def _start_actors(
     outcome_send: Any,
     outcome_receive: Any,
     tree_scope: anyio.CancelScope,
-    task_status: TaskStatus[tuple[anyio.CancelScope, anyio.CancelScope]],
+    task_status: TaskStatus[Tree],
 ) -> None:
     config = rt.config
+    completer_done = anyio.Event()
     async with anyio.create_task_group() as tg:
         await tg.start(_listen_forever, rt)
         tg.start_soon(supervise, rt, "lease keeper", lambda: run_lease_keeper(rt))
-        tg.start_soon(_complete, rt, outcome_receive)
+        tg.start_soon(_complete, rt, outcome_receive, completer_done)
         tg.start_soon(supervise, rt, "queue sampler", lambda: run_sampler(rt))
+        tg.start_soon(run_watchdog, rt)
         if maintenance_config is not None:
             from ._maintenance import run_maintenance
 
@@ -315,9 +331,11 @@ async def _start_actors(
                     retry_policy=rt.policy,
                 )
             )
-        pipeline_scope = anyio.CancelScope()
-        tg.start_soon(_pipeline, rt, pipeline_scope, outcome_send)
-        task_status.started((pipeline_scope, tree_scope))
+        fetcher_scope = anyio.CancelScope()
+        pipeline = Detached(f"asynqpg-trio pipeline of {config.consumer_id}")
+        pipeline.start(_run_pipeline, rt, fetcher_scope, outcome_send)
+        tg.start_soon(pipeline.watch)
+        task_status.started(Tree(tree_scope, fetcher_scope, pipeline, completer_done))
 
 
 async def _listen_forever(
@@ -343,16 +361,9 @@ async def _listen_forever(
     await supervise(rt, "listener", lambda: run_listener(rt, ready))
 
 
-async def _complete(rt: Runtime, receive: Any) -> None:
+async def _complete(rt: Runtime, receive: Any, done: anyio.Event) -> None:
     await run_completer(rt, receive)
-
-
-async def _pipeline(rt: Runtime, scope: anyio.CancelScope, outcome_send: Any) -> None:
-    """Run the pipeline; mark it done (``rt.pipeline_done``) however it ends."""
-    try:
-        await _run_pipeline(rt, scope, outcome_send)
-    finally:
-        rt.pipeline_done = True
+    done.set()  # every sender closed and every outcome written
 
 
 async def _run_pipeline(rt: Runtime, scope: anyio.CancelScope, outcome_send: Any) -> None:
@@ -392,31 +403,6 @@ async def _closing(sends: dict[str, Any]) -> AsyncIterator[None]:
     finally:
         for send in sends.values():
             send.close()
-
-
-async def _shutdown(rt: Runtime, consumer: Consumer, pipeline_scope: anyio.CancelScope) -> None:
-    """The graceful shutdown sequence (see the module docstring), shielded and bounded."""
-    config = rt.config
-    grace = config.shutdown_timeout + config.flush_timeout + 5.0
-    with anyio.CancelScope(shield=True) as stop_scope:
-        consumer._stop_scope = stop_scope
-        stop_scope.deadline = anyio.current_time() + grace
-        rt.stopping = True
-        pipeline_scope.cancel()  # 1. stop claiming; the task channels close
-        # The pipeline is done once the fetcher has stopped (a claim in flight comes back
-        # and its tasks are released) and every handler actor has exited.
-        with anyio.move_on_after(config.shutdown_timeout):
-            while not rt.pipeline_done:  # 2. let in-flight handlers finish
-                await anyio.sleep(0.01)
-        rt.book.release_running()  # 3. cancel the rest; they release their tasks
-        with anyio.move_on_after(config.flush_timeout):  # 4. every outcome written
-            while rt.pending_writes or not rt.pipeline_done:
-                await anyio.sleep(0.01)
-        if rt.pending_writes:
-            logger.warning(
-                "shutdown: %d outcomes could not be written in time; their leases will expire",
-                rt.pending_writes,
-            )
 
 
 async def serve_consumer(

@@ -43,7 +43,6 @@ class Runtime:
     telemetry: Telemetry = field(default_factory=Telemetry)
     counts: Counter[str] = field(default_factory=Counter)
     stopping: bool = False
-    pipeline_done: bool = False
     backlogged: set[str] = field(default_factory=set)
     pending_writes: int = 0
     kicked: bool = False  # a wake-up waits in the kick channel

@@ -14,6 +14,12 @@ The run's end is turned into an outcome by the pure `decide` and sent to the com
 channel (bounded: a slow completer blocks handlers, which stops the fetcher claiming).
 Exceptions from handlers never escape; they are outcomes.
 
+A run whose scope was cancelled (its deadline passed, its lease was lost, or the shutdown
+grace ended) is settled by why it was cancelled, not by how the handler ended: a handler may
+swallow the cancellation and return, or raise something else, and its work still did not
+finish.  A timeout is a failed attempt ("timed out after N s"), a lost lease writes nothing,
+and a run cut short by shutdown is released.
+
 Shutdown: once the consumer is stopping, an actor releases (back to pending, no attempt used)
 every task it receives instead of starting it; a running handler whose scope is cancelled at
 the end of the shutdown grace is released too.  A lost lease writes nothing: the row already
@@ -23,6 +29,7 @@ says what happened (cancelled, or taken over).
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -113,7 +120,8 @@ class _Actor:
         ends the streak and is finished outside the scope.
         """
         rt, handler = self.rt, self.handler
-        scope = self.scope_type(deadline=self.clock() + handler.timeout + DEADLINE_SLACK)
+        timeout = math.inf if handler.timeout is None else handler.timeout
+        scope = self.scope_type(deadline=self.clock() + timeout + DEADLINE_SLACK)
         current: Lease | None = None  # the task being run, until it is finished
         run: TaskRun | QuietRun | None = None  # its handler run, once started
         error: BaseException | None = None
@@ -136,11 +144,12 @@ class _Actor:
                         break
                     info = lease.info
                     assert info is not None  # the fetcher builds it with the lease
-                    deadline = self.clock() + handler.timeout
+                    started = self.clock()
+                    deadline = started + timeout
                     if scope.deadline < deadline:  # moving it costs more than a no-op task
                         scope.deadline = deadline + DEADLINE_SLACK
                     run = rt.telemetry.task_run(lease)
-                    lease.scope = scope
+                    lease.scope, lease.started = scope, started
                     token = CURRENT_TASK.set(info)
                     try:
                         with run:
@@ -168,7 +177,7 @@ class _Actor:
             if todo is not None:
                 await _send(rt, self.outcomes, todo)
             if final is not None and rt.error_handler is not None and current.info is not None:
-                with anyio.move_on_after(handler.timeout):
+                with anyio.move_on_after(timeout):
                     try:
                         await rt.error_handler(current.info, final)
                     except Exception:
@@ -205,12 +214,21 @@ def _settle(
         run.cancelled()
         rt.book.forget(lease.task_id, lease.token)
         return None, None
-    if lease.released and (error is not None or scope.cancelled_caught):
+    # Whether this run was cut short: the scope is cancelled only while this task runs (a
+    # streak stops at the first cancelled task) and its deadline is never before this
+    # task's own, so a cancel called means the cancel was for this task.  Keyed on the call,
+    # not on the scope catching the Cancelled: a handler may swallow it (or raise something
+    # else instead), and its work still did not finish.
+    cut_short = scope.cancel_called
+    if lease.released:
         # Cut short by the end of the shutdown grace, however it ended: no attempt used.
         run.released()
         return Outcome(lease.task_id, lease.token, OutcomeKind.RELEASE), None
-    if scope.cancel_called and error is None and scope.cancelled_caught:
-        error = TimeoutError(f"handler for {lease.type!r} timed out after {handler.timeout:g} s")
+    if cut_short:
+        # Only the deadline is left to have cancelled it: a timeout is a failed attempt,
+        # whatever the handler did with the cancellation.
+        limit = math.inf if handler.timeout is None else handler.timeout
+        error = TimeoutError(f"handler for {lease.type!r} timed out after {limit:g} s")
     decision = decide(
         lease.task_id,
         lease.token,
@@ -220,7 +238,7 @@ def _settle(
         policy=rt.policy,
         message_limit=rt.config.message_limit,
     )
-    run.finish(decision, error, timed_out=scope.cancelled_caught)
+    run.finish(decision, error, timed_out=cut_short)
     return decision.outcome, decision.final_error
 
 

@@ -12,9 +12,10 @@ Each batch is one short transaction: lock up to ``batch_size`` such rows with ``
 plan in pure Python what becomes of each (`_rescue.plan_rescue`: back to ``pending`` after the retry
 policy's back-off when an attempt is left, else ``failed``), and apply the plan with one
 ``UPDATE ... FROM unnest(...)`` fenced by the lease token that was read, so a task completed,
-cancelled or taken over meanwhile is left alone.  The attempt counters do not change: the
-claim already consumed the attempt.  A lease that a live consumer keeps renewing never expires,
-so it is never touched.
+cancelled or taken over meanwhile is left alone.  The attempt counters do not change: our
+claim already consumed the attempt (a row a Go consumer claimed, which has no lease token and
+whose claim consumed none, is charged its dead attempt here).  A lease that a live consumer
+keeps renewing never expires, so it is never touched.
 
 *Clean* (event ``clean``): delete tasks finalized longer ago than their status's retention, one
 bounded single-statement batch at a time, skipping locked rows.  Rows without a

@@ -19,7 +19,7 @@ from ._enqueue import BatchPlan, Inserted, read_result
 from ._migrate import schema_required
 from ._queries import load
 
-__all__ = ["QUERIES", "TaskQueries"]
+__all__ = ["QUERIES", "LostLease", "TaskQueries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,12 +193,27 @@ async def extend_leases(
     return {int(r[0]) for r in await cur.fetchall()}
 
 
+@dataclass(frozen=True, slots=True)
+class LostLease:
+    """A lease no longer held, and what became of its task.
+
+    Attributes:
+        task_id: the task.
+        status: its status now (None: deleted); ``cancelled`` is a client's cancel.
+        owner: the consumer holding its lease now, if any.
+    """
+
+    task_id: int
+    status: str | None
+    owner: str | None
+
+
 async def lost_leases(
     conn: psycopg.AsyncConnection[Any], ids: list[int], tokens: list[int]
-) -> list[int]:
-    """Of these leases, the ids no longer held (cancelled, taken over, deleted)."""
+) -> list[LostLease]:
+    """Of these leases, those no longer held (cancelled, taken over, rescued, deleted)."""
     cur = await conn.execute(QUERIES.lost_leases, {"ids": ids, "tokens": tokens})
-    return [int(r[0]) for r in await cur.fetchall()]
+    return [LostLease(int(i), status, owner) for i, status, owner in await cur.fetchall()]
 
 
 async def queue_depth(

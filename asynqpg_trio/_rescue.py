@@ -4,8 +4,10 @@ Theory of operation
 -------------------
 design.md, event ``rescue``: a ``running`` task whose lease expired goes back to ``pending``
 after the retry policy's back-off when it has an attempt left, else it fails; either way a
-message says whose lease expired and which janitor acted.  The claim consumed the attempt, so
-the counters do not change.  `plan_rescue` makes that decision for a batch without I/O, clock
+message says whose lease expired and which janitor acted.  Our claim consumed the attempt, so
+the counters do not change; a Go consumer's claim (a row without a lease token) consumed none,
+so that dead attempt is charged first (`charged`), and it decides with what is left after it.
+`plan_rescue` makes that decision for a batch without I/O, clock
 or randomness of its own (a policy with jitter brings its own); the janitor (`_janitor`) reads
 the rows, calls it, and writes the plan under SQL fences.
 """
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
     from ._retry import RetryPolicy
 
-__all__ = ["MAX_RESCUE_DELAY", "ExpiredLease", "RescuePlan", "plan_rescue"]
+__all__ = ["MAX_RESCUE_DELAY", "ExpiredLease", "RescuePlan", "charged", "plan_rescue"]
 
 #: The longest back-off a rescue applies, whatever the policy says (one year).
 MAX_RESCUE_DELAY = 366 * 86400.0
@@ -48,12 +50,25 @@ class RescuePlan:
     messages: tuple[str, ...]
 
 
+def charged(row: ExpiredLease) -> tuple[int, int]:
+    """(attempts left, number of the dead attempt) once the dead attempt is charged.
+
+    Our claims charge their attempt up front; a row without a lease token was claimed by a Go
+    consumer, which charges none, so its dead attempt is charged at the rescue (the same
+    effect as the state table's CHARGE_ATTEMPT).
+    """
+    if row.lease_token is None:
+        return max(row.attempts_left - 1, 0), row.attempts_elapsed + 1
+    return row.attempts_left, row.attempts_elapsed
+
+
 def plan_rescue(rows: Sequence[ExpiredLease], *, janitor: str, policy: RetryPolicy) -> RescuePlan:
     """Decide the fate of expired-lease tasks (pure: no I/O, no clock).
 
-    A task with an attempt left goes back to pending after ``policy.next_retry(n)`` seconds,
-    n being the number of the attempt whose consumer vanished (the stored attempts_elapsed,
-    at least 1); the delay is clamped to ``[0, MAX_RESCUE_DELAY]``.  Otherwise it fails.
+    A task with an attempt left (after `charged`) goes back to pending after
+    ``policy.next_retry(n)`` seconds, n being the number of the attempt whose consumer
+    vanished (at least 1); the delay is clamped to ``[0, MAX_RESCUE_DELAY]``.  Otherwise it
+    fails.
     """
     statuses: list[str] = []
     delays: list[float] = []
@@ -61,8 +76,9 @@ def plan_rescue(rows: Sequence[ExpiredLease], *, janitor: str, policy: RetryPoli
     for row in rows:
         owner = row.lease_owner or "(unknown)"
         why = f"lease expired (consumer {owner} stopped renewing)"
-        if row.attempts_left >= 1:
-            delay = float(policy.next_retry(max(row.attempts_elapsed, 1)))
+        attempts_left, attempt = charged(row)
+        if attempts_left >= 1:
+            delay = float(policy.next_retry(max(attempt, 1)))
             delay = min(delay, MAX_RESCUE_DELAY) if delay >= 0 else 0.0  # NaN -> 0
             statuses.append("pending")
             delays.append(delay)

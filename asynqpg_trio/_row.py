@@ -94,6 +94,11 @@ class Cond(enum.Enum):
     TOKEN_MATCHES = "lease_token = token"
     HAS_ATTEMPTS = "attempts_left >= 1"
     NO_ATTEMPTS = "attempts_left < 1"
+    LEASED = "lease_token IS NOT NULL (our claim: it charged its attempt)"
+    UNLEASED = "lease_token IS NULL (a Go consumer's claim: its attempt is not charged yet)"
+    UNLEASED_AS_READ = "lease_token IS NULL and token IS NULL (read so by the janitor)"
+    HAS_SPARE_ATTEMPT = "attempts_left >= 2 (one for the uncharged attempt, one more)"
+    NO_SPARE_ATTEMPT = "attempts_left < 2"
     RETENTION_PASSED = "finalized_at < now - retention"
 
 
@@ -102,6 +107,7 @@ class Effect(enum.Enum):
 
     CREATE = "attempts_left = max(max_retry, 1), blocked_till = now + delay"
     CONSUME_ATTEMPT = "attempts_left -= 1, attempts_elapsed += 1"
+    CHARGE_ATTEMPT = "attempts_left = max(attempts_left - 1, 0), attempts_elapsed += 1"
     REFUND_ATTEMPT = "attempts_left += 1, attempts_elapsed -= 1"
     ENSURE_ATTEMPT = "attempts_left = max(attempts_left, 1)"
     TAKE_LEASE = "lease_token = new_token, blocked_till = now + lease"
@@ -127,6 +133,11 @@ _CHECKS: Final[dict[Cond, Callable[[TaskRow, TransitionParams], bool]]] = {
     Cond.TOKEN_MATCHES: lambda r, p: r.lease_token is not None and r.lease_token == p.token,
     Cond.HAS_ATTEMPTS: lambda r, p: r.attempts_left >= 1,
     Cond.NO_ATTEMPTS: lambda r, p: r.attempts_left < 1,
+    Cond.LEASED: lambda r, p: r.lease_token is not None,
+    Cond.UNLEASED: lambda r, p: r.lease_token is None,
+    Cond.UNLEASED_AS_READ: lambda r, p: r.lease_token is None and p.token is None,
+    Cond.HAS_SPARE_ATTEMPT: lambda r, p: r.attempts_left >= 2,
+    Cond.NO_SPARE_ATTEMPT: lambda r, p: r.attempts_left < 2,
     Cond.RETENTION_PASSED: lambda r, p: (
         r.finalized_at is not None and r.finalized_at < p.now - p.retention
     ),
@@ -138,6 +149,9 @@ _CHANGES: Final[dict[Effect, Callable[[TaskRow, TransitionParams], TaskRow]]] = 
     ),
     Effect.CONSUME_ATTEMPT: lambda r, p: replace(
         r, attempts_left=r.attempts_left - 1, attempts_elapsed=r.attempts_elapsed + 1
+    ),
+    Effect.CHARGE_ATTEMPT: lambda r, p: replace(
+        r, attempts_left=max(r.attempts_left - 1, 0), attempts_elapsed=r.attempts_elapsed + 1
     ),
     Effect.REFUND_ATTEMPT: lambda r, p: replace(
         r, attempts_left=r.attempts_left + 1, attempts_elapsed=r.attempts_elapsed - 1

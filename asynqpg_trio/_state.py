@@ -15,6 +15,11 @@
 #   * status is running  <=> lease_token is set;
 #   * status is finalized <=> finalized_at is set;
 #   * a pending row has attempts_left >= 1, so counters never go negative.
+# A running row without a lease token was claimed by a Go consumer, whose claim consumes no
+# attempt: taking it over (lease_takeover) or rescuing it (rescue) first charges that dead
+# attempt (CHARGE_ATTEMPT, with the "lease expired" message), as our own claims charge theirs
+# up front; the takeover then needs a spare attempt for its own run.  Such a row is the one
+# exception to "running <=> lease_token is set", and no rule produces one.
 # Fenced events (those whose rules require TOKEN_MATCHES) come from a lease holder. If
 # no rule matches (stale token, row no longer running, lease not expired) they are
 # no-ops, because their UPDATE ... WHERE lease_token = $token matches nothing. Any other
@@ -90,9 +95,14 @@ _TO_LEASED = (_X.CONSUME_ATTEMPT, _X.TAKE_LEASE)
 TRANSITIONS: Final[tuple[Rule, ...]] = (
     Rule(_E.ENQUEUE, (_ABSENT,), (), _PEN, (_X.CREATE,)),
     Rule(_E.CLAIM, (_PEN,), (_C.DUE,), _RUN, _TO_LEASED),
-    Rule(_E.LEASE_TAKEOVER, (_RUN,), (_C.LEASE_EXPIRED, _C.HAS_ATTEMPTS), _RUN,
+    Rule(_E.LEASE_TAKEOVER, (_RUN,), (_C.LEASE_EXPIRED, _C.LEASED, _C.HAS_ATTEMPTS), _RUN,
          (*_TO_LEASED, _X.MESSAGE)),
-    Rule(_E.LEASE_TAKEOVER, (_RUN,), (_C.LEASE_EXPIRED, _C.NO_ATTEMPTS), _FAI, _TO_FAILED),
+    Rule(_E.LEASE_TAKEOVER, (_RUN,), (_C.LEASE_EXPIRED, _C.LEASED, _C.NO_ATTEMPTS), _FAI,
+         _TO_FAILED),
+    Rule(_E.LEASE_TAKEOVER, (_RUN,), (_C.LEASE_EXPIRED, _C.UNLEASED, _C.HAS_SPARE_ATTEMPT),
+         _RUN, (_X.CHARGE_ATTEMPT, *_TO_LEASED, _X.MESSAGE)),
+    Rule(_E.LEASE_TAKEOVER, (_RUN,), (_C.LEASE_EXPIRED, _C.UNLEASED, _C.NO_SPARE_ATTEMPT),
+         _FAI, (_X.CHARGE_ATTEMPT, *_TO_FAILED)),
     Rule(_E.COMPLETE, (_RUN,), (_C.TOKEN_MATCHES,), _COM, (_X.FINALIZE, _X.CLEAR_LEASE)),
     Rule(_E.FAIL, (_RUN,), (_C.TOKEN_MATCHES,), _FAI, _TO_FAILED),
     Rule(_E.SKIP_RETRY, (_RUN,), (_C.TOKEN_MATCHES,), _FAI, _TO_FAILED),
@@ -116,6 +126,10 @@ TRANSITIONS: Final[tuple[Rule, ...]] = (
          (_X.DELAY, _X.MESSAGE, _X.CLEAR_LEASE)),
     Rule(_E.RESCUE, (_RUN,), (_C.TOKEN_MATCHES, _C.LEASE_EXPIRED, _C.NO_ATTEMPTS), _FAI,
          _TO_FAILED),
+    Rule(_E.RESCUE, (_RUN,), (_C.UNLEASED_AS_READ, _C.LEASE_EXPIRED, _C.HAS_SPARE_ATTEMPT),
+         _PEN, (_X.CHARGE_ATTEMPT, _X.DELAY, _X.MESSAGE, _X.CLEAR_LEASE)),
+    Rule(_E.RESCUE, (_RUN,), (_C.UNLEASED_AS_READ, _C.LEASE_EXPIRED, _C.NO_SPARE_ATTEMPT),
+         _FAI, (_X.CHARGE_ATTEMPT, *_TO_FAILED)),
     Rule(_E.CLEAN, (_COM, _FAI, _CAN), (_C.RETENTION_PASSED,), _ABSENT, ()),
 )
 # fmt: on

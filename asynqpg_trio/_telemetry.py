@@ -6,8 +6,8 @@ Every public component builds one `Telemetry` from its ``meter_provider`` and
 ``tracer_provider`` (None: the global providers, which are no-ops until the application sets
 real ones) and hands it to its actors, which call its methods at each event.  Meter and tracer
 are named ``asynqpg``; instrument, span and attribute names are the Go library's, plus a few
-for operators (queue depth and lag, stale acknowledgements, lease takeovers, completer batch
-size and flush latency).
+for operators (queue depth and lag, stale acknowledgements, lease takeovers, leases lost,
+event loop stalls, completer batch size and flush latency).
 
 Cost without a provider: the API's no-op instruments and spans.  The hot path builds no string
 and no attribute dict per task: attribute dicts are made once per (type, key, value) and
@@ -117,6 +117,16 @@ class Telemetry:
             "",
             "Expired leases of other consumers taken over by a claim",
         )
+        self.leases_lost = counter(
+            "asynqpg.tasks.leases_lost",
+            "",
+            "Leases found lost (taken over, rescued or deleted) while the task's handler ran",
+        )
+        self.loop_stalls = counter(
+            "asynqpg.consumer.loop_stalls",
+            "",
+            "Times the consumer's event loop did not run for longer than the stall threshold",
+        )
         self.batch_size = histogram(
             "asynqpg.completer.batch_size",
             "{outcome}",
@@ -183,6 +193,14 @@ class Telemetry:
     def lease_takeover(self, task_type: str) -> None:
         """A claim took over another consumer's expired lease."""
         self.lease_takeovers.add(1, self.attrs(task_type))
+
+    def lease_lost(self, task_type: str) -> None:
+        """A lease was found lost (not cancelled) while its handler ran."""
+        self.leases_lost.add(1, self.attrs(task_type))
+
+    def loop_stall(self) -> None:
+        """The event loop did not run for longer than the stall threshold."""
+        self.loop_stalls.add(1)
 
     def flushed(self, size: int, seconds: float, stale_types: Iterable[str]) -> None:
         """The completer wrote a plan of ``size`` outcomes; some were stale."""

@@ -47,7 +47,8 @@ def spec_apply(row: TaskRow | None, event: Event, p: TransitionParams) -> TaskRo
         raise IllegalTransition(event, None)
     s, left, elapsed = row.status, row.attempts_left, row.attempts_elapsed
     one_more = min(row.n_messages + 1, 100)  # the last 100 messages are kept
-    fenced_ok = s is S.RUNNING and row.lease_token == p.token
+    fenced_ok = s is S.RUNNING and row.lease_token is not None and row.lease_token == p.token
+    go_claim = s is S.RUNNING and row.lease_token is None  # a Go consumer's: attempt uncharged
     expired = row.blocked_till <= p.now
     failed = replace(
         row, status=S.FAILED, n_messages=one_more, finalized_at=p.now, lease_token=None
@@ -58,6 +59,25 @@ def spec_apply(row: TaskRow | None, event: Event, p: TransitionParams) -> TaskRo
             row, status=S.RUNNING, attempts_left=left - 1, attempts_elapsed=elapsed + 1,
             lease_token=p.new_token, blocked_till=p.now + p.lease,
         )  # fmt: skip
+    if (
+        go_claim
+        and expired
+        and (event is E.LEASE_TAKEOVER or (event is E.RESCUE and p.token is None))
+    ):
+        # Charge the dead attempt first; then the takeover needs one more for itself.
+        left, elapsed = max(left - 1, 0), elapsed + 1
+        charged = replace(failed, attempts_left=left, attempts_elapsed=elapsed)
+        if event is E.RESCUE:
+            pending = replace(to_pending, n_messages=one_more)
+            return (
+                replace(pending, attempts_left=left, attempts_elapsed=elapsed) if left else charged
+            )
+        if left >= 1:
+            return replace(
+                row, attempts_left=left - 1, attempts_elapsed=elapsed + 1,
+                lease_token=p.new_token, blocked_till=p.now + p.lease, n_messages=one_more,
+            )  # fmt: skip
+        return charged
     if event is E.LEASE_TAKEOVER and s is S.RUNNING and expired:
         if left >= 1:
             return replace(
@@ -151,6 +171,21 @@ def situations(
     return row, event, draw(params_for(row, now, issued)), issued
 
 
+@st.composite
+def go_claims(draw: st.DrawFn) -> TaskRow:
+    """A running row as a Go consumer's claim leaves it: no lease token, attempt uncharged
+    (Go's max_retry 0 stores attempts_left 0)."""
+    return TaskRow(
+        S.RUNNING,
+        draw(st.integers(0, 4)),
+        draw(st.integers(0, 4)),
+        draw(st.integers(0, 100)),
+        None,
+        draw(st.sampled_from([990.0, 1000.0, 1010.0])),
+        None,
+    )
+
+
 def check_invariants(row: TaskRow | None) -> None:
     """What must hold for every row the table can produce."""
     if row is None:
@@ -191,6 +226,30 @@ def test_random_walk_matches_spec_and_keeps_invariants(data: st.DataObject) -> N
         row, now = new, params.now
         if event in (E.CLAIM, E.LEASE_TAKEOVER):
             issued.append(max(issued, default=0) + 1)
+
+
+@given(go_claims(), st.sampled_from(Event), st.data())
+def test_a_go_claim_is_charged_its_dead_attempt(
+    row: TaskRow, event: Event, data: st.DataObject
+) -> None:
+    params = data.draw(params_for(row, 1000.0, [7]))
+    try:
+        expected = spec_apply(row, event, params)
+    except IllegalTransition:
+        with pytest.raises(IllegalTransition):
+            apply(row, event, params)
+        return
+    new = apply(row, event, params)
+    assert new == expected
+    if new is row or new is None:
+        return
+    check_invariants(new)  # whatever acts on it leaves a row of our own kind
+    if event in (E.LEASE_TAKEOVER, E.RESCUE):
+        # The dead attempt and, when taken over and run again, the new one are charged.
+        assert new.attempts_elapsed == row.attempts_elapsed + 1 + (new.status is S.RUNNING)
+        assert new.attempts_left + new.attempts_elapsed == (
+            max(row.attempts_left, 1) + row.attempts_elapsed
+        )
 
 
 @given(situations())
@@ -372,6 +431,18 @@ def test_expired_lease_is_taken_over_or_fails_when_spent() -> None:
     assert apply(spent, E.LEASE_TAKEOVER, p) == TaskRow(S.FAILED, 0, 1, 1, 30.0, 30.0, None)
     with pytest.raises(IllegalTransition):
         apply(row, E.LEASE_TAKEOVER, replace(p, now=29.0))
+
+
+def test_a_go_claim_taken_over_or_rescued_is_charged_its_dead_attempt() -> None:
+    go = TaskRow(S.RUNNING, 3, 1, 1, None, 30.0, None)  # Go claimed attempt 2, uncharged
+    p = TransitionParams(now=30.0, new_token=5, lease=30.0, delay=2.0)
+    assert apply(go, E.LEASE_TAKEOVER, p) == TaskRow(S.RUNNING, 1, 3, 2, None, 60.0, 5)
+    assert apply(go, E.RESCUE, p) == TaskRow(S.PENDING, 2, 2, 2, None, 32.0, None)
+    last = replace(go, attempts_left=1)  # attempt 2 was its last
+    assert apply(last, E.LEASE_TAKEOVER, p) == TaskRow(S.FAILED, 0, 2, 2, 30.0, 30.0, None)
+    assert apply(last, E.RESCUE, p) == TaskRow(S.FAILED, 0, 2, 2, 30.0, 30.0, None)
+    # The janitor acts only on what it read: a token it read is not a Go claim.
+    assert apply(go, E.RESCUE, replace(p, token=4)) is go
 
 
 def test_rescue_needs_the_token_it_read_and_an_expired_lease() -> None:

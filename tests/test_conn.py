@@ -205,3 +205,39 @@ def test_bad_dsn_raises_operational_error(dsn: str) -> None:
             await connect("host=127.0.0.1 port=1 dbname=x connect_timeout=2")
 
     run("trio", scenario)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cancel_at_transaction_exit_returns_an_idle_connection(
+    backend: str, dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancellation that reaches a transaction block's exit (the body ended, or was itself
+    cancelled) must still end the transaction: the connection goes back to the pool idle,
+    never inside a transaction block, and nothing is logged."""
+
+    async def scenario() -> None:
+        async with open_pool(dsn, min_size=1, max_size=1) as pool:
+            async with pool.connection() as conn:
+                await conn.execute("CREATE TABLE t (a int)")
+            for i in range(10):
+                # The scope is cancelled when the block ends: the exit runs cancelled.
+                with anyio.CancelScope() as scope:
+                    async with pool.connection() as conn, conn.transaction():
+                        await conn.execute("INSERT INTO t VALUES (%s)", (i,))
+                        scope.cancel()
+                # Cancelled in the middle of a query: the exit rolls back, cancelled.
+                with anyio.move_on_after(0.02):
+                    async with pool.connection() as conn, conn.transaction():
+                        await conn.execute("INSERT INTO t VALUES (-1)")
+                        await conn.execute("SELECT pg_sleep(5)")
+                stats = pool.statistics()
+                assert (stats.idle, stats.discarded) == (1, 0), stats
+                async with pool.connection() as conn:
+                    assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT array_agg(a ORDER BY a) FROM t")
+                assert await cur.fetchone() == (list(range(10)),)
+
+    with caplog.at_level("WARNING"):
+        run(backend, scenario)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []

@@ -3,6 +3,7 @@ supervision and multi-process exclusivity."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -206,6 +207,102 @@ async def test_timeout_counts_as_failed_attempt(pool: Pool, sync_conn: Any) -> N
     assert "timed out after 0.2 s" in r["messages"][0]
 
 
+@pytest.mark.parametrize("then", ["return", "raise"])
+async def test_timeout_is_a_failed_attempt_however_the_handler_takes_it(
+    pool: Pool, sync_conn: Any, then: str
+) -> None:
+    """A handler that swallows the timeout's cancellation (and returns, or raises something
+    else) still timed out: its work never finished."""
+    task_id = await Producer(pool).enqueue(Task("slow", b"", max_retry=2))
+
+    async def handle(task: TaskInfo) -> None:
+        try:
+            await anyio.sleep(30)
+        except BaseException:
+            if then == "return":
+                return
+            raise ValueError("cleanup failed") from None
+
+    async with open_consumer(
+        pool,
+        handlers={"slow": Handler(handle, timeout=0.2)},
+        retry_policy=ConstantRetryPolicy(600),
+        **FAST,
+    ) as consumer:
+        await wait_until(lambda: consumer.statistics().retried == 1)
+    assert consumer.statistics().completed == 0
+    r = row(sync_conn, task_id)
+    assert (r["status"], r["attempts_left"], r["attempts_elapsed"]) == ("pending", 1, 1)
+    assert r["messages"][0].startswith("TimeoutError: handler for 'slow' timed out after 0.2 s")
+
+
+async def test_shutdown_releases_a_handler_that_swallows_its_cancellation(
+    pool: Pool, sync_conn: Any
+) -> None:
+    task_id = await Producer(pool).enqueue(Task("h", b""))
+    started = anyio.Event()
+
+    async def handle(task: TaskInfo) -> None:
+        started.set()
+        try:
+            await anyio.sleep(60)
+        except BaseException:
+            return
+
+    async with open_consumer(
+        pool, handlers={"h": handle}, shutdown_timeout=0.2, **FAST
+    ) as consumer:
+        await started.wait()
+    stats = consumer.statistics()
+    assert (stats.released, stats.completed) == (1, 0)
+    r = row(sync_conn, task_id)
+    assert (r["status"], r["attempts_elapsed"], r["messages"]) == ("pending", 0, [])
+
+
+async def test_remote_cancel_of_a_handler_that_swallows_it(pool: Pool, sync_conn: Any) -> None:
+    task_id = await Producer(pool).enqueue(Task("long", b""))
+    started = anyio.Event()
+
+    async def handle(task: TaskInfo) -> None:
+        started.set()
+        try:
+            await anyio.sleep(60)
+        except BaseException:
+            return
+
+    async with open_consumer(
+        pool, handlers={"long": handle}, cancel_check_interval=30, **FAST
+    ) as consumer:
+        await started.wait()
+        sync_conn.execute(
+            "UPDATE asynqpg_tasks SET status = 'cancelled', finalized_at = now(),"
+            " lease_token = NULL, lease_owner = NULL WHERE id = %s",
+            (task_id,),
+        )
+        sync_conn.execute("SELECT pg_notify('asynqpg_cancel', %s)", (str(task_id),))
+        await wait_until(lambda: consumer.statistics().cancelled == 1)
+    assert consumer.statistics().completed == 0
+    assert row(sync_conn, task_id)["status"] == "cancelled"
+
+
+async def test_handler_without_a_timeout(pool: Pool, sync_conn: Any) -> None:
+    ids = await Producer(pool).enqueue_many([Task("free", b""), Task("bounded", b"")])
+    deadlines: dict[str, float] = {}
+
+    async def handle(task: TaskInfo) -> None:
+        deadlines[task.type] = trio.current_effective_deadline()
+
+    unbounded = Handler(handle, timeout=None)
+    assert unbounded.timeout is None
+    async with open_consumer(
+        pool, handlers={"free": unbounded, "bounded": handle}, **FAST
+    ) as consumer:
+        await wait_until(lambda: consumer.statistics().completed == 2)
+    assert deadlines["free"] == math.inf
+    assert deadlines["bounded"] < math.inf  # the default: 30 s
+    assert [row(sync_conn, i)["status"] for i in ids if i is not None] == ["completed"] * 2
+
+
 async def test_remote_cancel_stops_running_handler(pool: Pool, sync_conn: Any) -> None:
     task_id = await Producer(pool).enqueue(Task("long", b""))
     started = anyio.Event()
@@ -280,6 +377,43 @@ async def test_stale_ack_after_lease_takeover_changes_nothing(pool: Pool, sync_c
         assert consumer.statistics().completed == 0
     r = row(sync_conn, task_id)
     assert r["status"] == "running"  # still the other consumer's
+
+
+async def test_takeover_charges_the_attempt_a_go_consumer_left_running(
+    pool: Pool, sync_conn: Any
+) -> None:
+    """A Go consumer's claim consumes no attempt and sets no lease token: taking such a row
+    over charges its dead attempt as well as the new one."""
+    rows = [
+        sync_conn.execute(
+            "INSERT INTO asynqpg_tasks (type, payload, status, blocked_till, attempts_left,"
+            " attempts_elapsed, messages) VALUES ('go', %s, 'running',"
+            " now() - interval '1 minute', %s, 0, '{}') RETURNING id",
+            (payload, left),
+        ).fetchone()
+        for payload, left in ((b"again", 3), (b"last", 1))
+    ]
+    again, last = (r[0] for r in rows if r is not None)
+    seen: list[TaskInfo] = []
+
+    async def handle(task: TaskInfo) -> None:
+        seen.append(task)
+
+    async with open_consumer(pool, handlers={"go": handle}, **FAST) as consumer:
+        await wait_until(
+            lambda: consumer.statistics().completed + consumer.statistics().takeover_failures == 2
+        )
+    assert consumer.statistics().lease_takeovers == 2
+    (info,) = seen
+    # The handler sees one earlier attempt, the one its "lease expired" message is about.
+    assert (info.id, info.attempts_elapsed, info.attempts_left) == (again, 1, 2)
+    assert len(info.messages) == 1 and info.messages[0].startswith("lease expired")
+    r = row(sync_conn, again)
+    assert (r["status"], r["attempts_left"], r["attempts_elapsed"]) == ("completed", 1, 2)
+    # The dead attempt was the last one: the takeover fails the task, charging it.
+    r = row(sync_conn, last)
+    assert (r["status"], r["attempts_left"], r["attempts_elapsed"]) == ("failed", 0, 1)
+    assert r["messages"][0].startswith("lease expired") and "no attempt left" in r["messages"][0]
 
 
 def test_poison_pill_ends_failed(dsn: str, sync_conn: Any, tmp_path: Path) -> None:

@@ -276,7 +276,7 @@ async def test_janitor_rescues_expired_leases_only(pool: Pool, sync_conn: SyncCo
     doomed = insert_task(
         sync_conn, attempts_left=0, attempts_elapsed=3, lease_token=8, lease_owner="c2"
     )
-    go_row = insert_task(sync_conn, attempts_left=1, attempts_elapsed=1)  # a Go claim: no token
+    go_row = insert_task(sync_conn, attempts_left=2, attempts_elapsed=1)  # a Go claim: no token
     live = insert_task(sync_conn, blocked_in=60, lease_token=9, lease_owner="c3")
     pending = insert_task(sync_conn, status="pending", blocked_in=-60)
     before = {i: raw(sync_conn, i) for i in (live, pending)}
@@ -287,7 +287,7 @@ async def test_janitor_rescues_expired_leases_only(pool: Pool, sync_conn: SyncCo
     )
 
     assert (result.rescued, result.failed) == (2, 1)
-    assert sorted(policy.asked) == [1, 1]
+    assert sorted(policy.asked) == [1, 2]  # the Go claim's dead attempt was its second
     t = task(sync_conn, retry)
     assert (t["status"], t["attempts_left"], t["attempts_elapsed"]) == ("pending", 2, 1)
     assert (t["lease_token"], t["lease_owner"], t["finalized"]) == (None, None, False)
@@ -300,9 +300,35 @@ async def test_janitor_rescues_expired_leases_only(pool: Pool, sync_conn: SyncCo
     assert (t["lease_token"], t["lease_owner"], t["finalized"]) == (None, None, True)
     assert "consumer c2" in t["messages"][1]
     assert "failed by janitor jan" in t["messages"][1]
-    assert task(sync_conn, go_row)["status"] == "pending"
+    t = task(sync_conn, go_row)  # its dead attempt is charged (see the test below)
+    assert (t["status"], t["attempts_left"], t["attempts_elapsed"]) == ("pending", 1, 2)
     assert "consumer (unknown)" in task(sync_conn, go_row)["messages"][1]
     assert {i: raw(sync_conn, i) for i in (live, pending)} == before
+
+
+async def test_rescue_charges_the_attempt_a_go_consumer_left_running(
+    pool: Pool, sync_conn: SyncConn
+) -> None:
+    """A Go consumer's claim consumes no attempt and sets no lease token: its dead attempt is
+    charged at the rescue, as our claims charge theirs up front."""
+    make_leader(sync_conn, "jan")
+    again = insert_task(sync_conn, attempts_left=3, attempts_elapsed=1)
+    last = insert_task(sync_conn, attempts_left=1, attempts_elapsed=2)
+    zero = insert_task(sync_conn, attempts_left=0, attempts_elapsed=0)  # Go's max_retry 0
+    policy = FixedPolicy(100.0)
+    result = await rescue_expired(
+        pool, group="default", me="jan", policy=policy, batch_size=100, max_batches=1
+    )
+    assert (result.rescued, result.failed) == (1, 2)
+    assert policy.asked == [2]  # the dead attempt was the second
+    t = task(sync_conn, again)
+    assert (t["status"], t["attempts_left"], t["attempts_elapsed"]) == ("pending", 2, 2)
+    assert t["messages"][1].startswith("lease expired (consumer (unknown) stopped renewing)")
+    t = task(sync_conn, last)
+    assert (t["status"], t["attempts_left"], t["attempts_elapsed"]) == ("failed", 0, 3)
+    assert "no attempt is left" in t["messages"][1]
+    t = task(sync_conn, zero)
+    assert (t["status"], t["attempts_left"], t["attempts_elapsed"]) == ("failed", 0, 1)
 
 
 @pytest.mark.parametrize("leader", [None, "someone-else", "expired"])

@@ -7,7 +7,8 @@ Three checks:
   exercised below through a statement that names it.
 * The statuses the schema's CHECK constraint allows are exactly ``TaskStatus``.
 * For every event and every representative row (each status; due, exactly due, not due;
-  attempts left or not; a matching or a stale lease token; a full message history; retention
+  attempts left or not; a matching or a stale lease token; a running row without a token, as
+  a Go consumer leaves it; a full message history; retention
   passed, exactly reached, not reached; no row at all) the production call for that event
   changes the row exactly as ``_state.apply`` says, or refuses (an error, or a no-op for
   fenced events) exactly when no rule matches.  A statement implementing two events (claim
@@ -161,6 +162,9 @@ def cases() -> list[Case]:
             for token in (TOKEN, STALE):
                 row = TaskRow(S.RUNNING, left, elapsed, 2, None, blocked, TOKEN)
                 out.append(Case(row, token))
+    for blocked in (-10.0, 0.0, 60.0):  # a Go consumer's claim: no token, attempt uncharged
+        for left, elapsed in ((0, 0), (1, 2), (2, 1), (3, 0)):
+            out.append(Case(TaskRow(S.RUNNING, left, elapsed, 2, None, blocked, None)))
     for blocked in (-10.0, 60.0):  # a full message history: the oldest message goes
         for left, elapsed in ((0, 3), (1, 1)):
             out.append(Case(TaskRow(S.RUNNING, left, elapsed, 100, None, blocked, TOKEN), TOKEN))

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -446,6 +447,38 @@ async def test_stale_acks_takeovers_and_completer_metrics(
     assert otel.metrics()["asynqpg.completer.flush_duration"].unit == "s"
 
 
+async def test_lost_lease_and_loop_stall_metrics(pool: Pool, otel: Otel, sync_conn: Any) -> None:
+    task_id = await Producer(pool).enqueue(Task("s", b""))
+    await Producer(pool).enqueue(Task("b", b""))
+    started = anyio.Event()
+
+    async def wait(task: TaskInfo) -> None:
+        started.set()
+        await anyio.sleep(60)
+
+    async def block(task: TaskInfo) -> None:
+        time.sleep(0.5)  # blocks the event loop
+
+    async with open_consumer(
+        pool,
+        handlers={"s": wait, "b": block},
+        cancel_check_interval=0.1,
+        stall_threshold=0.1,
+        **otel.providers,
+        **FAST,
+    ) as consumer:
+        await started.wait()
+        sync_conn.execute(  # another consumer takes the lease over
+            "UPDATE asynqpg_tasks SET lease_token = nextval('asynqpg_lease_token_seq'),"
+            " lease_owner = 'other' WHERE id = %s",
+            (task_id,),
+        )
+        await wait_until(lambda: consumer.statistics().leases_lost == 1)
+        await wait_until(lambda: consumer.statistics().loop_stalls >= 1)
+    assert otel.value("asynqpg.tasks.leases_lost", task_type="s") == 1
+    assert otel.value("asynqpg.consumer.loop_stalls") == consumer.statistics().loop_stalls
+
+
 async def test_queue_gauges_read_a_cache(pool: Pool, otel: Otel) -> None:
     proceed = anyio.Event()
 
@@ -574,6 +607,8 @@ PROMETHEUS_NAMES = {
     "asynqpg_task_enqueue_duration_seconds",
     "asynqpg_tasks_stale_acks_total",
     "asynqpg_tasks_lease_takeovers_total",
+    "asynqpg_tasks_leases_lost_total",
+    "asynqpg_consumer_loop_stalls_total",
     "asynqpg_completer_batch_size",
     "asynqpg_completer_flush_duration_seconds",
     "asynqpg_queue_depth",
@@ -606,8 +641,14 @@ def test_console_example_shows_one_trace(dsn: str) -> None:
 def test_prometheus_example_and_dashboard_use_the_same_names(dsn: str) -> None:
     out = _run_example("examples/otel_prometheus.py", dsn, "--port", "0", "--seconds", "2")
     exposed = _base_names(out)
-    # Nothing goes stale or is taken over in the example; everything else is exposed.
-    quiet = {"asynqpg_tasks_stale_acks_total", "asynqpg_tasks_lease_takeovers_total"}
+    # Nothing goes stale, is taken over or lost, and nothing blocks the event loop in the
+    # example; everything else is exposed.
+    quiet = {
+        "asynqpg_tasks_stale_acks_total",
+        "asynqpg_tasks_lease_takeovers_total",
+        "asynqpg_tasks_leases_lost_total",
+        "asynqpg_consumer_loop_stalls_total",
+    }
     assert PROMETHEUS_NAMES - quiet <= exposed <= PROMETHEUS_NAMES
     dashboard = json.loads((ROOT / "docs" / "grafana-asynqpg.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]

@@ -65,12 +65,17 @@ FOR NO KEY UPDATE OF t SKIP LOCKED
 -- events: rescue
 -- The second half of rescue (after select_expired).  Apply the janitor's plan: back to pending
 -- after the back-off when an attempt is left, else failed; append the message (the last 100
--- are kept); clear the lease.  The attempt counters are left alone (the claim already
--- consumed the attempt).  Fenced by the lease token read by select_expired (NULL for rows a
--- Go consumer claimed), by the status and expiry, by the plan agreeing with attempts_left, and
--- by the leader fence.
+-- are kept); clear the lease.  The attempt counters are left alone (our claim already
+-- consumed the attempt), except on a row a Go consumer claimed (no lease token), whose claim
+-- consumed none: its dead attempt is charged here.  Fenced by the lease token read by
+-- select_expired (NULL for rows a Go consumer claimed), by the status and expiry, by the plan
+-- agreeing with the attempts left after that charge, and by the leader fence.  (SET reads the
+-- row as it was, so t.lease_token there is the old token.)
 UPDATE asynqpg_tasks t SET
     status = u.status,
+    attempts_left = CASE WHEN t.lease_token IS NULL THEN greatest(t.attempts_left - 1, 0)
+                         ELSE t.attempts_left END,
+    attempts_elapsed = t.attempts_elapsed + (t.lease_token IS NULL)::int,
     blocked_till = CASE WHEN u.status = 'pending'
                         THEN asynqpg_now() + make_interval(secs => u.delay)
                         ELSE t.blocked_till END,
@@ -83,7 +88,7 @@ FROM unnest(
 ) AS u(id, token, status, delay, message)
 WHERE t.id = u.id AND t.lease_token IS NOT DISTINCT FROM u.token
   AND t.status = 'running' AND t.blocked_till <= asynqpg_now()
-  AND (u.status = 'pending') = (t.attempts_left >= 1)
+  AND (u.status = 'pending') = (t.attempts_left >= 1 + (t.lease_token IS NULL)::int)
   AND EXISTS (
     SELECT 1 FROM asynqpg_leader
     WHERE name = %(group)s AND leader_id = %(me)s AND expires_at > asynqpg_now()

@@ -93,7 +93,9 @@ SELECT id FROM asynqpg_tasks WHERE type = %(type)b AND idempotency_token = %(tok
 -- name: claim
 -- events: claim, lease_takeover
 -- claim: pending -> running; lease_takeover: running with an expired lease -> running, or ->
--- failed when no attempt is left.  One round trip for every type: for each
+-- failed when no attempt is left.  A running row without a lease token was claimed by a Go
+-- consumer, whose claim consumed no attempt: its dead attempt is charged here as well (so
+-- the takeover needs two attempts left to run it again).  One round trip for every type: for each
 -- (type, n) take up to n ready rows, oldest blocked_till first, id as tie-breaker, skipping
 -- rows other consumers hold.  The claim consumes an attempt and draws a fresh lease token.
 -- The claim commits without waiting for its WAL flush (synchronous_commit off for this one
@@ -107,11 +109,12 @@ WITH async_commit AS MATERIALIZED (
     CROSS JOIN async_commit
     WHERE w.n > 0
 ), picked AS MATERIALIZED (
-    SELECT c.id, c.status AS old_status,
-           (c.status = 'running' AND c.attempts_left < 1) AS exhausted
+    SELECT c.id, c.status AS old_status, c.charge,
+           (c.status = 'running' AND c.attempts_left < 1 + c.charge) AS exhausted
     FROM wanted w
     CROSS JOIN LATERAL (
-        SELECT t.id, t.status, t.attempts_left
+        SELECT t.id, t.status, t.attempts_left,
+               (t.status = 'running' AND t.lease_token IS NULL)::int AS charge
         FROM asynqpg_tasks t
         WHERE t.type = w.type
           AND t.status IN ('pending', 'running')
@@ -123,10 +126,11 @@ WITH async_commit AS MATERIALIZED (
 )
 UPDATE asynqpg_tasks t SET
     status = CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
-    attempts_left = CASE WHEN d.exhausted THEN t.attempts_left
-                         ELSE greatest(t.attempts_left, 1) - 1 END,
-    attempts_elapsed = CASE WHEN d.exhausted THEN t.attempts_elapsed
-                            ELSE t.attempts_elapsed + 1 END,
+    attempts_left = CASE WHEN d.exhausted AND d.charge = 0 THEN t.attempts_left
+                         WHEN d.exhausted THEN greatest(t.attempts_left - 1, 0)
+                         ELSE greatest(t.attempts_left - d.charge, 1) - 1 END,
+    attempts_elapsed = CASE WHEN d.exhausted THEN t.attempts_elapsed + d.charge
+                            ELSE t.attempts_elapsed + d.charge + 1 END,
     lease_token = CASE WHEN d.exhausted THEN NULL
                        ELSE nextval('asynqpg_lease_token_seq') END,
     lease_owner = CASE WHEN d.exhausted THEN NULL ELSE %(owner)b END,
@@ -269,11 +273,12 @@ RETURNING t.id
 
 -- name: lost_leases
 -- Of the given (id, token) pairs, those no longer running under that token (cancelled,
--- taken over, deleted): the consumer cancels their handlers.
-SELECT u.id
+-- taken over, rescued, deleted): the consumer cancels their handlers.  With each: the row's
+-- status and lease owner now (NULL, NULL: deleted), to tell a client's cancel from a loss.
+SELECT u.id, t.status, t.lease_owner
 FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
-LEFT JOIN asynqpg_tasks t ON t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-WHERE t.id IS NULL
+LEFT JOIN asynqpg_tasks t ON t.id = u.id
+WHERE t.id IS NULL OR t.lease_token IS DISTINCT FROM u.token OR t.status <> 'running'
 
 -- name: next_ready_at
 -- When the earliest pending task of these types becomes ready (for the fetcher's sleep).

@@ -3,7 +3,8 @@
 Injects: a worker process at full load (every handler busy, prefetch buffers full) gets one
 SIGTERM: it must finish what it can within its 2 s ``shutdown_timeout``, release the rest
 and exit 0.  A second worker gets SIGTERM twice, 0.3 s apart: the second signal must cut the
-shutdown short.  A third worker then works the queue to the end.
+shutdown short, and exit with the status that says it left tasks to the janitor.  A third
+worker then works the queue to the end.
 
 Checks: after the graceful stop no task is left running under the first worker's lease and
 none of its tasks needed a takeover (released tasks got their attempt back, with no message);
@@ -25,6 +26,7 @@ import trio
 from psycopg import conninfo
 
 from asynqpg_trio import Task, TaskInfo, open_consumer, sync
+from asynqpg_trio._cli_thread import LEFT_TO_JANITOR
 
 from .books import LEASE_EXPIRED, check_books
 from .procs import FAST_MAINTENANCE, Worker
@@ -123,11 +125,15 @@ def test_sigterm_once_then_twice(
     time.sleep(0.3)
     w2.signal(signal.SIGTERM)
     second = time.monotonic()
-    w2.wait(GRACE + 10)
+    status = w2.wait(GRACE + 10)
     hard_took = time.monotonic() - second
     left_running = held_by(sync_conn, "W2")
     assert hard_took < GRACE / 2, (hard_took, w2.log())
     assert left_running, "the hard stop left nothing running"
+    # The hard stop says so: its own exit status, and how many tasks it left.
+    assert status == LEFT_TO_JANITOR, w2.log()
+    assert stopped_counts(w2)["abandoned"] >= len(left_running), w2.log()
+    assert "left to the janitor" in w2.log()
 
     # A third worker finishes the queue, taking over what W2 left running.
     w3 = spawn(queue_dsn, "W3", **SETTINGS).wait_ready()

@@ -38,6 +38,7 @@ def options() -> dict[str, Any]:
         "lease_duration": config.get("lease", 2.0),
         "poll_interval": config.get("poll_interval", 0.2),
         "shutdown_timeout": config.get("shutdown_timeout", 30.0),
+        "flush_timeout": config.get("flush_timeout", 10.0),
         "retry_policy": ConstantRetryPolicy(config.get("retry_delay", 0.05)),
         "maintenance": maintenance,
     }

@@ -64,6 +64,11 @@ class Spec:
         hang: the handler sleeps forever (until its timeout cancels it), every attempt.
         stubborn: seconds the handler ignores cancellation (shielded sleep), every attempt.
         block: seconds the handler blocks the event loop (time.sleep), on attempt 1 only.
+        swallow: seconds the handler sleeps, every attempt; cancelled (by its timeout), it
+            swallows the cancellation, records a failed run (its work did not finish) and
+            returns as if it had.
+        shielded: seconds the handler ignores cancellation (a shielded sleep), on attempt 1
+            only: longer than the shutdown grace, it outlives its worker's stop.
     """
 
     expect: str = "completed"
@@ -74,6 +79,8 @@ class Spec:
     hang: bool = False
     stubborn: float = 0.0
     block: float = 0.0
+    swallow: float = 0.0
+    shielded: float = 0.0
 
     def payload(self) -> bytes:
         """The JSON payload, without defaulted fields."""
@@ -200,6 +207,15 @@ def make_handlers(
         attempt = info.attempts_elapsed + 1
         if spec.block and attempt == 1:
             time.sleep(spec.block)  # blocking the event loop is the fault
+        if spec.shielded and attempt == 1:
+            with anyio.CancelScope(shield=True):  # ignoring cancellation is the fault
+                await anyio.sleep(spec.shielded)
+        if spec.swallow:
+            try:
+                await anyio.sleep(spec.swallow)
+            except BaseException:  # swallowing the cancellation is the fault
+                await recorder.record(info.id, attempt, "error")
+                return
         if spec.sleep:
             await anyio.sleep(spec.sleep)
         if spec.stubborn:
