@@ -6,7 +6,8 @@ argparse builds a tree of subcommands; every leaf sets ``func`` (Namespace -> ex
 `run` parses, calls ``func`` and turns every error we expect into ONE line on stderr and an
 exit status: 0 ok; 1 not found, wrong state, duplicate, schema missing, database unreachable
 or failing; 2 usage (argparse errors, bad ids, statuses or timestamps, `InvalidQuery`,
-`InvalidTask`, no DSN).  With ``--json`` the same error is also printed on stdout as one JSON
+`InvalidTask`, no DSN); 3 ``worker`` stopped but left a task to the janitor (a handler that
+ignored cancellation past the shutdown bound).  With ``--json`` the same error is also printed on stdout as one JSON
 document, ``{"error": MESSAGE, "exit_status": N}``.  The commands that run a consumer or a
 server do so inside nurseries, so their errors may arrive in an exception group: ``except*``
 sorts each error in it by class, exactly as if it came alone.  Anything else is a bug and keeps
