@@ -318,6 +318,29 @@ async def test_unknown_endpoints_and_methods(pool: Pool) -> None:
     assert (root.status_code, root.headers["location"]) == (307, "/q/")
 
 
+@pytest.mark.parametrize("prefix", ["", "/q"])
+async def test_slash_redirects_are_relative(pool: Pool, prefix: str) -> None:
+    """A trailing-slash redirect never echoes the Host header (issue 16, item 10)."""
+    evil = {"Host": "evil.example"}
+    async with dashboard_client(pool, prefix=prefix) as http:
+        page = await http.get(f"{prefix}/tasks/?status=failed&x=%2F", headers=evil)
+        api = await http.get(f"{prefix}/api/tasks/7/", headers=evil)
+        posted = await http.post(f"{prefix}/api/tasks/bulk/retry/", headers=evil)
+        scheme_relative = await http.get(f"http://dash.test{prefix}//evil.example/", headers=evil)
+        unknown = await http.get(f"{prefix}/nothing/", headers=evil)
+    assert (page.status_code, page.headers["location"]) == (
+        307,
+        f"{prefix}/tasks?status=failed&x=%2F",
+    )
+    assert (api.status_code, api.headers["location"]) == (307, f"{prefix}/api/tasks/7")
+    assert (posted.status_code, posted.headers["location"]) == (
+        307,
+        f"{prefix}/api/tasks/bulk/retry",
+    )
+    assert (scheme_relative.status_code, unknown.status_code) == (404, 404)
+    assert "location" not in scheme_relative.headers
+
+
 async def test_csrf_is_required_on_every_state_change(pool: Pool, sync_conn: SyncConn) -> None:
     task_id = make(sync_conn, "failed")
     writes = [

@@ -5,9 +5,11 @@ Theory of operation
 `create_app` checks its options, then assembles a Starlette application: the JSON API, the
 OAuth routes (OAuth mode only), the pages and the static files, all mounted under the prefix
 (Starlette's ``Mount`` sets the ASGI ``root_path``, from which every URL and cookie path is
-built).  Starlette runs on Trio through anyio, so the handlers use the Trio-native pool and
-`Client` directly.  A pool made from a DSN belongs to the app and is closed at lifespan
-shutdown; a pool passed in stays the caller's.
+built).  A path that misses only by a trailing slash is redirected with a relative
+``Location`` (Starlette's own redirect is absolute, built from the ``Host`` header).
+Starlette runs on Trio through anyio, so the handlers use the Trio-native pool and `Client`
+directly.  A pool made from a DSN belongs to the app and is closed at lifespan shutdown; a
+pool passed in stays the caller's.
 
 `serve_dashboard` runs the app on Hypercorn's Trio worker until cancelled, reporting the
 bound URL through ``task_status`` (so ``port=0`` picks a free port).  Cancelling it closes
@@ -29,7 +31,7 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from .._client import Client
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from starlette.requests import Request
+    from starlette.types import Receive, Scope, Send
 
 __all__ = ["create_app", "serve_dashboard"]
 
@@ -71,6 +74,43 @@ def _secret(secret_key: str | bytes | None) -> bytes:
     if len(key) < 16:
         raise ConfigurationError("secret_key must be at least 16 bytes long")
     return key
+
+
+def _routable(routes: list[BaseRoute], scope: Scope) -> bool:
+    for route in routes:
+        match, child = route.matches(scope)
+        if isinstance(route, Mount):
+            if match is Match.FULL and _routable(route.routes, {**scope, **child}):
+                return True
+        elif match is not Match.NONE:
+            return True
+    return False
+
+
+def _relative_slash_redirects(router: Router) -> None:
+    """Starlette's trailing-slash redirect, with a relative ``Location``.
+
+    Starlette builds an absolute URL from the ``Host`` header, so a forged Host sent the
+    browser elsewhere; this one answers ``/prefix/tasks`` and refuses ``//host`` paths.
+    """
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope["path"])
+        twin = path.rstrip("/") if path.endswith("/") else f"{path}/"
+        if (
+            scope["type"] == "http"
+            and twin.startswith("/")
+            and not twin.startswith("//")
+            and _routable(router.routes, {**scope, "path": twin})
+        ):
+            query = bytes(scope.get("query_string", b"")).decode("latin-1")
+            location = f"{twin}?{query}" if query else twin
+            await RedirectResponse(location, 307)(scope, receive, send)
+            return
+        await router.not_found(scope, receive, send)
+
+    router.redirect_slashes = False
+    router.default = default
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -160,7 +200,9 @@ def create_app(
         async def to_root(request: Request) -> Response:
             return RedirectResponse(f"{settings.prefix}/", 307)
 
-        routes = [Route(settings.prefix, to_root), Mount(settings.prefix, routes=inner)]
+        mounted = Router(inner)
+        _relative_slash_redirects(mounted)
+        routes = [Route(settings.prefix, to_root), Mount(settings.prefix, app=mounted)]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -170,11 +212,13 @@ def create_app(
             if owned:
                 pool.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
+    _relative_slash_redirects(app.router)
+    return app
 
 
 async def serve_dashboard(
