@@ -19,6 +19,7 @@ __all__ = [
     "IllegalTransition",
     "InvalidQuery",
     "InvalidTask",
+    "PayloadTooLarge",
     "SchemaError",
     "SchemaMissing",
     "SchemaTooNew",
@@ -124,6 +125,26 @@ class TaskNotFound(AsynqpgError, LookupError):
     def __init__(self, task_id: int) -> None:
         super().__init__(f"task {task_id} not found")
         self.task_id = task_id
+
+
+class PayloadTooLarge(AsynqpgError):
+    """`Client.get_payload` found a payload longer than the ``max_bytes`` it was given.
+
+    Nothing of the payload was read.  Differs from `TaskNotFound` (there is no such task).
+
+    Attributes:
+        task_id: the task.
+        size: the payload's length in bytes.
+        max_bytes: the limit it is over.
+    """
+
+    def __init__(self, task_id: int, size: int, max_bytes: int) -> None:
+        super().__init__(
+            f"the payload of task {task_id} is {size} bytes, more than max_bytes={max_bytes}"
+        )
+        self.task_id = task_id
+        self.size = size
+        self.max_bytes = max_bytes
 
 
 class _TaskStateError(AsynqpgError):

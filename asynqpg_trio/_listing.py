@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from ._errors import InvalidQuery, TaskNotFound
-from ._records import TaskRecord
+from ._records import TaskSummary
 from ._row import TaskStatus
 
 __all__ = [
@@ -83,7 +83,7 @@ class Cursor:
     id: int
 
 
-def encode_cursor(order_by: str, descending: bool, last: TaskRecord) -> str:
+def encode_cursor(order_by: str, descending: bool, last: TaskSummary) -> str:
     """The cursor for the page after ``last`` in this order."""
     value = None if order_by == "id" else getattr(last, order_by).isoformat()
     raw = json.dumps([_CURSOR_VERSION, order_by, descending, value, last.id])

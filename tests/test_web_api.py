@@ -31,6 +31,7 @@ async def test_health_and_config(pool: Pool) -> None:
         "prefix": "/ops/queue",
         "hide_payload_by_default": False,
         "payloads": "show",
+        "max_payload_bytes": 1024 * 1024,
         "version": "0.1.0",
         "auth_mode": "none",
         "read_only": False,
@@ -212,6 +213,37 @@ async def test_detail_and_payload(pool: Pool, sync_conn: SyncConn) -> None:
         b"",
     )
     assert empty_detail["payload"] is None
+
+
+async def test_payloads_over_the_cap_are_not_read(pool: Pool, sync_conn: SyncConn) -> None:
+    """Only the payload endpoint reads a payload, and never one over ``max_payload_bytes``
+    (issue 16, item 7)."""
+    fits = make(sync_conn, "failed", payload=b"x" * 100)
+    big = make(sync_conn, "failed", payload=b'"' + b"y" * 100 + b'"')
+    async with dashboard_client(pool, max_payload_bytes=100) as http:
+        listed = (await http.get("/api/tasks")).json()["data"]["tasks"]
+        config = (await http.get("/api/config")).json()["data"]
+        ok_raw = await http.get(f"/api/tasks/{fits}/payload")
+        big_raw = await http.get(f"/api/tasks/{big}/payload")
+        big_detail = (await http.get(f"/api/tasks/{big}")).json()["data"]
+        fits_detail = (await http.get(f"/api/tasks/{fits}")).json()["data"]
+        big_page = await http.get(f"/tasks/{big}")
+        retried = await http.post(
+            f"/api/tasks/{big}/retry", headers={"X-CSRF-Token": await csrf_token(http)}
+        )
+    assert [t["payload_size"] for t in listed] == [100, 102]
+    assert config["max_payload_bytes"] == 100
+    assert (ok_raw.status_code, ok_raw.content) == (200, b"x" * 100)
+    assert error_of(big_raw) == (
+        403,
+        "payload_too_large",
+        "the payload is 102 bytes, more than this dashboard serves (100 bytes)",
+    )
+    assert (big_detail["payload"], big_detail["payload_size"]) == (None, 102)
+    assert fits_detail["payload"] == "x" * 100
+    assert "y" * 100 not in big_page.text
+    assert "102 bytes, more than this dashboard shows (100 bytes)" in big_page.text
+    assert retried.json()["data"]["payload"] is None
 
 
 @pytest.mark.parametrize(
@@ -485,7 +517,8 @@ async def test_unexpected_errors_are_500_without_details(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret detail")
 
-    for name in ("stats", "list_tasks", "get_task", "retry_task", "retry_failed", "throughput"):
+    names = ("stats", "list_tasks", "get_task_summary", "get_payload", "retry_task")
+    for name in (*names, "retry_failed", "throughput"):
         monkeypatch.setattr(Client, name, broken)
     async with dashboard_client(pool) as http:
         token = await csrf_token(http)

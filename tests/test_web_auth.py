@@ -358,6 +358,8 @@ def test_github_provider_defaults() -> None:
         (lambda: create_app("dbname=x", refresh_seconds=0), "refresh_seconds"),
         (lambda: create_app("dbname=x", session_max_age=1), "session_max_age"),
         (lambda: create_app("dbname=x", throughput_minutes=0), "throughput_minutes"),
+        (lambda: create_app("dbname=x", max_payload_bytes=-1), "max_payload_bytes"),
+        (lambda: create_app("dbname=x", max_payload_bytes=2**31), "max_payload_bytes"),
     ],
 )
 def test_configuration_errors(build: Any, message: str) -> None:
@@ -388,6 +390,8 @@ def test_prefixes_are_normalised() -> None:
         (["--port", "http"], "invalid port"),
         (["--prefix", "a b"], "prefix must be a URL path"),
         (["--secret-key", "short"], "16 bytes"),
+        (["--max-payload", "1MB"], "invalid --max-payload '1MB'"),
+        (["--max-payload", "2000000000"], "max_payload_bytes must be"),
     ],
 )
 def test_dashboard_command_usage_errors(

@@ -133,6 +133,7 @@ def create_app(
     read_only: bool = False,
     secret_key: str | bytes | None = None,
     payloads: PayloadMode = "show",
+    max_payload_bytes: int = 1024 * 1024,
     secure_cookies: bool = False,
     session_max_age: float = 24 * 3600.0,
     refresh_seconds: float = 5.0,
@@ -154,6 +155,9 @@ def create_app(
         payloads: ``"show"`` payloads on the detail page and in the API; ``"hide"`` them
             behind a Reveal button (the detail and action responses carry ``null``; the
             ``/payload`` endpoint serves them); ``"deny"`` never serve them.
+        max_payload_bytes: the longest payload the dashboard reads, shows or serves
+            (default 1 MiB); a longer one is not read at all: the pages say how long it
+            is, and the payload endpoint answers 403 ``payload_too_large``.
         secure_cookies: mark cookies Secure (serve over HTTPS).
         session_max_age: seconds a session (login and CSRF token) lasts.
         refresh_seconds: how often the pages refresh their live part.
@@ -173,11 +177,18 @@ def create_app(
         raise ConfigurationError("refresh_seconds must be between 0.2 and 3600")
     if not 1 <= throughput_minutes <= 1440:
         raise ConfigurationError("throughput_minutes must be between 1 and 1440")
+    if (
+        isinstance(max_payload_bytes, bool)
+        or not isinstance(max_payload_bytes, int)
+        or not 0 <= max_payload_bytes <= 1 << 30
+    ):
+        raise ConfigurationError("max_payload_bytes must be an int from 0 to 2**30 (1 GiB)")
     settings = Settings(
         prefix=_prefix(prefix),
         auth=auth,
         read_only=bool(read_only),
         payloads=payloads,
+        max_payload_bytes=max_payload_bytes,
         secure_cookies=bool(secure_cookies),
         session_max_age=float(session_max_age),
         refresh_seconds=float(refresh_seconds),

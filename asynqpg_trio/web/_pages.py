@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .._errors import InvalidQuery, TaskNotFound
+from .._errors import InvalidQuery, PayloadTooLarge, TaskNotFound
 from .._listing import ORDER_FIELDS
 from .._records import TaskPage
 from .._row import TaskStatus
@@ -85,7 +85,7 @@ def _pretty(payload: bytes) -> str:
     text = payload.decode("utf-8", "replace")
     try:
         return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 
@@ -180,15 +180,25 @@ class _Pages:
         return self._render(request, "tasks.html", context)
 
     async def task(self, request: Request) -> Response:
+        settings = self.site.settings
         try:
-            task = await self.client.get_task(task_id(request.path_params["id"]))
+            ident = task_id(request.path_params["id"])
+            task = await self.client.get_task_summary(ident)
+            fits = settings.payload_fits(task.payload_size)
+            payload = b""
+            if settings.payloads == "show" and task.payload_size and fits:
+                payload = await self.client.get_payload(ident, max_bytes=settings.max_payload_bytes)
         except (BadParam, TaskNotFound) as ex:
             missing = {"page": "tasks", "message": str(ex)}
             return self._render(request, "missing.html", missing, status=404)
+        except PayloadTooLarge:
+            fits = False
         context: dict[str, Any] = {
             "page": "tasks",
             "task": task,
-            "payload_text": _pretty(task.payload) if self.site.settings.payloads == "show" else "",
+            "payload_fits": fits,
+            "max_payload": settings.max_payload_bytes,
+            "payload_text": _pretty(payload) if payload else "",
         }
         return self._render(request, "task.html", context)
 

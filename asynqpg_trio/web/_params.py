@@ -9,7 +9,8 @@ id past 2**63-1 is refused instead of wrapping around.
 
 The ``*_json`` functions build the Go dashboard's JSON objects from the client's frozen
 values.  Times are RFC 3339 in UTC with a ``Z``.  Payloads are text (invalid UTF-8 replaced)
-in detail objects and absent from list items, which give only ``payload_size``.
+in detail objects and absent from list items, which give only ``payload_size`` (lists never
+read payloads).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from .._listing import MAX_LIMIT, ORDER_FIELDS
-from .._records import QueueStats, TaskRecord, ThroughputMinute
+from .._records import QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from .._row import TaskStatus
 
 __all__ = [
     "BadParam",
     "ListQuery",
+    "detail_json",
     "list_query",
     "stats_json",
     "task_id",
@@ -149,15 +151,9 @@ def timestamp(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def task_json(task: TaskRecord, *, payload: bool | None) -> dict[str, Any]:
-    """A task as the Go dashboard's TaskListItem (``payload=None``) or TaskDetail.
-
-    Args:
-        task: the task.
-        payload: None for a list item (no ``payload`` key); True to include the payload
-            text; False to send ``"payload": null`` (hidden).
-    """
-    data: dict[str, Any] = {
+def task_json(task: TaskRecord | TaskSummary) -> dict[str, Any]:
+    """A task as the Go dashboard's TaskListItem: no ``payload`` key, ``payload_size``."""
+    return {
         "id": task.id,
         "type": task.type,
         "status": task.status.value,
@@ -171,12 +167,20 @@ def task_json(task: TaskRecord, *, payload: bool | None) -> dict[str, Any]:
         "finalized_at": timestamp(task.finalized_at),
         "attempted_at": timestamp(task.attempted_at),
         "lease_owner": task.lease_owner,
-        "payload_size": len(task.payload),
+        "payload_size": task.payload_size,
     }
-    if payload is not None:
-        shown = payload and bool(task.payload)
-        data["payload"] = task.payload.decode("utf-8", "replace") if shown else None
-    return data
+
+
+def detail_json(task: TaskRecord | TaskSummary, payload: bytes | None) -> dict[str, Any]:
+    """A task as the Go dashboard's TaskDetail.
+
+    Args:
+        task: the task.
+        payload: the payload to show as text, or None to send ``"payload": null`` (hidden,
+            over the size limit, or empty).
+    """
+    text = payload.decode("utf-8", "replace") if payload else None
+    return task_json(task) | {"payload": text}
 
 
 def stats_json(stats: QueueStats) -> dict[str, Any]:

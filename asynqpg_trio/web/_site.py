@@ -61,11 +61,16 @@ class Settings:
     auth: BasicAuth | OAuth | None
     read_only: bool
     payloads: PayloadMode
+    max_payload_bytes: int
     secure_cookies: bool
     session_max_age: float
     refresh_seconds: float
     throughput_minutes: int
     title: str
+
+    def payload_fits(self, size: int) -> bool:
+        """Whether a payload of ``size`` bytes is small enough to read and serve."""
+        return size <= self.max_payload_bytes
 
     @property
     def auth_mode(self) -> str:
