@@ -74,9 +74,10 @@ class InvalidQuery(AsynqpgError, ValueError):
     """A `Client` method was given an argument it cannot use; nothing was run.
 
     Raised before any database work for an unknown status or order field, a naive
-    datetime, a negative offset, a task id that is not an int, or a malformed or
-    mismatched page cursor.  Differs from `InvalidTask` (the producer's input) and from
-    `TaskNotFound` (a well-formed id that names no task).
+    datetime, a negative offset or one past 2**63-1, a task type with a NUL character, a
+    task id that is not an int, or a malformed or mismatched page cursor.  Differs from
+    `InvalidTask` (the producer's input) and from `TaskNotFound` (a well-formed id that
+    names no task).
     """
 
 

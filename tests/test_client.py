@@ -249,11 +249,20 @@ async def test_list_filters_and_total(pool: Pool, sync_conn: SyncConn) -> None:
         ({"types": [1]}, "types must be strings"),
         ({"limit": "10"}, "limit must be an int"),
         ({"after": "not-a-cursor"}, "malformed page cursor"),
+        ({"offset": 2**63}, "offset must be at most 9223372036854775807"),
+        ({"types": ["a\x00b"]}, "invalid type 'a\\\\x00b': task types cannot contain NUL"),
+        ({"after": "W1" * 200}, "malformed page cursor 'W1W1W1W1W1W1W1W1W1W1"),
     ],
 )
 async def test_list_rejects_bad_arguments(pool: Pool, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidQuery, match=message):
         await Client(pool).list_tasks(**kwargs)
+
+
+async def test_bulk_refuses_nul_in_the_type(pool: Pool) -> None:
+    for bulk in (Client(pool).retry_failed, Client(pool).delete_failed):
+        with pytest.raises(InvalidQuery, match="task types cannot contain NUL characters"):
+            await bulk("a\x00")
 
 
 def test_limit_is_clamped() -> None:

@@ -5,19 +5,36 @@ Auth modes, sessions, OAuth and the command line are in test_web_auth.py.
 
 from __future__ import annotations
 
+import base64
 import itertools
-from datetime import datetime, timedelta
+import json
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qs, quote, quote_from_bytes, urlsplit
 
 import httpx
+import hypothesis
 import pytest
+from hypothesis import strategies as st
+from markupsafe import escape
 
 from asynqpg_trio import Pool, open_pool
 from asynqpg_trio._client import Client
+from asynqpg_trio.web import OAuth, User, create_app
 
-from .helpers.web import SyncConn, csrf_token, dashboard_client, error_of, make, status_of
+from .helpers.web import (
+    FakeProvider,
+    SyncConn,
+    csrf_token,
+    dashboard_client,
+    error_of,
+    make,
+    status_of,
+)
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+NESTED_CURSOR = base64.urlsafe_b64encode(b"[" * 20_000).decode()
 
 
 async def test_health_and_config(pool: Pool) -> None:
@@ -170,12 +187,30 @@ async def test_list_filters_order_and_pages(pool: Pool, sync_conn: SyncConn) -> 
         ("created_after=2024-05-01", "created_after must be a valid RFC3339 timestamp"),
         ("created_before=2024-05-01T12:00:00", "created_before must be a valid RFC3339 timestamp"),
         ("after=garbage", "malformed page cursor 'garbage'"),
+        # Issue 16, item 8: these were 500s.
+        ("offset=9223372036854775808", "offset must be at most 9223372036854775807"),
+        (f"offset={'9' * 5000}", "offset must be at most 9223372036854775807"),
+        (f"id={'9' * 5000}", f"invalid task id: {'9' * 5000}"),
+        ("type=a%00b", "invalid type 'a\\x00b': task types cannot contain NUL characters"),
+        (f"after={NESTED_CURSOR}", f"malformed page cursor '{NESTED_CURSOR[:40]}...'"),
     ],
 )
 async def test_list_refuses_bad_parameters(pool: Pool, query: str, message: str) -> None:
     async with dashboard_client(pool) as http:
         answer = await http.get(f"/api/tasks?{query}")
+        page = await http.get(f"/tasks?{query}")
     assert error_of(answer) == (400, "invalid_params", message)
+    # The page shows the same message inline (it reads times without an offset as UTC).
+    assert page.status_code == 200
+    if not query.startswith("created_"):
+        assert f'<p class="error" role="alert">{escape(message)}</p>' in page.text
+
+
+async def test_huge_limits_are_clamped(pool: Pool, sync_conn: SyncConn) -> None:
+    task_id = make(sync_conn)
+    async with dashboard_client(pool) as http:
+        answer = await http.get(f"/api/tasks?limit={'9' * 5000}")
+    assert [t["id"] for t in answer.json()["data"]["tasks"]] == [task_id]
 
 
 async def test_detail_and_payload(pool: Pool, sync_conn: SyncConn) -> None:
@@ -329,10 +364,16 @@ async def test_bulk_retry_and_delete(pool: Pool, sync_conn: SyncConn) -> None:
         assert status_of(sync_conn, failed_b) is None
         null_type = await http.post("/api/tasks/bulk/retry", json={"type": None}, headers=headers)
         assert null_type.json() == {"data": {"affected": 0}}
-        for body in (b"{", b"[1]", b'{"type": 5}', b'"a"'):
+        for body in (b"{", b"[1]", b'{"type": 5}', b'"a"', b"[" * 100_000, b"\xff"):
             for path in ("/api/tasks/bulk/retry", "/api/tasks/bulk/delete"):
                 answer = await http.post(path, content=body, headers=headers)
                 assert error_of(answer) == (400, "invalid_body", "invalid request body")
+        nul = await http.post("/api/tasks/bulk/retry", json={"type": "a\x00"}, headers=headers)
+        assert error_of(nul) == (
+            400,
+            "invalid_body",
+            "invalid request body: task types cannot contain NUL characters",
+        )
 
 
 async def test_unknown_endpoints_and_methods(pool: Pool) -> None:
@@ -548,6 +589,13 @@ async def test_unexpected_errors_are_500_without_details(
     }
     assert "secret detail" in caplog.text
     assert all("secret" not in a.text for a in answers.values())
+    # The pages show the error in their own layout, not a bare "Internal Server Error".
+    async with dashboard_client(pool) as http:
+        pages = [await http.get(path) for path in ("/", "/tasks", "/tasks/1")]
+    for page in pages:
+        assert page.status_code == 500
+        assert 'class="error" role="alert">The dashboard could not load this page' in page.text
+        assert 'href="/static/dashboard.css"' in page.text and "secret" not in page.text
 
 
 async def test_dsn_app_owns_and_closes_its_pool(dsn: str) -> None:
@@ -561,3 +609,121 @@ async def test_dsn_app_owns_and_closes_its_pool(dsn: str) -> None:
         pass
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         assert (await http.get("/api/health")).status_code == 503
+
+
+def _percent(raw: bytes) -> str:
+    return quote_from_bytes(raw, safe="")
+
+
+_TEXT = st.text(max_size=30)
+_DIGITS = st.integers(-(2**70), 2**70).map(str)
+_HUGE_DIGITS = st.integers(19, 5000).map(lambda n: "9" * n)
+_WHEN = st.builds(
+    lambda moment, minutes, sep: moment.replace(
+        tzinfo=timezone(timedelta(minutes=minutes))
+    ).isoformat(sep=sep),
+    st.datetimes(),
+    st.integers(-1439, 1439),
+    st.sampled_from(["T", " ", "t"]),
+) | st.datetimes().map(datetime.isoformat)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | _TEXT | _WHEN,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(_TEXT, inner, max_size=5),
+    max_leaves=10,
+)
+_CURSOR_FIELDS = st.tuples(
+    st.sampled_from([1, 2, "1"]),
+    st.sampled_from(["id", "created_at", "updated_at", "blocked_till", "payload", ""]),
+    st.booleans() | st.integers(0, 1),
+    st.none() | _WHEN | _TEXT,
+    st.integers(-(2**70), 2**70) | _TEXT,
+)
+_CURSOR = (_JSON | _CURSOR_FIELDS).map(
+    lambda v: base64.urlsafe_b64encode(json.dumps(v).encode()).decode().rstrip("=")
+) | st.integers(1, 5000).map(lambda n: base64.urlsafe_b64encode(b"[" * n).decode())
+_KNOWN = st.sampled_from(
+    ["pending", "failed,completed", "id", "created_at", "asc", "DESC", "1", "25", "0", "",
+     "/q/tasks", "/q/../../evil", "provider_error", "good", "a\x00b", "9" * 19, "-1"]
+)  # fmt: skip
+#: A query value, already percent-encoded (or raw garbage).
+_VALUE = (
+    (_TEXT | _DIGITS | _HUGE_DIGITS | _WHEN | _CURSOR | _KNOWN).map(lambda v: quote(v, safe=""))
+    | st.binary(max_size=12).map(_percent)
+    | st.sampled_from(["%", "%zz", "%00", "%ff%fe", "a=b", "%2e%2e"])
+)
+_KEYS = st.sampled_from(
+    ["status", "type", "id", "created_after", "created_before", "order_by", "order", "limit",
+     "offset", "after", "next", "error", "code", "state", "x"]
+)  # fmt: skip
+_QUERY = st.lists(st.tuples(_KEYS, _VALUE), max_size=6).map(
+    lambda pairs: "&".join(f"{k}={v}" for k, v in pairs)
+)
+_SEGMENT = (_TEXT | _DIGITS | _HUGE_DIGITS | st.sampled_from(["1", "fake", "bulk"])).map(
+    lambda v: quote(v, safe="")
+)
+_BODY = st.one_of(
+    st.none(),
+    st.binary(max_size=40),
+    _JSON.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"type": _TEXT | st.none() | _JSON}).map(
+        lambda v: json.dumps(v).encode()
+    ),
+    st.integers(1, 50_000).map(lambda n: b'{"type": ' + b"[" * n),
+)
+
+
+def _fuzz_routes() -> list[tuple[str, str]]:
+    """Every (method, path) the dashboard serves in OAuth mode, under its prefix."""
+    from starlette.routing import Mount, Route
+
+    app = create_app("dbname=x", auth=_fuzz_oauth(), prefix="/q")
+    mount = next(r for r in app.routes if isinstance(r, Mount))
+    return sorted(
+        (method, f"/q{route.path}")
+        for route in mount.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    )
+
+
+def _fuzz_oauth() -> OAuth:
+    alice = User(id="1", provider="fake", login="alice", name="Alice")
+    return OAuth([FakeProvider(users={"good": alice})], "https://d.example/q", lambda u: True)
+
+
+#: One request: its route, the text for the route's path parameter, the query, the body.  The
+#: URL stays under httpx's 64 KiB limit (at most 6 values of at most about 7 KB).
+_REQUEST = st.tuples(st.sampled_from(_fuzz_routes()), _SEGMENT, _QUERY, _BODY)
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # long values, on failure
+@hypothesis.settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[
+        hypothesis.HealthCheck.function_scoped_fixture,
+        hypothesis.HealthCheck.too_slow,
+    ],
+)
+@hypothesis.given(requests=st.lists(_REQUEST, min_size=1, max_size=6))
+async def test_no_parameter_makes_a_5xx(
+    dsn: str, requests: list[tuple[tuple[str, str], str, str, bytes | None]]
+) -> None:
+    """Fuzz every route's path parameters, query strings and bodies, logged in and with the
+    CSRF token: nothing answers 5xx, and every API refusal says why (issue 16, item 8)."""
+    async with open_pool(dsn, min_size=0, max_size=2) as pool:
+        app = create_app(pool, auth=_fuzz_oauth(), prefix="/q")
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dash.test") as http:
+            start = await http.get("/q/api/auth/login/fake?next=/q/tasks")
+            state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+            await http.get(f"/q/api/auth/callback/fake?code=good&state={state}")
+            headers = {"X-CSRF-Token": await csrf_token(http, "/q")}
+            for (method, template), segment, query, body in requests:
+                path = re.sub(r"\{[a-z]+\}", segment, template)
+                url = f"http://dash.test{path}?{query}" if query else f"http://dash.test{path}"
+                answer = await http.request(method, url, content=body, headers=headers)
+                assert answer.status_code < 500, (method, url, body, answer.text[:300])
+                if path.startswith("/q/api/") and answer.status_code >= 400:
+                    assert error_of(answer)[2], (method, url, body)

@@ -229,11 +229,15 @@ class _Api:
             return None, None
         try:
             data: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = ...
         if not isinstance(data, dict) or not isinstance(data.get("type"), str | None):
             return None, fail(400, "invalid_body", "invalid request body")
-        return data.get("type") or None, None
+        task_type: str | None = data.get("type") or None
+        if task_type is not None and "\x00" in task_type:
+            message = "invalid request body: task types cannot contain NUL characters"
+            return None, fail(400, "invalid_body", message)
+        return task_type, None
 
     async def bulk_retry(self, request: Request) -> Response:
         task_type, refusal = await self._bulk_type(request)

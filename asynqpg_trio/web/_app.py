@@ -45,7 +45,7 @@ from ._session import SessionCodec
 from ._site import PayloadMode, Settings, Site, fail
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from starlette.requests import Request
     from starlette.types import Receive, Scope, Send
@@ -113,10 +113,24 @@ def _relative_slash_redirects(router: Router) -> None:
     router.default = default
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+def _http_error(prefix: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """Starlette's HTTP errors (404, 405): in the JSON envelope under ``/api``, else text.
+
+    The API's base is computed from the app's own prefix, not the request's ``root_path``:
+    a path the mount did not match (a newline in it, say) still gets the envelope.
+    """
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return _http_answer(request, exc, prefix)
+
+    return handle
+
+
+def _http_answer(request: Request, exc: Exception, prefix: str) -> Response:
     assert isinstance(exc, HTTPException)
-    base = str(request.scope.get("root_path", "")).rstrip("/")
-    path = request.url.path
+    scope = request.scope
+    base = str(scope.get("app_root_path", scope.get("root_path", ""))).rstrip("/") + prefix
+    path = str(scope["path"])
     headers = dict(exc.headers or {})
     if path.startswith(f"{base}/api/") or path == f"{base}/api":
         code = "not_found" if exc.status_code == 404 else "method_not_allowed"
@@ -225,7 +239,7 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error(settings.prefix)},
         lifespan=lifespan,
     )
     _relative_slash_redirects(app.router)

@@ -44,13 +44,23 @@ class BadParam(ValueError):
     """A query parameter or path segment the dashboard cannot use; the message says why."""
 
 
+def _number(text: str) -> int | None:
+    """ASCII digits as an int, capped at 2**63 (never converts an unbounded string); else
+    None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return _MAX_ID + 1 if len(digits) > 19 else min(int(digits), _MAX_ID + 1)
+
+
 def task_id(text: str) -> int:
     """A task id from a URL: ASCII digits naming 1 .. 2**63-1."""
     if not text:
         raise BadParam("missing task id")
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_ID:
+    number = _number(text)
+    if number is None or not 1 <= number <= _MAX_ID:
         raise BadParam(f"invalid task id: {text}")
-    return int(text)
+    return number
 
 
 def _items(text: str) -> list[str]:
@@ -102,15 +112,19 @@ def list_query(
     limit_text = query.get("limit", "").strip()
     limit = default_limit
     if limit_text:
-        if not (limit_text.isascii() and limit_text.isdigit()) or int(limit_text) < 1:
+        number = _number(limit_text)
+        if number is None or number < 1:
             raise BadParam("limit must be a positive integer")
-        limit = min(int(limit_text), MAX_LIMIT)
+        limit = min(number, MAX_LIMIT)
     offset_text = query.get("offset", "").strip()
     offset = 0
     if offset_text:
-        if not (offset_text.isascii() and offset_text.isdigit()):
+        number = _number(offset_text)
+        if number is None:
             raise BadParam("offset must be a non-negative integer")
-        offset = int(offset_text)
+        if number > _MAX_ID:
+            raise BadParam(f"offset must be at most {_MAX_ID}")
+        offset = number
     statuses = _items(query.get("status", ""))
     for status in statuses:
         if status not in _STATUSES:
