@@ -449,6 +449,96 @@ async def test_csrf_is_required_on_every_state_change(pool: Pool, sync_conn: Syn
     assert done.status_code == 200
 
 
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+async def test_security_headers_on_every_response(pool: Pool, sync_conn: SyncConn) -> None:
+    """Issue 16, item 6: a framed dashboard could be clicked into "Retry all"."""
+    task_id = make(sync_conn, "failed")
+    async with dashboard_client(pool, prefix="/q") as http:
+        answers = {
+            path: await http.request(method, path)
+            for method, path in [
+                ("GET", "/q"),
+                ("GET", "/q/"),
+                ("GET", "/q/tasks?status=failed"),
+                ("GET", "/q/tasks/"),
+                ("GET", f"/q/tasks/{task_id}"),
+                ("GET", "/q/tasks/404"),
+                ("GET", "/q/login"),
+                ("GET", "/q/api/stats"),
+                ("GET", "/q/api/tasks"),
+                ("GET", f"/q/api/tasks/{task_id}/payload"),
+                ("GET", "/q/api/nothing"),
+                ("POST", "/q/api/tasks/bulk/retry"),
+                ("GET", "/elsewhere"),
+                ("GET", "/q/static/dashboard.js"),
+            ]
+        }
+    for path, answer in answers.items():
+        headers = answer.headers
+        assert headers["content-security-policy"] == CSP, path
+        assert (headers["x-frame-options"], headers["x-content-type-options"]) == (
+            "DENY",
+            "nosniff",
+        ), path
+        assert headers["referrer-policy"] == "same-origin", path
+        if path != "/q/static/dashboard.js":
+            assert headers["cache-control"] == "no-store", path
+    assert "no-store" not in answers["/q/static/dashboard.js"].headers.get("cache-control", "")
+    assert answers[f"/q/api/tasks/{task_id}/payload"].status_code == 200
+
+
+async def test_cross_site_writes_are_refused(pool: Pool, sync_conn: SyncConn) -> None:
+    """Beside the CSRF token, a browser's word that a write comes from another site is enough
+    to refuse it (issue 16, item 6); scripts that send neither header still work."""
+    task_id = make(sync_conn, "failed")
+    writes = [
+        ("POST", f"/api/tasks/{task_id}/retry"),
+        ("POST", f"/api/tasks/{task_id}/cancel"),
+        ("DELETE", f"/api/tasks/{task_id}"),
+        ("POST", "/api/tasks/bulk/retry"),
+        ("POST", "/api/tasks/bulk/delete"),
+    ]
+    refused = [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://dash.test.evil.example"},
+        {"Origin": "not a url"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://dash.test"},  # the browser decides
+    ]
+    allowed = [
+        {},
+        {"Origin": "http://dash.test"},
+        {"Origin": "http://DASH.test"},
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "https://evil.example"},
+    ]
+    async with dashboard_client(pool) as http:
+        token = await csrf_token(http)
+        for extra in refused:
+            for method, path in writes:
+                answer = await http.request(method, path, headers={"X-CSRF-Token": token, **extra})
+                assert error_of(answer) == (
+                    403,
+                    "cross_site",
+                    "cross-site request refused: Origin or Sec-Fetch-Site names another site",
+                ), (extra, path)
+        assert status_of(sync_conn, task_id) == "failed"
+        for extra in allowed:
+            answer = await http.post(
+                "/api/tasks/bulk/retry", headers={"X-CSRF-Token": token, **extra}
+            )
+            assert answer.status_code == 200, extra
+    assert status_of(sync_conn, task_id) == "pending"
+
+
 async def test_read_only_refuses_changes(pool: Pool, sync_conn: SyncConn) -> None:
     task_id = make(sync_conn, "failed")
     async with dashboard_client(pool, read_only=True) as http:

@@ -285,6 +285,26 @@ async def test_oauth_logout_needs_csrf_when_logged_in(pool: Pool) -> None:
     assert error_of(after) == (401, "unauthorized", "authentication required")
 
 
+async def test_oauth_logout_refuses_cross_site_requests(pool: Pool) -> None:
+    provider = FakeProvider(users={"good": ALICE})
+    async with dashboard_client(pool, auth=oauth(provider), prefix="/ops/queue") as http:
+        await login(http, "good")
+        token = await csrf_token(http, "/ops/queue")
+        forged = await http.post(
+            "/ops/queue/api/auth/logout",
+            headers={"X-CSRF-Token": token, "Sec-Fetch-Site": "cross-site"},
+        )
+        still_in = await http.get("/ops/queue/api/auth/me")
+        # Behind a proxy the Host header may differ: the public URL's origin counts too.
+        out = await http.post(
+            "/ops/queue/api/auth/logout",
+            headers={"X-CSRF-Token": token, "Origin": "https://ops.example.com"},
+        )
+    assert error_of(forged)[:2] == (403, "cross_site")
+    assert still_in.status_code == 200
+    assert out.json() == {"data": {"status": "logged_out"}}
+
+
 async def test_login_rotates_the_csrf_token(pool: Pool, sync_conn: SyncConn) -> None:
     task_id = make(sync_conn, "failed")
     provider = FakeProvider(users={"good": ALICE})

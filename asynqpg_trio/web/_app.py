@@ -30,6 +30,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
@@ -39,6 +40,7 @@ from .._errors import ConfigurationError
 from .._pool import Pool, pool_for
 from ._api import api_routes
 from ._auth import BasicAuth, OAuth
+from ._headers import SecurityHeaders
 from ._oauth import oauth_routes
 from ._pages import make_templates, page_routes
 from ._session import SessionCodec
@@ -239,6 +241,7 @@ def create_app(
 
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(SecurityHeaders, prefix=settings.prefix)],
         exception_handlers={HTTPException: _http_error(settings.prefix)},
         lifespan=lifespan,
     )

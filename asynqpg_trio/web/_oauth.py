@@ -170,6 +170,8 @@ class _Flow:
 
     async def logout(self, request: Request) -> Response:
         session = self.site.session(request)
+        if refusal := self.site.cross_site_refusal(request):
+            return refusal
         if session.user is not None and not csrf_ok(session, request.headers.get(CSRF_HEADER)):
             return fail(403, "csrf_failed", f"missing or invalid {CSRF_HEADER} header")
         session.clear()
