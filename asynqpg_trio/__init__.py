@@ -21,6 +21,7 @@ from ._errors import DuplicateTask as DuplicateTask
 from ._errors import IllegalTransition as IllegalTransition
 from ._errors import InvalidQuery as InvalidQuery
 from ._errors import InvalidTask as InvalidTask
+from ._errors import PayloadTooLarge as PayloadTooLarge
 from ._errors import SchemaError as SchemaError
 from ._errors import SchemaMissing as SchemaMissing
 from ._errors import SchemaTooNew as SchemaTooNew
@@ -50,6 +51,7 @@ from ._producer import Producer as Producer
 from ._records import QueueStats as QueueStats
 from ._records import TaskPage as TaskPage
 from ._records import TaskRecord as TaskRecord
+from ._records import TaskSummary as TaskSummary
 from ._records import ThroughputMinute as ThroughputMinute
 from ._records import TypeStats as TypeStats
 from ._retry import RetryPolicy as RetryPolicy
@@ -77,6 +79,7 @@ __all__ = (
     "InvalidTask",
     "LATEST_VERSION",
     "MaintenanceConfig",
+    "PayloadTooLarge",
     "Pool",
     "PoolStatistics",
     "Producer",
@@ -98,6 +101,7 @@ __all__ = (
     "TaskSnooze",
     "TaskSnoozeWithError",
     "TaskStatus",
+    "TaskSummary",
     "ThroughputMinute",
     "TypeStats",
     "connect",

@@ -4,16 +4,16 @@ Theory of operation
 -------------------
 argparse builds a tree of subcommands; every leaf sets ``func`` (Namespace -> exit status).
 `run` parses, calls ``func`` and turns every error we expect into ONE line on stderr and an
-exit status: 0 ok; 1 not found, wrong state, duplicate, schema missing, database unreachable
-or failing; 2 usage (argparse errors, bad ids, statuses or timestamps, `InvalidQuery`,
+exit status: 0 ok; 1 not found, wrong state, duplicate, schema missing, database unreachable or
+failing; 2 usage (argparse errors, bad ids, statuses or timestamps, `InvalidQuery`,
 `InvalidTask`, no DSN); 3 ``worker`` stopped but left a task to the janitor (a handler that
-ignored cancellation past the shutdown bound).  With ``--json`` the same error is also printed on stdout as one JSON
-document, ``{"error": MESSAGE, "exit_status": N}``.  The commands that run a consumer or a
-server do so inside nurseries, so their errors may arrive in an exception group: ``except*``
-sorts each error in it by class, exactly as if it came alone.  Anything else is a bug and keeps
-its traceback.  Ctrl-C ends ``stats --watch`` with status 0, anything else with 130.  The
-argument converters live in `_cli_args`, the database commands in `_cli_commands`, the output
-formats in `_cli_render`.
+ignored cancellation past the shutdown bound).  With ``--json`` the same error is also printed
+on stdout as one JSON document, ``{"error": MESSAGE, "exit_status": N}``.  The commands that run
+a consumer or a server do so inside nurseries, so their errors may arrive in an exception group:
+``except*`` sorts each error in it by class, exactly as if it came alone.  Anything else is a
+bug and keeps its traceback.  Ctrl-C ends ``stats --watch`` with status 0, anything else with
+130.  The argument converters live in `_cli_args`, the database commands in `_cli_commands`, the
+output formats in `_cli_render`.
 """
 
 from __future__ import annotations

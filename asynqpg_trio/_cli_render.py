@@ -3,12 +3,13 @@
 Theory of operation
 -------------------
 Every result has two forms.  ``*_json`` functions return plain JSON-ready data (times as ISO
-8601 with offset, payloads as UTF-8 text when they decode, always also as base64), printed one
-document per line so ``--watch --json`` is JSON Lines.  ``*_table`` functions return rich
-renderables; times are shown in UTC.  With ``full`` (stdout is not a terminal) tables cut
-nothing: whole type names, whole last messages with line breaks written as ``\\n``; else long
-values are shortened with ``…`` to fit the terminal.  Nothing here reads the database or the
-clock, except `age` formatting which is given seconds.
+8601 with offset, payloads as UTF-8 text when they decode, always also as base64; listed tasks
+carry only ``payload_size``, as lists never read payloads), printed one document per line so
+``--watch --json`` is JSON Lines.  ``*_table`` functions return rich renderables; times are
+shown in UTC.  With ``full`` (stdout is not a terminal) tables cut nothing: whole type names,
+whole last messages with line breaks written as ``\\n``; else long values are shortened with
+``…`` to fit the terminal.  Nothing here reads the database or the clock, except `age`
+formatting which is given seconds.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.console import Group, OverflowMethod
 from rich.table import Table
 from rich.text import Text
 
-from ._records import QueueStats, TaskPage, TaskRecord
+from ._records import QueueStats, TaskPage, TaskRecord, TaskSummary
 from ._row import TaskStatus
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "plural",
     "stats_json",
     "stats_table",
+    "summary_json",
     "task_json",
     "task_line",
     "task_table",
@@ -63,13 +65,22 @@ def _text_payload(payload: bytes) -> str | None:
 
 def task_json(task: TaskRecord) -> dict[str, Any]:
     """A task as JSON-ready data (``payload`` is None when it is not UTF-8 text)."""
-    return {
-        "id": task.id,
-        "type": task.type,
-        "status": task.status.value,
-        "payload": _text_payload(task.payload),
-        "payload_base64": base64.b64encode(task.payload).decode(),
-        "payload_size": len(task.payload),
+    return _task_json(task, task.payload)
+
+
+def summary_json(task: TaskSummary) -> dict[str, Any]:
+    """A listed task as JSON-ready data: `task_json` without ``payload`` and
+    ``payload_base64``."""
+    return _task_json(task, None)
+
+
+def _task_json(task: TaskRecord | TaskSummary, payload: bytes | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": task.id, "type": task.type, "status": task.status.value}
+    if payload is not None:
+        data["payload"] = _text_payload(payload)
+        data["payload_base64"] = base64.b64encode(payload).decode()
+    return data | {
+        "payload_size": task.payload_size,
         "idempotency_token": task.idempotency_token,
         "messages": list(task.messages),
         "blocked_till": _iso(task.blocked_till),
@@ -87,7 +98,7 @@ def task_json(task: TaskRecord) -> dict[str, Any]:
 def page_json(page: TaskPage) -> dict[str, Any]:
     """A page of tasks as JSON-ready data."""
     return {
-        "tasks": [task_json(t) for t in page.tasks],
+        "tasks": [summary_json(t) for t in page.tasks],
         "total": page.total,
         "next_cursor": page.next_cursor,
     }

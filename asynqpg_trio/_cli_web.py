@@ -44,6 +44,12 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _size(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise CommandError(f"invalid --max-payload {text!r}: expected a number of bytes", 2)
+    return int(text)
+
+
 def _auth(args: argparse.Namespace) -> BasicAuth | OAuth | None:
     from .web import BasicAuth, GitHubProvider, OAuth
 
@@ -119,6 +125,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         "prefix": args.prefix,
         "read_only": args.read_only,
         "payloads": args.payloads,
+        "max_payload_bytes": _size(args.max_payload),
         "secure_cookies": args.secure_cookies,
         "secret_key": args.secret_key or os.environ.get(SECRET_ENV) or None,
         "refresh_seconds": args.refresh,
@@ -146,6 +153,12 @@ def add_web_commands(sub: Any, common: Parser) -> None:
         choices=("show", "hide", "deny"),
         default="show",
         help="show payloads, hide them behind a Reveal button, or never serve them",
+    )
+    p.add_argument(
+        "--max-payload",
+        default=str(1024 * 1024),
+        metavar="BYTES",
+        help="the longest payload shown or served; longer ones are never read (default 1 MiB)",
     )
     p.add_argument("--basic-user", default=None, help="HTTP Basic auth user name")
     p.add_argument(

@@ -1,5 +1,9 @@
 """The client: inspect and manage tasks (get, list, cancel, retry, delete, bulk, stats, throughput).
 
+Lists and `Client.get_task_summary` read each payload's size, never a payload; only
+`Client.get_task` and `Client.get_payload` (which can refuse one over ``max_bytes`` without
+reading it) do.
+
 Theory of operation
 -------------------
 Each method checks its arguments first (`_listing`; a bad call runs nothing), then runs ONE
@@ -19,9 +23,10 @@ Bulk retry and delete loop over batches of `BATCH_SIZE` failed tasks (``FOR UPDA
 LOCKED``), each batch one statement, until a batch comes back short.  Cancelling any method
 leaves every finished statement done and the current one either done or not: never half done.
 
-Telemetry: get, cancel, retry and delete are ``asynqpg.<method>`` client spans with
-``task_id``; list is ``asynqpg.list_tasks`` with ``result_count``.  Only unexpected errors
-mark a span failed: not-found and wrong-state refusals are answers, not failures.
+Telemetry: get, get_task_summary, get_payload, cancel, retry and delete are
+``asynqpg.<method>`` client spans with ``task_id``; list is ``asynqpg.list_tasks`` with
+``result_count``.  Only unexpected errors mark a span failed: not-found and wrong-state
+refusals are answers, not failures.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from . import _client_repo as repo
 from ._errors import (
     AsynqpgError,
     InvalidQuery,
+    PayloadTooLarge,
     TaskAlreadyAvailable,
     TaskAlreadyFinalized,
     TaskNotFound,
@@ -43,7 +49,7 @@ from ._errors import (
 from ._listing import DEFAULT_LIMIT, check_task_id, check_type, encode_cursor, plan_list
 from ._migrate import schema_required
 from ._pool import Pool, pool_for
-from ._records import QueueStats, TaskPage, TaskRecord, ThroughputMinute
+from ._records import QueueStats, TaskPage, TaskRecord, TaskSummary, ThroughputMinute
 from ._row import TaskStatus
 from ._state import Event, allowed_pairs
 from ._telemetry import Telemetry
@@ -156,6 +162,64 @@ class Client:
             raise TaskNotFound(task_id)
         return task
 
+    async def get_task_summary(
+        self, task_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> TaskSummary:
+        """Return the task with this id without its payload (``payload_size`` instead).
+
+        Raises:
+            TaskNotFound: no task has this id.
+            InvalidQuery: ``task_id`` is not an int.
+
+        Cancellation: a checkpoint; reads only.
+        """
+        task_id = check_task_id(task_id)
+        with self._telemetry.client_span("asynqpg.get_task_summary", task_id):
+            async with self._connection(conn) as c:
+                task = await repo.get_task_summary(c, task_id)
+        if task is None:
+            raise TaskNotFound(task_id)
+        return task
+
+    async def get_payload(
+        self,
+        task_id: int,
+        *,
+        max_bytes: int | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> bytes:
+        """Return the payload of the task with this id, if it is at most ``max_bytes`` long.
+
+        A payload over the limit is not read at all: its size comes from the stored length.
+
+        Args:
+            task_id: the task.
+            max_bytes: the longest payload to read (None: any length).
+            conn: run on this connection instead of the pool.
+
+        Raises:
+            TaskNotFound: no task has this id.
+            PayloadTooLarge: the payload is longer than ``max_bytes`` (its ``size`` says how
+                long).
+            InvalidQuery: ``task_id`` or ``max_bytes`` is not a (non-negative) int.
+
+        Cancellation: a checkpoint; reads only.
+        """
+        task_id = check_task_id(task_id)
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0
+        ):
+            raise InvalidQuery(f"max_bytes must be a non-negative int or None, got {max_bytes!r}")
+        with self._telemetry.client_span("asynqpg.get_payload", task_id):
+            async with self._connection(conn) as c:
+                found = await repo.get_payload(c, task_id, max_bytes)
+        if found is None:
+            raise TaskNotFound(task_id)
+        if found.payload is None:
+            assert max_bytes is not None
+            raise PayloadTooLarge(task_id, found.size, max_bytes)
+        return found.payload
+
     async def list_tasks(
         self,
         *,
@@ -172,6 +236,9 @@ class Client:
         conn: psycopg.AsyncConnection[Any] | None = None,
     ) -> TaskPage:
         """Return one page of the tasks that match every filter given, and their total.
+
+        The tasks are `TaskSummary` values: each payload's size, never the payload (read one
+        with `get_payload`), so a page costs the same however large the payloads are.
 
         Each filter matches any of its values; None or an empty collection is no filter.
         The order is total (the sort column, then id in the same direction), so pages do not

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from ._listing import ORDER_FIELDS
 from ._queries import load
-from ._records import TASK_COLUMNS, QueueStats, TaskRecord, ThroughputMinute
+from ._records import TASK_COLUMNS, QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from ._row import TaskStatus
 
 if TYPE_CHECKING:
@@ -31,8 +31,11 @@ __all__ = [
     "QUERIES",
     "ClientQueries",
     "Outcome",
+    "PayloadRead",
     "delete_failed_batch",
+    "get_payload",
     "get_task",
+    "get_task_summary",
     "list_tasks",
     "retry_failed_batch",
     "stats",
@@ -49,6 +52,8 @@ class ClientQueries:
     """The statements of ``_sql/client.sql``, one attribute per named block."""
 
     get_task: str
+    get_task_summary: str
+    get_payload: str
     list_tasks: str
     cancel_task: str
     retry_task: str
@@ -107,10 +112,40 @@ async def get_task(conn: psycopg.AsyncConnection[Any], task_id: int) -> TaskReco
     return None if row is None else TaskRecord.from_row(row)
 
 
+async def get_task_summary(conn: psycopg.AsyncConnection[Any], task_id: int) -> TaskSummary | None:
+    """The task with this id without its payload, or None."""
+    cur = conn.cursor(binary=True)
+    await cur.execute(QUERIES.get_task_summary, {"id": task_id})
+    row = await cur.fetchone()
+    return None if row is None else TaskSummary.from_row(row)
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRead:
+    """What `get_payload` found: the payload's size, and the payload if it was within the
+    limit (else None: it was not read)."""
+
+    size: int
+    payload: bytes | None
+
+
+async def get_payload(
+    conn: psycopg.AsyncConnection[Any], task_id: int, max_bytes: int | None
+) -> PayloadRead | None:
+    """The payload's size, and the payload when it is at most ``max_bytes``; None: no task."""
+    cur = conn.cursor(binary=True)
+    await cur.execute(QUERIES.get_payload, {"id": task_id, "max_bytes": max_bytes})
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    size, payload = row
+    return PayloadRead(int(size), None if payload is None else bytes(payload))
+
+
 async def list_tasks(
     conn: psycopg.AsyncConnection[Any], plan: ListPlan
-) -> tuple[int, list[TaskRecord]]:
-    """Run a planned list query; return (total matching, the page's records)."""
+) -> tuple[int, list[TaskSummary]]:
+    """Run a planned list query; return (total matching, the page's summaries)."""
     key = (plan.order_by, plan.descending)
     query = _LIST_TEMPLATE.format(
         after_clause=_AFTER_CLAUSES[key] if plan.keyset else sql.SQL("TRUE"),
@@ -120,7 +155,7 @@ async def list_tasks(
     await cur.execute(query, plan.params)
     rows = await cur.fetchall()
     total = int(rows[0][0]) if rows else 0
-    return total, [TaskRecord.from_row(r[1:]) for r in rows if r[1] is not None]
+    return total, [TaskSummary.from_row(r[1:]) for r in rows if r[1] is not None]
 
 
 async def write_task(

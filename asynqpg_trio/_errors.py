@@ -22,6 +22,7 @@ __all__ = [
     "IllegalTransition",
     "InvalidQuery",
     "InvalidTask",
+    "PayloadTooLarge",
     "SchemaError",
     "SchemaMissing",
     "SchemaTooNew",
@@ -76,9 +77,10 @@ class InvalidQuery(AsynqpgError, ValueError):
     """A `Client` method was given an argument it cannot use; nothing was run.
 
     Raised before any database work for an unknown status or order field, a naive
-    datetime, a negative offset, a task id that is not an int, or a malformed or
-    mismatched page cursor.  Differs from `InvalidTask` (the producer's input) and from
-    `TaskNotFound` (a well-formed id that names no task).
+    datetime, a negative offset or one past 2**63-1, a task type with a NUL character, a
+    task id that is not an int, or a malformed or mismatched page cursor.  Differs from
+    `InvalidTask` (the producer's input) and from `TaskNotFound` (a well-formed id that
+    names no task).
     """
 
 
@@ -127,6 +129,26 @@ class TaskNotFound(AsynqpgError, LookupError):
     def __init__(self, task_id: int) -> None:
         super().__init__(f"task {task_id} not found")
         self.task_id = task_id
+
+
+class PayloadTooLarge(AsynqpgError):
+    """`Client.get_payload` found a payload longer than the ``max_bytes`` it was given.
+
+    Nothing of the payload was read.  Differs from `TaskNotFound` (there is no such task).
+
+    Attributes:
+        task_id: the task.
+        size: the payload's length in bytes.
+        max_bytes: the limit it is over.
+    """
+
+    def __init__(self, task_id: int, size: int, max_bytes: int) -> None:
+        super().__init__(
+            f"the payload of task {task_id} is {size} bytes, more than max_bytes={max_bytes}"
+        )
+        self.task_id = task_id
+        self.size = size
+        self.max_bytes = max_bytes
 
 
 class _TaskStateError(AsynqpgError):

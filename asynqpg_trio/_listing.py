@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from ._errors import InvalidQuery, TaskNotFound
-from ._records import TaskRecord
+from ._records import TaskSummary
 from ._row import TaskStatus
 
 __all__ = [
@@ -49,6 +49,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 _MAX_ID = 2**63 - 1
 _CURSOR_VERSION = 1
+_MAX_CURSOR = 256  # characters; a real cursor is under 150
 _STATUS_NAMES = ", ".join(s.value for s in TaskStatus)
 
 
@@ -66,11 +67,17 @@ def check_task_id(task_id: object) -> int:
     return task_id
 
 
+def _no_nul(task_type: str) -> str:
+    if "\x00" in task_type:
+        raise InvalidQuery(f"invalid type {task_type!r}: task types cannot contain NUL characters")
+    return task_type
+
+
 def check_type(task_type: object) -> str | None:
     """Return a bulk operation's optional type filter, checked."""
     if task_type is not None and not isinstance(task_type, str):
         raise InvalidQuery(f"type must be a str or None, got {task_type!r}")
-    return task_type
+    return None if task_type is None else _no_nul(task_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +90,7 @@ class Cursor:
     id: int
 
 
-def encode_cursor(order_by: str, descending: bool, last: TaskRecord) -> str:
+def encode_cursor(order_by: str, descending: bool, last: TaskSummary) -> str:
     """The cursor for the page after ``last`` in this order."""
     value = None if order_by == "id" else getattr(last, order_by).isoformat()
     raw = json.dumps([_CURSOR_VERSION, order_by, descending, value, last.id])
@@ -91,6 +98,8 @@ def encode_cursor(order_by: str, descending: bool, last: TaskRecord) -> str:
 
 
 def _parse_cursor(text: str) -> Cursor:
+    if len(text) > _MAX_CURSOR:
+        raise ValueError(text)
     raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     version, order_by, descending, value, last_id = json.loads(raw)
     if version != _CURSOR_VERSION or order_by not in ORDER_FIELDS:
@@ -108,8 +117,9 @@ def _decode_cursor(text: object) -> Cursor:
         raise InvalidQuery(f"after must be a cursor string from TaskPage.next_cursor, got {text!r}")
     try:
         return _parse_cursor(text)
-    except (ValueError, TypeError, binascii.Error, InvalidQuery, TaskNotFound):
-        raise InvalidQuery(f"malformed page cursor {text!r}") from None
+    except (ValueError, TypeError, RecursionError, binascii.Error, InvalidQuery, TaskNotFound):
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise InvalidQuery(f"malformed page cursor {shown!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +164,7 @@ def _types(value: object) -> list[str] | None:
     items = _as_list(value, "types")
     if items is not None and not all(isinstance(t, str) for t in items):
         raise InvalidQuery(f"types must be strings, got {items!r}")
-    return items
+    return None if items is None else [_no_nul(t) for t in items]
 
 
 def _ids(value: object) -> list[int] | None:
@@ -212,6 +222,8 @@ def plan_list(
     skip = _int(offset, "offset")
     if skip < 0:
         raise InvalidQuery(f"offset must not be negative, got {skip}")
+    if skip > _MAX_ID:
+        raise InvalidQuery(f"offset must be at most {_MAX_ID}")
     params: dict[str, Any] = {
         "statuses": _statuses(statuses),
         "types": _types(types),

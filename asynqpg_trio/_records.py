@@ -3,7 +3,9 @@
 Theory of operation
 -------------------
 These are plain data with no behaviour beyond conversion: `TaskRecord.from_row` turns a row in
-the column order every client statement returns (see ``_sql/client.sql``) into a value, and
+the column order every client statement returns (see ``_sql/client.sql``) into a value,
+`TaskSummary.from_row` does the same for a summary row (the payload's size in the payload's
+place: lists never read payloads), and
 `QueueStats.from_counts` folds the stats statement's (type, status, count, age) rows into
 totals.  Nothing here touches the database or the clock, so the values are safe to hand to
 any task, print, or compare in tests.
@@ -19,7 +21,14 @@ from typing import Any
 
 from ._row import TaskStatus
 
-__all__ = ["QueueStats", "TaskPage", "TaskRecord", "ThroughputMinute", "TypeStats"]
+__all__ = [
+    "QueueStats",
+    "TaskPage",
+    "TaskRecord",
+    "TaskSummary",
+    "ThroughputMinute",
+    "TypeStats",
+]
 
 #: Number of task columns in a row; the client's statements put them last.
 TASK_COLUMNS = 15
@@ -66,6 +75,11 @@ class TaskRecord:
     lease_token: int | None
     lease_owner: str | None
 
+    @property
+    def payload_size(self) -> int:
+        """The payload's length in bytes."""
+        return len(self.payload)
+
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskRecord:
         """Build a record from the task columns of a client statement's row, in order."""
@@ -106,18 +120,98 @@ class TaskRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """A task without its payload: what `Client.list_tasks` and `Client.get_task_summary`
+    return.  The same fields as `TaskRecord`, with ``payload_size`` for ``payload``, so a
+    page of tasks costs the same however large their payloads are (`Client.get_payload`
+    reads one).
+
+    Attributes:
+        id: the task's id.
+        type: its type.
+        payload_size: its payload's length in bytes.
+        status: where it is in its life.
+        idempotency_token: its token, if it was enqueued with one.
+        messages: error messages of earlier attempts, oldest first.
+        blocked_till: not claimed before this time; while running, when the lease expires.
+        attempts_left: executions still allowed.
+        attempts_elapsed: executions started.
+        created_at: when it was enqueued.
+        updated_at: when the row last changed.
+        finalized_at: when it reached completed, failed or cancelled, else None.
+        attempted_at: when it was last claimed, else None.
+        lease_token: the current lease's fencing token; set exactly while running.
+        lease_owner: the id of the consumer holding the lease, while running.
+    """
+
+    id: int
+    type: str
+    payload_size: int
+    status: TaskStatus
+    idempotency_token: str | None
+    messages: tuple[str, ...]
+    blocked_till: datetime
+    attempts_left: int
+    attempts_elapsed: int
+    created_at: datetime
+    updated_at: datetime
+    finalized_at: datetime | None
+    attempted_at: datetime | None
+    lease_token: int | None
+    lease_owner: str | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> TaskSummary:
+        """Build a summary from a summary row's task columns, in order."""
+        (
+            task_id,
+            task_type,
+            payload_size,
+            status,
+            token,
+            messages,
+            blocked_till,
+            attempts_left,
+            attempts_elapsed,
+            created_at,
+            updated_at,
+            finalized_at,
+            attempted_at,
+            lease_token,
+            lease_owner,
+        ) = row
+        return cls(
+            id=int(task_id),
+            type=task_type,
+            payload_size=int(payload_size),
+            status=TaskStatus(status),
+            idempotency_token=token,
+            messages=tuple(messages or ()),
+            blocked_till=blocked_till,
+            attempts_left=int(attempts_left),
+            attempts_elapsed=int(attempts_elapsed),
+            created_at=created_at,
+            updated_at=updated_at,
+            finalized_at=finalized_at,
+            attempted_at=attempted_at,
+            lease_token=None if lease_token is None else int(lease_token),
+            lease_owner=lease_owner,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TaskPage:
     """One page of `Client.list_tasks`.
 
     Attributes:
-        tasks: the tasks on this page, in the requested order.
+        tasks: the tasks on this page, in the requested order, without their payloads.
         total: how many tasks match the filters, ignoring limit, offset and cursor (counted
             in the same snapshot as the page).
         next_cursor: pass as ``after=`` with the same filters and order to get the next page;
             None when this page holds fewer tasks than the limit (nothing more matched).
     """
 
-    tasks: tuple[TaskRecord, ...]
+    tasks: tuple[TaskSummary, ...]
     total: int
     next_cursor: str | None
 

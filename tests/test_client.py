@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
 
 from asynqpg_trio import (
+    PayloadTooLarge,
     Pool,
     Producer,
     Task,
@@ -16,6 +18,7 @@ from asynqpg_trio import (
     TaskAlreadyFinalized,
     TaskNotFound,
     TaskRunning,
+    TaskSummary,
 )
 from asynqpg_trio._client import Client
 from asynqpg_trio._errors import InvalidQuery
@@ -246,11 +249,20 @@ async def test_list_filters_and_total(pool: Pool, sync_conn: SyncConn) -> None:
         ({"types": [1]}, "types must be strings"),
         ({"limit": "10"}, "limit must be an int"),
         ({"after": "not-a-cursor"}, "malformed page cursor"),
+        ({"offset": 2**63}, "offset must be at most 9223372036854775807"),
+        ({"types": ["a\x00b"]}, "invalid type 'a\\\\x00b': task types cannot contain NUL"),
+        ({"after": "W1" * 200}, "malformed page cursor 'W1W1W1W1W1W1W1W1W1W1"),
     ],
 )
 async def test_list_rejects_bad_arguments(pool: Pool, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidQuery, match=message):
         await Client(pool).list_tasks(**kwargs)
+
+
+async def test_bulk_refuses_nul_in_the_type(pool: Pool) -> None:
+    for bulk in (Client(pool).retry_failed, Client(pool).delete_failed):
+        with pytest.raises(InvalidQuery, match="task types cannot contain NUL characters"):
+            await bulk("a\x00")
 
 
 def test_limit_is_clamped() -> None:
@@ -315,6 +327,63 @@ async def test_keyset_survives_concurrent_writes(pool: Pool, sync_conn: SyncConn
         await client.list_tasks(after=first.next_cursor, descending=True)
     with pytest.raises(InvalidQuery, match="not both"):
         await client.list_tasks(after=first.next_cursor, offset=3)
+
+
+class RecordingCursor(psycopg.AsyncCursor[Any]):
+    """A cursor that keeps every row it hands out, to see what a query really returned."""
+
+    rows: ClassVar[list[Any]] = []
+
+    async def fetchall(self) -> list[Any]:
+        rows = await super().fetchall()
+        RecordingCursor.rows.extend(rows)
+        return rows
+
+
+async def test_lists_carry_no_payload_bytes(pool: Pool, sync_conn: SyncConn) -> None:
+    """A list reads every payload's size, never a payload (issue 16, item 7): 20 tasks of
+    10 MB made a 7 KB page cost 400 MB."""
+    big = make(sync_conn)
+    sync_conn.execute(
+        "UPDATE asynqpg_tasks SET payload = decode(repeat('ab', 300000), 'hex') WHERE id = %s",
+        (big,),
+    )
+    small = make(sync_conn)
+    assert not {f.name for f in dataclasses.fields(TaskSummary)} & {"payload"}
+    RecordingCursor.rows = []
+    async with pool.connection() as conn:
+        conn.cursor_factory = RecordingCursor
+        try:
+            page = await Client(pool).list_tasks(conn=conn)
+        finally:
+            conn.cursor_factory = psycopg.AsyncCursor
+    assert [(t.id, t.payload_size) for t in page.tasks] == [(big, 300_000), (small, 1)]
+    assert all(isinstance(t, TaskSummary) for t in page.tasks)
+    values = [value for row in RecordingCursor.rows for value in row]
+    assert RecordingCursor.rows and not [v for v in values if isinstance(v, bytes | memoryview)]
+
+
+async def test_payload_reads_are_capped(pool: Pool, sync_conn: SyncConn) -> None:
+    task_id = await Producer(pool).enqueue(Task("blob", b"0123456789"))
+    client = Client(pool)
+    summary = await client.get_task_summary(task_id)
+    assert (summary.id, summary.type, summary.payload_size, summary.status) == (
+        task_id,
+        "blob",
+        10,
+        TaskStatus.PENDING,
+    )
+    assert await client.get_payload(task_id) == b"0123456789"
+    assert await client.get_payload(task_id, max_bytes=10) == b"0123456789"
+    with pytest.raises(PayloadTooLarge) as info:
+        await client.get_payload(task_id, max_bytes=9)
+    assert (info.value.task_id, info.value.size, info.value.max_bytes) == (task_id, 10, 9)
+    assert "10 bytes" in str(info.value)
+    for call in (client.get_task_summary, client.get_payload):
+        with pytest.raises(TaskNotFound):
+            await call(424242)
+    with pytest.raises(InvalidQuery, match="max_bytes"):
+        await client.get_payload(task_id, max_bytes=-1)
 
 
 async def test_bulk_retry_and_delete_failed_in_batches(pool: Pool, sync_conn: SyncConn) -> None:

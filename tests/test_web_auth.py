@@ -7,11 +7,13 @@ import base64
 import time
 import types
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urljoin, urlsplit
 
 import httpx
+import hypothesis
 import itsdangerous.timed
 import pytest
+from hypothesis import strategies as st
 
 from asynqpg_trio import ConfigurationError, Pool
 from asynqpg_trio._cli_web import _standalone
@@ -24,6 +26,7 @@ from asynqpg_trio.web import (
     User,
     create_app,
 )
+from asynqpg_trio.web._oauth import safe_next
 
 from .helpers.web import FakeProvider, SyncConn, csrf_token, dashboard_client, error_of, make
 
@@ -164,6 +167,75 @@ async def test_oauth_refusals(pool: Pool) -> None:
     assert "did not complete the login" in error_page.text and "<script>x" not in error_page.text
 
 
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/ops/queue/tasks?status=failed", "/ops/queue/tasks?status=failed"),
+        ("/ops/queue/tasks/../tasks/./7", "/ops/queue/tasks/7"),
+        ("/ops/queue/tasks#top", "/ops/queue/tasks#top"),
+        ("/ops/queue//tasks", "/ops/queue/tasks"),
+        ("/ops/queue\\tasks", "/ops/queue/tasks"),
+        ("/ops/queue", "/ops/queue/"),
+        ("/ops/queue/../../evil", "/ops/queue/"),
+        ("/ops/queue/..", "/ops/queue/"),
+        ("/ops/queue/%2e%2e/%2E%2e/evil", "/ops/queue/"),
+        ("/ops/queue/.%2E/evil", "/ops/queue/"),
+        ("/ops/queue/..\\..\\evil", "/ops/queue/"),
+        ("/ops/queue\\..\\evil", "/ops/queue/"),
+        ("/ops/queueevil", "/ops/queue/"),
+        ("//evil.example/ops/queue/", "/ops/queue/"),
+        ("/\\evil.example/ops/queue/", "/ops/queue/"),
+        ("\\\\evil.example/ops/queue/", "/ops/queue/"),
+        ("https://evil.example/ops/queue/", "/ops/queue/"),
+        ("javascript:alert(1)//ops/queue/", "/ops/queue/"),
+        ("/ops/queue/\t/evil", "/ops/queue/"),
+        (" /ops/queue/tasks", "/ops/queue/tasks"),  # browsers strip leading spaces too
+        (" //evil.example/ops/queue/", "/ops/queue/"),
+        ("ops/queue/tasks", "/ops/queue/"),
+        ("", "/ops/queue/"),
+        (None, "/ops/queue/"),
+    ],
+)
+def test_next_stays_under_the_prefix(target: str | None, expected: str) -> None:
+    """``next=`` is resolved as a browser would (dot segments, %2e, backslashes) and must
+    stay under the prefix (issue 16, item 9)."""
+    assert safe_next("/ops/queue", target) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [("/tasks", "/tasks"), ("/../x", "/x"), ("/\\evil.example", "/"), ("//evil.example", "/")],
+)
+def test_next_at_the_root(target: str, expected: str) -> None:
+    assert safe_next("", target) == expected
+
+
+NEXT_TEXT = st.lists(
+    st.sampled_from(["/", "\\", ".", "..", "%2e", "%2E", "ops", "queue", "?", "#", ":", "x", "//"])
+).map("".join)
+
+
+@hypothesis.given(NEXT_TEXT.map(lambda tail: "/ops/queue" + tail) | NEXT_TEXT)
+@hypothesis.example("/ops/queue/%2e%2e/evil")
+def test_next_never_leaves_the_prefix(target: str) -> None:
+    result = safe_next("/ops/queue", target)
+    path = urlsplit(result).path
+    assert path.startswith("/ops/queue/") and "\\" not in path
+    assert not {".", ".."} & {seg.lower().replace("%2e", ".") for seg in path.split("/")}
+    resolved = urlsplit(urljoin("https://d.example/ops/queue/tasks/1", result))
+    assert (resolved.netloc, resolved.path) == ("d.example", path)
+
+
+async def test_login_next_is_normalised(pool: Pool) -> None:
+    provider = FakeProvider(users={"good": ALICE})
+    async with dashboard_client(pool, auth=oauth(provider), prefix="/ops/queue") as http:
+        escape = quote("/ops/queue/../../evil", safe="")
+        page = await http.get(f"/ops/queue/login?next={escape}")
+        done = await login(http, "good", next_page=quote("/ops/queue/%2e%2e/evil", safe=""))
+    assert 'href="/ops/queue/api/auth/login/fake?next=%2Fops%2Fqueue%2F"' in page.text
+    assert done.headers["location"] == "/ops/queue/"
+
+
 async def test_oauth_sessions_expire_and_reject_tampering(
     pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,6 +283,26 @@ async def test_oauth_logout_needs_csrf_when_logged_in(pool: Pool) -> None:
     assert out.json() == {"data": {"status": "logged_out"}}
     assert "Path=/ops/queue" in out.headers["set-cookie"]
     assert error_of(after) == (401, "unauthorized", "authentication required")
+
+
+async def test_oauth_logout_refuses_cross_site_requests(pool: Pool) -> None:
+    provider = FakeProvider(users={"good": ALICE})
+    async with dashboard_client(pool, auth=oauth(provider), prefix="/ops/queue") as http:
+        await login(http, "good")
+        token = await csrf_token(http, "/ops/queue")
+        forged = await http.post(
+            "/ops/queue/api/auth/logout",
+            headers={"X-CSRF-Token": token, "Sec-Fetch-Site": "cross-site"},
+        )
+        still_in = await http.get("/ops/queue/api/auth/me")
+        # Behind a proxy the Host header may differ: the public URL's origin counts too.
+        out = await http.post(
+            "/ops/queue/api/auth/logout",
+            headers={"X-CSRF-Token": token, "Origin": "https://ops.example.com"},
+        )
+    assert error_of(forged)[:2] == (403, "cross_site")
+    assert still_in.status_code == 200
+    assert out.json() == {"data": {"status": "logged_out"}}
 
 
 async def test_login_rotates_the_csrf_token(pool: Pool, sync_conn: SyncConn) -> None:
@@ -286,6 +378,8 @@ def test_github_provider_defaults() -> None:
         (lambda: create_app("dbname=x", refresh_seconds=0), "refresh_seconds"),
         (lambda: create_app("dbname=x", session_max_age=1), "session_max_age"),
         (lambda: create_app("dbname=x", throughput_minutes=0), "throughput_minutes"),
+        (lambda: create_app("dbname=x", max_payload_bytes=-1), "max_payload_bytes"),
+        (lambda: create_app("dbname=x", max_payload_bytes=2**31), "max_payload_bytes"),
     ],
 )
 def test_configuration_errors(build: Any, message: str) -> None:
@@ -316,6 +410,8 @@ def test_prefixes_are_normalised() -> None:
         (["--port", "http"], "invalid port"),
         (["--prefix", "a b"], "prefix must be a URL path"),
         (["--secret-key", "short"], "16 bytes"),
+        (["--max-payload", "1MB"], "invalid --max-payload '1MB'"),
+        (["--max-payload", "2000000000"], "max_payload_bytes must be"),
     ],
 )
 def test_dashboard_command_usage_errors(

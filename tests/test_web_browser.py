@@ -1,6 +1,7 @@
 """The dashboard in headless Chromium, served by the dashboard command (Hypercorn's Trio
 worker) under a non-root prefix with Basic auth: counts, live refresh, the dead-letter view's
-Retry all, and cancelling a task from its detail page.
+Retry all, and cancelling a task from its detail page, all under the dashboard's Content
+Security Policy (no violation reported).  And another site cannot frame it.
 
 Needs Debian's ``chromium`` and the ``playwright`` package (``.ci/run`` installs both).  It
 never skips: without them it fails and says what to install.
@@ -9,11 +10,18 @@ never skips: without them it fails and says what to install.
 from __future__ import annotations
 
 import re
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .helpers.web import SyncConn, dashboard_process, make, status_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -30,16 +38,21 @@ PREFIX = "/ops/queue"
 USER, PASSWORD = "admin", "browser-test"
 
 
-def test_dashboard_in_chromium(dsn: str, sync_conn: SyncConn) -> None:
+def _need_chromium() -> None:
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing; install it with "
             "`apt-get update && apt-get install -y chromium chromium-driver`"
         )
     try:
-        from playwright.sync_api import expect, sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         pytest.fail("the playwright package is missing; `pip install playwright` (no browsers)")
+
+
+def test_dashboard_in_chromium(dsn: str, sync_conn: SyncConn) -> None:
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
 
     failed = [make(sync_conn, "failed", type="email", messages=("smtp down",)) for _ in range(3)]
     pending = make(sync_conn, "pending", type="report")
@@ -119,4 +132,62 @@ def test_dashboard_in_chromium(dsn: str, sync_conn: SyncConn) -> None:
         finally:
             browser.close()
     assert requested and all(u.startswith(f"{origin}{PREFIX}/") for u in requested), requested
+    assert not [p for p in problems if "Content Security Policy" in p], problems
     assert problems == []
+
+
+@contextmanager
+def _site(body: bytes) -> Iterator[int]:
+    """Another site: an HTTP server on 127.0.0.1 answering every GET with ``body``; yields
+    its port.  Chromium lets a page served from a local address frame a local dashboard
+    (a page it did not load from the network counts as public and may not)."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_another_site_cannot_frame_the_dashboard(dsn: str, sync_conn: SyncConn) -> None:
+    """A page on another site frames the dead-letter view of an open dashboard (the default,
+    no auth) to overlay "Retry all" with its own bait: Chromium must refuse the frame (CSP
+    ``frame-ancestors 'none'``; ``X-Frame-Options: DENY`` for older browsers).  Issue 16,
+    item 6: the frame used to load, "Retry all" and all."""
+    _need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    make(sync_conn, "failed", type="email")
+    with dashboard_process(dsn, "--prefix", PREFIX) as (url, _):
+        target = f"{url}tasks?status=failed"
+        bait = f'<!doctype html><iframe src="{target}" width="900" height="600"></iframe>'
+        with _site(bait.encode()) as port, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                evil = browser.new_page()
+                console: list[str] = []
+                evil.on("console", lambda m: console.append(m.text))
+                # "localhost" is another site than the dashboard's "127.0.0.1".  goto returns
+                # at the load event, which waits for the frame (or its error page).
+                evil.goto(f"http://localhost:{port}/")
+                (framed,) = evil.main_frame.child_frames
+                retry_all = evil.frame_locator("iframe").get_by_role("button", name="Retry all")
+                assert (framed.url, retry_all.count()) == ("chrome-error://chromewebdata/", 0)
+                assert any("frame-ancestors 'none'" in text for text in console), console
+            finally:
+                browser.close()

@@ -9,10 +9,13 @@
 -- (after the change when changed, else as the row is now).  No row: no such task.  The
 -- client reads (event, old_status) to decide which error, if any, to raise.
 --
--- Column order of every task row (see _client_repo.record_from_row):
+-- Column order of every task row (see _records.TaskRecord.from_row):
 --     id, type, payload, status, idempotency_token, messages, blocked_till, attempts_left,
 --     attempts_elapsed, created_at, updated_at, finalized_at, attempted_at, lease_token,
 --     lease_owner
+-- A summary row (list_tasks, get_task_summary; _records.TaskSummary.from_row) has
+-- octet_length(payload) in the payload's place: the size is stored in the value's header,
+-- so a summary never reads (or de-TOASTs) a payload.
 
 -- name: get_task
 -- One task by id.
@@ -22,12 +25,32 @@ SELECT id, type, payload, status, idempotency_token, messages, blocked_till, att
 FROM asynqpg_tasks
 WHERE id = %(id)s
 
+-- name: get_task_summary
+-- One task by id, with its payload's size instead of the payload.
+SELECT id, type, octet_length(payload), status, idempotency_token, messages, blocked_till,
+       attempts_left, attempts_elapsed, created_at, updated_at, finalized_at, attempted_at,
+       lease_token, lease_owner
+FROM asynqpg_tasks
+WHERE id = %(id)s
+
+-- name: get_payload
+-- One task's payload size, and the payload only when max_bytes is NULL or the payload is at
+-- most max_bytes long (else NULL: a payload over the limit is never read).  No row: no such
+-- task.
+SELECT octet_length(payload),
+       CASE WHEN %(max_bytes)s::bigint IS NULL OR octet_length(payload) <= %(max_bytes)s::bigint
+            THEN payload
+       END
+FROM asynqpg_tasks
+WHERE id = %(id)s
+
 -- name: list_tasks
 -- A page of tasks and the count of all that match, from one snapshot.  A NULL filter is no
 -- filter.  A template: the client fills the placeholder after_clause (TRUE, or the keyset
 -- comparison against the cursor's (value, id)) and order_clause (the sort column then id,
 -- both in one direction) from fixed psycopg.sql fragments chosen by a whitelist.  The
 -- first row always exists (it carries the total); its task columns are NULL on an empty page.
+-- The task columns are a summary row: payload sizes, never payloads.
 WITH matching AS NOT MATERIALIZED (
     SELECT t.*
     FROM asynqpg_tasks t
@@ -38,12 +61,15 @@ WITH matching AS NOT MATERIALIZED (
       AND (%(created_before)s::timestamptz IS NULL OR t.created_at <= %(created_before)s)
 )
 SELECT c.total,
-       p.id, p.type, p.payload, p.status, p.idempotency_token, p.messages, p.blocked_till,
-       p.attempts_left, p.attempts_elapsed, p.created_at, p.updated_at, p.finalized_at,
-       p.attempted_at, p.lease_token, p.lease_owner
+       p.id, p.type, p.payload_size, p.status, p.idempotency_token, p.messages,
+       p.blocked_till, p.attempts_left, p.attempts_elapsed, p.created_at, p.updated_at,
+       p.finalized_at, p.attempted_at, p.lease_token, p.lease_owner
 FROM (SELECT count(*) AS total FROM matching) AS c
 LEFT JOIN LATERAL (
-    SELECT m.*
+    SELECT m.id, m.type, octet_length(m.payload) AS payload_size, m.status,
+           m.idempotency_token, m.messages, m.blocked_till, m.attempts_left,
+           m.attempts_elapsed, m.created_at, m.updated_at, m.finalized_at, m.attempted_at,
+           m.lease_token, m.lease_owner
     FROM matching m
     WHERE {after_clause}
     ORDER BY {order_clause}

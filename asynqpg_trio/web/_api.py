@@ -8,11 +8,18 @@ one `Client` call, and answers in the envelope ``{"data": ...}`` or
 in the Go dashboard (`_STATE_ERRORS`); anything unexpected is logged with its traceback and
 answered 500 ``internal_error`` without details.
 
+Payloads: lists and the detail read each payload's size only; the detail then reads the
+payload (in ``"show"`` mode) and the payload endpoint serves it only when it is at most
+``max_payload_bytes`` long, so no request makes the dashboard hold more than that of one
+payload (the action answers carry the row the write returned, payload included, shown only
+within the limit).
+
 Differences from the Go dashboard, each fixing a flaw it has: a failed health check uses the
 error envelope (503 ``database_unreachable``); ``by_type`` is sorted; task types are read
 fresh (no 30 s cache); ids past 2**63-1 are refused; ``payloads="hide"`` also hides the
-payload in the action responses, and ``payloads="deny"`` refuses the payload endpoint; every
-state-changing call needs the CSRF token and is refused in read-only mode.
+payload in the action responses, and ``payloads="deny"`` refuses the payload endpoint; lists
+never read payloads, and a payload over the limit is refused (403 ``payload_too_large``);
+every state-changing call needs the CSRF token and is refused in read-only mode.
 """
 
 from __future__ import annotations
@@ -28,12 +35,21 @@ from starlette.routing import Route
 from .. import __version__
 from .._errors import (
     InvalidQuery,
+    PayloadTooLarge,
     TaskAlreadyAvailable,
     TaskAlreadyFinalized,
     TaskNotFound,
     TaskRunning,
 )
-from ._params import BadParam, list_query, stats_json, task_id, task_json, throughput_json
+from ._params import (
+    BadParam,
+    detail_json,
+    list_query,
+    stats_json,
+    task_id,
+    task_json,
+    throughput_json,
+)
 from ._site import Access, Site, fail, ok
 
 if TYPE_CHECKING:
@@ -90,6 +106,7 @@ class _Api:
                 "prefix": self.site.base(request) or "/",
                 "hide_payload_by_default": settings.payloads != "show",
                 "payloads": settings.payloads,
+                "max_payload_bytes": settings.max_payload_bytes,
                 "version": __version__,
                 "auth_mode": settings.auth_mode,
                 "read_only": settings.read_only,
@@ -130,51 +147,81 @@ class _Api:
             return _internal("list tasks")
         return ok(
             {
-                "tasks": [task_json(t, payload=None) for t in page.tasks],
+                "tasks": [task_json(t) for t in page.tasks],
                 "total": page.total,
                 "next_cursor": page.next_cursor,
             }
         )
 
     async def _one(
-        self,
-        request: Request,
-        action: str,
-        call: Callable[[int], Awaitable[TaskRecord]],
-        render: Callable[[TaskRecord], Response],
+        self, request: Request, action: str, run: Callable[[int], Awaitable[Response]]
     ) -> Response:
         try:
             ident = task_id(request.path_params["id"])
         except BadParam as ex:
             return fail(400, "invalid_id", str(ex))
         try:
-            task = await call(ident)
+            return await run(ident)
         except (TaskNotFound, TaskRunning, TaskAlreadyFinalized, TaskAlreadyAvailable) as ex:
             status, code, message = _STATE_ERRORS[type(ex)]
             return fail(status, code, message)
         except Exception:
             return _internal(action)
-        return render(task)
 
-    def _detail(self, task: TaskRecord) -> Response:
-        return ok(task_json(task, payload=self._show_payload()))
+    def _write(
+        self, call: Callable[[int], Awaitable[TaskRecord]]
+    ) -> Callable[[int], Awaitable[Response]]:
+        async def run(ident: int) -> Response:
+            task = await call(ident)
+            settings = self.site.settings
+            shown = self._show_payload() and settings.payload_fits(task.payload_size)
+            return ok(detail_json(task, task.payload if shown else None))
+
+        return run
+
+    async def _detail(self, ident: int) -> Response:
+        task = await self.client.get_task_summary(ident)
+        payload = None
+        if self._show_payload() and task.payload_size > 0:
+            payload = await self._payload_within_limit(ident)
+        return ok(detail_json(task, payload))
+
+    async def _payload_within_limit(self, ident: int) -> bytes | None:
+        try:
+            return await self.client.get_payload(
+                ident, max_bytes=self.site.settings.max_payload_bytes
+            )
+        except PayloadTooLarge:
+            return None
+
+    async def _raw(self, ident: int) -> Response:
+        limit = self.site.settings.max_payload_bytes
+        try:
+            payload = await self.client.get_payload(ident, max_bytes=limit)
+        except PayloadTooLarge as ex:
+            return fail(
+                403,
+                "payload_too_large",
+                f"the payload is {ex.size} bytes, more than this dashboard serves ({limit} bytes)",
+            )
+        return _raw_payload(payload)
 
     async def get_task(self, request: Request) -> Response:
-        return await self._one(request, "get task", self.client.get_task, self._detail)
+        return await self._one(request, "get task", self._detail)
 
     async def payload(self, request: Request) -> Response:
         if self.site.settings.payloads == "deny":
             return fail(403, "payload_denied", "payloads are not shown by this dashboard")
-        return await self._one(request, "get task payload", self.client.get_task, _raw_payload)
+        return await self._one(request, "get task payload", self._raw)
 
     async def retry(self, request: Request) -> Response:
-        return await self._one(request, "retry task", self.client.retry_task, self._detail)
+        return await self._one(request, "retry task", self._write(self.client.retry_task))
 
     async def cancel(self, request: Request) -> Response:
-        return await self._one(request, "cancel task", self.client.cancel_task, self._detail)
+        return await self._one(request, "cancel task", self._write(self.client.cancel_task))
 
     async def delete(self, request: Request) -> Response:
-        return await self._one(request, "delete task", self.client.delete_task, self._detail)
+        return await self._one(request, "delete task", self._write(self.client.delete_task))
 
     async def _bulk_type(self, request: Request) -> tuple[str | None, Response | None]:
         body = await request.body()
@@ -182,11 +229,15 @@ class _Api:
             return None, None
         try:
             data: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = ...
         if not isinstance(data, dict) or not isinstance(data.get("type"), str | None):
             return None, fail(400, "invalid_body", "invalid request body")
-        return data.get("type") or None, None
+        task_type: str | None = data.get("type") or None
+        if task_type is not None and "\x00" in task_type:
+            message = "invalid request body: task types cannot contain NUL characters"
+            return None, fail(400, "invalid_body", message)
+        return task_type, None
 
     async def bulk_retry(self, request: Request) -> Response:
         task_type, refusal = await self._bulk_type(request)
@@ -209,15 +260,15 @@ class _Api:
         return ok({"affected": affected})
 
 
-def _raw_payload(task: TaskRecord) -> Response:
+def _raw_payload(payload: bytes) -> Response:
     media = "application/octet-stream"
-    if task.payload:
+    if payload:
         try:
-            json.loads(task.payload)
+            json.loads(payload)
             media = "application/json"
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
-    return Response(task.payload, 200, media_type=media)
+    return Response(payload, 200, media_type=media)
 
 
 def api_routes(site: Site) -> list[Route]:

@@ -5,9 +5,11 @@ Theory of operation
 `create_app` checks its options, then assembles a Starlette application: the JSON API, the
 OAuth routes (OAuth mode only), the pages and the static files, all mounted under the prefix
 (Starlette's ``Mount`` sets the ASGI ``root_path``, from which every URL and cookie path is
-built).  Starlette runs on Trio through anyio, so the handlers use the Trio-native pool and
-`Client` directly.  A pool made from a DSN belongs to the app and is closed at lifespan
-shutdown; a pool passed in stays the caller's.
+built).  A path that misses only by a trailing slash is redirected with a relative
+``Location`` (Starlette's own redirect is absolute, built from the ``Host`` header).
+Starlette runs on Trio through anyio, so the handlers use the Trio-native pool and `Client`
+directly.  A pool made from a DSN belongs to the app and is closed at lifespan shutdown; a
+pool passed in stays the caller's.
 
 `serve_dashboard` runs the app on Hypercorn's Trio worker until cancelled, reporting the
 bound URL through ``task_status`` (so ``port=0`` picks a free port).  Cancelling it closes
@@ -28,8 +30,9 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from .._client import Client
@@ -37,15 +40,17 @@ from .._errors import ConfigurationError
 from .._pool import Pool, pool_for
 from ._api import api_routes
 from ._auth import BasicAuth, OAuth
+from ._headers import SecurityHeaders
 from ._oauth import oauth_routes
 from ._pages import make_templates, page_routes
 from ._session import SessionCodec
 from ._site import PayloadMode, Settings, Site, fail
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from starlette.requests import Request
+    from starlette.types import Receive, Scope, Send
 
 __all__ = ["create_app", "serve_dashboard"]
 
@@ -73,10 +78,61 @@ def _secret(secret_key: str | bytes | None) -> bytes:
     return key
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+def _routable(routes: list[BaseRoute], scope: Scope) -> bool:
+    for route in routes:
+        match, child = route.matches(scope)
+        if isinstance(route, Mount):
+            if match is Match.FULL and _routable(route.routes, {**scope, **child}):
+                return True
+        elif match is not Match.NONE:
+            return True
+    return False
+
+
+def _relative_slash_redirects(router: Router) -> None:
+    """Starlette's trailing-slash redirect, with a relative ``Location``.
+
+    Starlette builds an absolute URL from the ``Host`` header, so a forged Host sent the
+    browser elsewhere; this one answers ``/prefix/tasks`` and refuses ``//host`` paths.
+    """
+
+    async def default(scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope["path"])
+        twin = path.rstrip("/") if path.endswith("/") else f"{path}/"
+        if (
+            scope["type"] == "http"
+            and twin.startswith("/")
+            and not twin.startswith("//")
+            and _routable(router.routes, {**scope, "path": twin})
+        ):
+            query = bytes(scope.get("query_string", b"")).decode("latin-1")
+            location = f"{twin}?{query}" if query else twin
+            await RedirectResponse(location, 307)(scope, receive, send)
+            return
+        await router.not_found(scope, receive, send)
+
+    router.redirect_slashes = False
+    router.default = default
+
+
+def _http_error(prefix: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """Starlette's HTTP errors (404, 405): in the JSON envelope under ``/api``, else text.
+
+    The API's base is computed from the app's own prefix, not the request's ``root_path``:
+    a path the mount did not match (a newline in it, say) still gets the envelope.
+    """
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        return _http_answer(request, exc, prefix)
+
+    return handle
+
+
+def _http_answer(request: Request, exc: Exception, prefix: str) -> Response:
     assert isinstance(exc, HTTPException)
-    base = str(request.scope.get("root_path", "")).rstrip("/")
-    path = request.url.path
+    scope = request.scope
+    base = str(scope.get("app_root_path", scope.get("root_path", ""))).rstrip("/") + prefix
+    path = str(scope["path"])
     headers = dict(exc.headers or {})
     if path.startswith(f"{base}/api/") or path == f"{base}/api":
         code = "not_found" if exc.status_code == 404 else "method_not_allowed"
@@ -93,6 +149,7 @@ def create_app(
     read_only: bool = False,
     secret_key: str | bytes | None = None,
     payloads: PayloadMode = "show",
+    max_payload_bytes: int = 1024 * 1024,
     secure_cookies: bool = False,
     session_max_age: float = 24 * 3600.0,
     refresh_seconds: float = 5.0,
@@ -114,6 +171,9 @@ def create_app(
         payloads: ``"show"`` payloads on the detail page and in the API; ``"hide"`` them
             behind a Reveal button (the detail and action responses carry ``null``; the
             ``/payload`` endpoint serves them); ``"deny"`` never serve them.
+        max_payload_bytes: the longest payload the dashboard reads, shows or serves
+            (default 1 MiB); a longer one is not read at all: the pages say how long it
+            is, and the payload endpoint answers 403 ``payload_too_large``.
         secure_cookies: mark cookies Secure (serve over HTTPS).
         session_max_age: seconds a session (login and CSRF token) lasts.
         refresh_seconds: how often the pages refresh their live part.
@@ -133,11 +193,18 @@ def create_app(
         raise ConfigurationError("refresh_seconds must be between 0.2 and 3600")
     if not 1 <= throughput_minutes <= 1440:
         raise ConfigurationError("throughput_minutes must be between 1 and 1440")
+    if (
+        isinstance(max_payload_bytes, bool)
+        or not isinstance(max_payload_bytes, int)
+        or not 0 <= max_payload_bytes <= 1 << 30
+    ):
+        raise ConfigurationError("max_payload_bytes must be an int from 0 to 2**30 (1 GiB)")
     settings = Settings(
         prefix=_prefix(prefix),
         auth=auth,
         read_only=bool(read_only),
         payloads=payloads,
+        max_payload_bytes=max_payload_bytes,
         secure_cookies=bool(secure_cookies),
         session_max_age=float(session_max_age),
         refresh_seconds=float(refresh_seconds),
@@ -160,7 +227,9 @@ def create_app(
         async def to_root(request: Request) -> Response:
             return RedirectResponse(f"{settings.prefix}/", 307)
 
-        routes = [Route(settings.prefix, to_root), Mount(settings.prefix, routes=inner)]
+        mounted = Router(inner)
+        _relative_slash_redirects(mounted)
+        routes = [Route(settings.prefix, to_root), Mount(settings.prefix, app=mounted)]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -170,11 +239,14 @@ def create_app(
             if owned:
                 pool.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(SecurityHeaders, prefix=settings.prefix)],
+        exception_handlers={HTTPException: _http_error(settings.prefix)},
         lifespan=lifespan,
     )
+    _relative_slash_redirects(app.router)
+    return app
 
 
 async def serve_dashboard(

@@ -8,9 +8,10 @@ redirects to the provider.  The provider sends the browser back to
 ``<public_url>/api/auth/callback/<id>``; there the state cookie must equal the ``state``
 parameter (constant-time), the cookie is expired, the provider completes the login, and
 `OAuth.allow` must accept the user.  Then the session is started afresh (new CSRF token) and
-the browser goes to the page it came from, which must lie under the prefix.  Every failure
-goes to ``<prefix>/login?error=<code>``; the provider's own error text is logged, never put
-in the URL.
+the browser goes to the page it came from, which must still lie under the prefix once
+resolved as a browser resolves it (`safe_next`).  Every failure goes to
+``<prefix>/login?error=<code>``; the provider's own error text is logged, never put in the
+URL.
 
 Logout needs no valid session (a stale cookie is still cleared), but when there is one it
 needs the CSRF token, so another site cannot log the user out.
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote
+import posixpath
+import re
+from typing import TYPE_CHECKING, Final
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -38,15 +41,33 @@ __all__ = ["oauth_routes", "safe_next"]
 
 logger = logging.getLogger("asynqpg_trio.web")
 
+_DOT: Final = re.compile("%2e", re.IGNORECASE)
+
 
 def safe_next(base: str, target: str | None) -> str:
-    """``target`` if it is a path under the dashboard, else the overview's path."""
+    """Where to send the browser after login: ``target`` resolved, if under the dashboard.
+
+    The path is resolved as a browser resolves it (backslashes are slashes, ``.``, ``..``
+    and their percent-encoded forms such as ``%2e%2E`` are dot segments, repeated slashes
+    collapse) and the *resolved* path is returned, so what was checked is what the browser
+    loads.  Anything else (another origin, ``//host``, a scheme, control characters, a
+    path that resolves outside ``base``) gives the overview's path.
+    """
     home = f"{base}/"
-    if not target or not target.startswith(home) or target.startswith("//"):
+    if not target or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
         return home
-    if "\\" in target or any(ord(ch) < 0x20 for ch in target):
+    parts = urlsplit(target)
+    path = parts.path.replace("\\", "/")
+    if parts.scheme or parts.netloc or not path.startswith("/") or path.startswith("//"):
         return home
-    return target
+    resolved = re.sub(r"/{2,}", "/", posixpath.normpath(_DOT.sub(".", path)))
+    if path.endswith("/") and resolved != "/":
+        resolved += "/"
+    if resolved == base:
+        resolved = home
+    if not resolved.startswith(home):
+        return home
+    return urlunsplit(("", "", resolved, parts.query, parts.fragment))
 
 
 class _Flow:
@@ -149,6 +170,8 @@ class _Flow:
 
     async def logout(self, request: Request) -> Response:
         session = self.site.session(request)
+        if refusal := self.site.cross_site_refusal(request):
+            return refusal
         if session.user is not None and not csrf_ok(session, request.headers.get(CSRF_HEADER)):
             return fail(403, "csrf_failed", f"missing or invalid {CSRF_HEADER} header")
         session.clear()

@@ -7,12 +7,15 @@ every URL in them is built from the request's base path, so they work under any 
 part of a page that changes sits in ``<main id="live">``; ``static/dashboard.js`` re-fetches
 the page every few seconds and swaps that element (and the CSRF token) in place, and runs the
 action buttons through the JSON API with the CSRF header.  In read-only mode the buttons are
-not rendered at all.  Bad filters are shown on the page instead of failing it.
+not rendered at all.  Bad filters are shown on the page instead of failing it; an unexpected
+failure (the database is down) is logged and shown as an error page (500) in the dashboard's
+own layout, never as a bare "Internal Server Error".
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -23,14 +26,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .._errors import InvalidQuery, TaskNotFound
+from .._errors import InvalidQuery, PayloadTooLarge, TaskNotFound
 from .._listing import ORDER_FIELDS
 from .._records import TaskPage
 from .._row import TaskStatus
 from ._auth import OAuth
 from ._oauth import safe_next
 from ._params import BadParam, list_query, task_id
-from ._site import Access, Site
+from ._site import Access, Handler, Site
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
 __all__ = ["make_templates", "page_routes"]
+
+logger = logging.getLogger("asynqpg_trio.web")
 
 HERE: Final = Path(__file__).parent
 PAGE_SIZES: Final = (25, 50, 100)
@@ -85,7 +90,7 @@ def _pretty(payload: bytes) -> str:
     text = payload.decode("utf-8", "replace")
     try:
         return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 
@@ -126,6 +131,22 @@ class _Pages:
         return self.site.templates.TemplateResponse(
             request, name, context, status_code=status, headers={"Cache-Control": "no-store"}
         )
+
+    def guarded(self, page: Handler) -> Handler:
+        """``page``, answering an unexpected failure with the error page (logged)."""
+
+        async def run(request: Request) -> Response:
+            try:
+                return await page(request)
+            except Exception:
+                logger.exception("dashboard: failed to render %s", request.url.path)
+                message = "The dashboard could not load this page; its log has the details."
+                return self._render(
+                    request, "error.html", {"page": "error", "message": message}, 500
+                )
+
+        run.__name__ = getattr(page, "__name__", "page")
+        return run
 
     async def overview(self, request: Request) -> Response:
         stats = await self.client.stats()
@@ -180,15 +201,25 @@ class _Pages:
         return self._render(request, "tasks.html", context)
 
     async def task(self, request: Request) -> Response:
+        settings = self.site.settings
         try:
-            task = await self.client.get_task(task_id(request.path_params["id"]))
+            ident = task_id(request.path_params["id"])
+            task = await self.client.get_task_summary(ident)
+            fits = settings.payload_fits(task.payload_size)
+            payload = b""
+            if settings.payloads == "show" and task.payload_size and fits:
+                payload = await self.client.get_payload(ident, max_bytes=settings.max_payload_bytes)
         except (BadParam, TaskNotFound) as ex:
             missing = {"page": "tasks", "message": str(ex)}
             return self._render(request, "missing.html", missing, status=404)
+        except PayloadTooLarge:
+            fits = False
         context: dict[str, Any] = {
             "page": "tasks",
             "task": task,
-            "payload_text": _pretty(task.payload) if self.site.settings.payloads == "show" else "",
+            "payload_fits": fits,
+            "max_payload": settings.max_payload_bytes,
+            "payload_text": _pretty(payload) if payload else "",
         }
         return self._render(request, "task.html", context)
 
@@ -214,8 +245,8 @@ def page_routes(site: Site) -> list[Route]:
     pages = _Pages(site)
     read = Access.READ
     return [
-        Route("/", site.endpoint(pages.overview, read, page=True)),
-        Route("/tasks", site.endpoint(pages.tasks, read, page=True)),
-        Route("/tasks/{id}", site.endpoint(pages.task, read, page=True)),
-        Route("/login", site.endpoint(pages.login, Access.PUBLIC, page=True)),
+        Route("/", site.endpoint(pages.guarded(pages.overview), read, page=True)),
+        Route("/tasks", site.endpoint(pages.guarded(pages.tasks), read, page=True)),
+        Route("/tasks/{id}", site.endpoint(pages.guarded(pages.task), read, page=True)),
+        Route("/login", site.endpoint(pages.guarded(pages.login), Access.PUBLIC, page=True)),
     ]

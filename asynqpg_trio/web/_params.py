@@ -9,7 +9,8 @@ id past 2**63-1 is refused instead of wrapping around.
 
 The ``*_json`` functions build the Go dashboard's JSON objects from the client's frozen
 values.  Times are RFC 3339 in UTC with a ``Z``.  Payloads are text (invalid UTF-8 replaced)
-in detail objects and absent from list items, which give only ``payload_size``.
+in detail objects and absent from list items, which give only ``payload_size`` (lists never
+read payloads).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from .._listing import MAX_LIMIT, ORDER_FIELDS
-from .._records import QueueStats, TaskRecord, ThroughputMinute
+from .._records import QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from .._row import TaskStatus
 
 __all__ = [
     "BadParam",
     "ListQuery",
+    "detail_json",
     "list_query",
     "stats_json",
     "task_id",
@@ -42,13 +44,23 @@ class BadParam(ValueError):
     """A query parameter or path segment the dashboard cannot use; the message says why."""
 
 
+def _number(text: str) -> int | None:
+    """ASCII digits as an int, capped at 2**63 (never converts an unbounded string); else
+    None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return _MAX_ID + 1 if len(digits) > 19 else min(int(digits), _MAX_ID + 1)
+
+
 def task_id(text: str) -> int:
     """A task id from a URL: ASCII digits naming 1 .. 2**63-1."""
     if not text:
         raise BadParam("missing task id")
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_ID:
+    number = _number(text)
+    if number is None or not 1 <= number <= _MAX_ID:
         raise BadParam(f"invalid task id: {text}")
-    return int(text)
+    return number
 
 
 def _items(text: str) -> list[str]:
@@ -100,15 +112,19 @@ def list_query(
     limit_text = query.get("limit", "").strip()
     limit = default_limit
     if limit_text:
-        if not (limit_text.isascii() and limit_text.isdigit()) or int(limit_text) < 1:
+        number = _number(limit_text)
+        if number is None or number < 1:
             raise BadParam("limit must be a positive integer")
-        limit = min(int(limit_text), MAX_LIMIT)
+        limit = min(number, MAX_LIMIT)
     offset_text = query.get("offset", "").strip()
     offset = 0
     if offset_text:
-        if not (offset_text.isascii() and offset_text.isdigit()):
+        number = _number(offset_text)
+        if number is None:
             raise BadParam("offset must be a non-negative integer")
-        offset = int(offset_text)
+        if number > _MAX_ID:
+            raise BadParam(f"offset must be at most {_MAX_ID}")
+        offset = number
     statuses = _items(query.get("status", ""))
     for status in statuses:
         if status not in _STATUSES:
@@ -149,15 +165,9 @@ def timestamp(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def task_json(task: TaskRecord, *, payload: bool | None) -> dict[str, Any]:
-    """A task as the Go dashboard's TaskListItem (``payload=None``) or TaskDetail.
-
-    Args:
-        task: the task.
-        payload: None for a list item (no ``payload`` key); True to include the payload
-            text; False to send ``"payload": null`` (hidden).
-    """
-    data: dict[str, Any] = {
+def task_json(task: TaskRecord | TaskSummary) -> dict[str, Any]:
+    """A task as the Go dashboard's TaskListItem: no ``payload`` key, ``payload_size``."""
+    return {
         "id": task.id,
         "type": task.type,
         "status": task.status.value,
@@ -171,12 +181,20 @@ def task_json(task: TaskRecord, *, payload: bool | None) -> dict[str, Any]:
         "finalized_at": timestamp(task.finalized_at),
         "attempted_at": timestamp(task.attempted_at),
         "lease_owner": task.lease_owner,
-        "payload_size": len(task.payload),
+        "payload_size": task.payload_size,
     }
-    if payload is not None:
-        shown = payload and bool(task.payload)
-        data["payload"] = task.payload.decode("utf-8", "replace") if shown else None
-    return data
+
+
+def detail_json(task: TaskRecord | TaskSummary, payload: bytes | None) -> dict[str, Any]:
+    """A task as the Go dashboard's TaskDetail.
+
+    Args:
+        task: the task.
+        payload: the payload to show as text, or None to send ``"payload": null`` (hidden,
+            over the size limit, or empty).
+    """
+    text = payload.decode("utf-8", "replace") if payload else None
+    return task_json(task) | {"payload": text}
 
 
 def stats_json(stats: QueueStats) -> dict[str, Any]:

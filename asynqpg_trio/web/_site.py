@@ -10,8 +10,10 @@ the handler runs, in this order:
 2. Otherwise the caller must be authenticated: Basic credentials on every request, or an
    OAuth session.  An API call without them gets 401 in the JSON envelope; a page gets a
    Basic challenge, or under OAuth a redirect to the login page.
-3. WRITE routes then answer 403 ``read_only`` in read-only mode, and 403 ``csrf_failed``
-   unless the ``X-CSRF-Token`` header carries the session's token.
+3. WRITE routes then answer 403 ``read_only`` in read-only mode, 403 ``cross_site`` when a
+   browser says the request comes from another site (`_headers.cross_site`: the
+   ``Sec-Fetch-Site`` or ``Origin`` header), and 403 ``csrf_failed`` unless the
+   ``X-CSRF-Token`` header carries the session's token.
 
 After the handler (or the refusal), the session cookie is written or deleted if it changed.
 URLs and cookie paths come from the ASGI ``root_path``, which Starlette sets to the prefix
@@ -30,6 +32,7 @@ from urllib.parse import quote
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from ._auth import BasicAuth, OAuth, check_basic
+from ._headers import cross_site
 from ._session import CSRF_HEADER, Session, SessionCodec, csrf_ok
 
 if TYPE_CHECKING:
@@ -61,11 +64,16 @@ class Settings:
     auth: BasicAuth | OAuth | None
     read_only: bool
     payloads: PayloadMode
+    max_payload_bytes: int
     secure_cookies: bool
     session_max_age: float
     refresh_seconds: float
     throughput_minutes: int
     title: str
+
+    def payload_fits(self, size: int) -> bool:
+        """Whether a payload of ``size`` bytes is small enough to read and serve."""
+        return size <= self.max_payload_bytes
 
     @property
     def auth_mode(self) -> str:
@@ -143,8 +151,19 @@ class Site:
         if access is Access.WRITE:
             if self.settings.read_only:
                 return fail(403, "read_only", "the dashboard is read-only")
+            if refusal := self.cross_site_refusal(request):
+                return refusal
             if not csrf_ok(session, request.headers.get(CSRF_HEADER)):
                 return fail(403, "csrf_failed", f"missing or invalid {CSRF_HEADER} header")
+        return None
+
+    def cross_site_refusal(self, request: Request) -> Response | None:
+        """403 ``cross_site`` if a browser sent this state-changing request from another
+        site, else None."""
+        auth = self.settings.auth
+        if cross_site(request, auth.public_url if isinstance(auth, OAuth) else None):
+            message = "cross-site request refused: Origin or Sec-Fetch-Site names another site"
+            return fail(403, "cross_site", message)
         return None
 
     def endpoint(self, handler: Handler, access: Access, *, page: bool = False) -> Handler:

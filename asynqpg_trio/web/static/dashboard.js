@@ -79,7 +79,16 @@
       const pre = button.nextElementSibling;
       try {
         const response = await fetch(button.dataset.reveal, { credentials: "same-origin" });
-        if (!response.ok) throw new Error("HTTP " + response.status);
+        if (!response.ok) {
+          let message = "HTTP " + response.status;
+          try {
+            const data = await response.json();
+            if (data && data.error) message = data.error.message;
+          } catch (err) {
+            // Not the JSON envelope: keep the status.
+          }
+          throw new Error(message);
+        }
         pre.textContent = await response.text();
         pre.hidden = false;
         button.hidden = true;
