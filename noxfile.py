@@ -18,7 +18,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "typecheck", "tests", "proptests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "faults", "proptests"]
 
 PACKAGE = "asynqpg_trio"
 #: The interpreter running nox, and the scripts folder of its environment (not resolved: a
@@ -82,8 +82,20 @@ def tests(session: nox.Session) -> None:
     _require_dev_extra(session)
     if not _deselects_browser_tests(session.posargs):
         _ensure_chromium(session)
-    # No paths given: pytest's ``testpaths`` (tests/); paths given: only those.
-    session.run(PYTHON, "-m", "pytest", *session.posargs, external=True)
+    # No paths given: pytest's ``testpaths`` (tests/); paths given: only those.  The fault
+    # scenarios have a session of their own.
+    session.run(PYTHON, "-m", "pytest", "-m", "not faults", *session.posargs, external=True)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """Run the fault-injection scenarios (tests/faults): worker processes killed, servers
+    restarted, connections stalled, signals under load.  Real time by design: each scenario
+    runs real processes against a real server and waits on them."""
+    _require_dev_extra(session)
+    session.run(
+        PYTHON, "-m", "pytest", "tests/faults", "-m", "faults", *session.posargs, external=True
+    )
 
 
 @nox.session

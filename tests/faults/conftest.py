@@ -38,3 +38,10 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     yield start
     for worker in started:
         worker.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every scenario here is a fault scenario (the ``faults`` nox session runs them)."""
+    for item in items:
+        if "tests/faults/" in item.nodeid:
+            item.add_marker(pytest.mark.faults)
