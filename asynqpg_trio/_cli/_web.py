@@ -8,7 +8,7 @@ one pool is opened, the schema checked, and `asynqpg_trio.web.create_app` served
 bound URL (prefix included) is printed on stderr, so ``--port 0`` can be used.  The web
 extra is imported only when the command runs, so the rest of the command line works without
 it.  Secrets can come from the environment instead of the command line, where other users of
-the machine could read them.  ``python -m asynqpg_trio._cli_web`` runs the command alone.
+the machine could read them.  ``python -m asynqpg_trio._cli._web`` runs the command alone.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ class DuplicateTask(AsynqpgError):
 class IllegalTransition(AsynqpgError):
     """A task state change that the state machine forbids was requested.
 
-    Raised by the pure state machine (``asynqpg_trio._state.apply``) when no rule of the
+    Raised by the pure state machine (``asynqpg_trio._core._state.apply``) when no rule of the
     transition table allows ``event`` from the row's current status (for example, deleting a
     running task or cancelling a completed one).  Fenced worker events never raise it: a stale
     lease token is a silent no-op, as in the SQL.

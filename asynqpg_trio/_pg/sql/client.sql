@@ -1,5 +1,5 @@
 -- The client's statements: read tasks and stats, and the operator's events cancel,
--- manual_retry and delete (rows of the state table in asynqpg_trio/_state.py).  Each statement
+-- manual_retry and delete (rows of the state table in asynqpg_trio/_core/_state.py).  Each statement
 -- that writes asynqpg_tasks names its events on a line "-- events: ..." under its name.
 -- Times come from asynqpg_now() (the database clock), never from the client.
 --

@@ -1,5 +1,5 @@
 -- Leader election and the leader-only maintenance writes (rescue and clean).  Each statement
--- that writes asynqpg_tasks names its events of the state table (asynqpg_trio/_state.py) on a
+-- that writes asynqpg_tasks names its events of the state table (asynqpg_trio/_core/_state.py) on a
 -- line "-- events: ..." under its name.  Times come from asynqpg_now() (the database clock),
 -- never from the client.
 --

@@ -1,5 +1,5 @@
 -- The producer's and the consumer's statements.  Each statement that writes asynqpg_tasks
--- implements rows of the state table in asynqpg_trio/_state.py and names their events on a line
+-- implements rows of the state table in asynqpg_trio/_core/_state.py and names their events on a line
 -- "-- events: a, b" under its name (tests/test_state_sql.py reads those lines and checks the
 -- statement against the table).  Times come from asynqpg_now() (the database clock), never from
 -- the client.  Parameters are bound in binary (%(name)b): arrays of thousands of elements
