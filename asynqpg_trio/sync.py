@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ._enqueue import (
+from ._core._enqueue import (
     BatchPlan,
     Inserted,
     check_default_max_retry,
@@ -29,11 +29,11 @@ from ._enqueue import (
     read_result,
     with_trace,
 )
-from ._errors import DuplicateTask
-from ._migrate import schema_required
-from ._repository import QUERIES, enqueue_statement
-from ._task import Task
-from ._telemetry import shared_telemetry
+from ._core._errors import DuplicateTask
+from ._core._task import Task
+from ._pg._migrate import schema_required
+from ._pg._tasks_repo import QUERIES, enqueue_statement
+from ._telemetry._telemetry import shared_telemetry
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider

@@ -92,7 +92,7 @@ def resolve_server() -> Iterator[str]:
         check_loopback(dsn)
         yield dsn
         return
-    from asynqpg_trio._server import embedded_server
+    from asynqpg_trio._pg._server import embedded_server
 
     with embedded_server() as embedded:
         check_loopback(embedded)

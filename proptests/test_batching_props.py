@@ -1,4 +1,4 @@
-"""Properties of completion batching (asynqpg_trio._batching).
+"""Properties of completion batching (asynqpg_trio._core._batching).
 
 A rule-based state machine interleaves adds, clock ticks, flush checks, takes, and the
 two fates of a taken plan (written, or requeued after a failed write), and compares the
@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from asynqpg_trio._batching import CompletionBatch, FlushPlan, Outcome, OutcomeKind
+from asynqpg_trio._core._batching import CompletionBatch, FlushPlan, Outcome, OutcomeKind
 
 Entry = tuple[Outcome, float, int]  # outcome, pending since, arrival index
 

@@ -17,8 +17,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from asynqpg_trio import InvalidTask, Task
-from asynqpg_trio._enqueue import BatchPlan, plan_batch
-from asynqpg_trio._task import validate_task
+from asynqpg_trio._core._enqueue import BatchPlan, plan_batch
+from asynqpg_trio._core._task import validate_task
 
 
 def field(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from asynqpg_trio._policies import ConstantRetryPolicy, DefaultRetryPolicy
-from asynqpg_trio._retry import RetryPolicy, backoff_delay
+from asynqpg_trio._core._policies import ConstantRetryPolicy, DefaultRetryPolicy
+from asynqpg_trio._core._retry import RetryPolicy, backoff_delay
 
 # Any int, including ones whose fourth power would overflow a float many times over.
 ATTEMPTS = st.one_of(

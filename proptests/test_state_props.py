@@ -1,4 +1,4 @@
-"""Properties of the task state machine (asynqpg_trio._state).
+"""Properties of the task state machine (asynqpg_trio._core._state).
 
 The table is checked two ways: against invariants (counters, leases, terminal states)
 along random event sequences, and against ``spec_apply``, an independent imperative
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asynqpg_trio._errors import IllegalTransition
-from asynqpg_trio._state import (
+from asynqpg_trio._core._errors import IllegalTransition
+from asynqpg_trio._core._state import (
     FENCED_EVENTS,
     TRANSITIONS,
     Event,

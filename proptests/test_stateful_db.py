@@ -46,11 +46,11 @@ from hypothesis.stateful import (
 )
 
 from asynqpg_trio import Client, Task, connect
-from asynqpg_trio._batching import OutcomeKind
-from asynqpg_trio._errors import AsynqpgError, DuplicateTask, IllegalTransition
-from asynqpg_trio._janitor import FINAL_STATUSES
-from asynqpg_trio._state import Event, TaskRow, TaskStatus, TransitionParams, apply
-from asynqpg_trio._state import matching_rules as rules_for
+from asynqpg_trio._core._batching import OutcomeKind
+from asynqpg_trio._core._errors import AsynqpgError, DuplicateTask, IllegalTransition
+from asynqpg_trio._core._state import Event, TaskRow, TaskStatus, TransitionParams, apply
+from asynqpg_trio._core._state import matching_rules as rules_for
+from asynqpg_trio._maintenance._janitor import FINAL_STATUSES
 from asynqpg_trio.sync import enqueue as sync_enqueue
 from asynqpg_trio.sync import enqueue_many as sync_enqueue_many
 from tests.helpers import state_db as db

@@ -30,10 +30,10 @@ from psycopg import conninfo, sql
 
 import asynqpg_trio
 from asynqpg_trio import Handler, Producer, Task, TaskInfo, open_consumer, open_pool
-from asynqpg_trio._batching import Outcome, OutcomeKind
-from asynqpg_trio._book import Claimed
-from asynqpg_trio._outcome import Decision
-from asynqpg_trio._telemetry import Telemetry
+from asynqpg_trio._core._batching import Outcome, OutcomeKind
+from asynqpg_trio._core._book import Claimed
+from asynqpg_trio._core._outcome import Decision
+from asynqpg_trio._telemetry._telemetry import Telemetry
 
 
 def sdk_providers() -> tuple[dict[str, Any], InMemorySpanExporter]:

@@ -1,6 +1,6 @@
 """Print the task state diagram, or refresh it inside a Markdown file.
 
-The diagram is rendered from the transition table in ``asynqpg_trio/_state.py``, so it
+The diagram is rendered from the transition table in ``asynqpg_trio/_core/_state.py``, so it
 cannot drift from the code.
 
 Usage::
@@ -29,7 +29,7 @@ def render() -> str:
     """Return the Mermaid source of the state diagram."""
     root = Path(__file__).resolve().parent.parent
     sys.path.insert(0, str(root))
-    state = importlib.import_module("asynqpg_trio._state")
+    state = importlib.import_module("asynqpg_trio._core._state")
     diagram: str = state.mermaid_diagram()
     return diagram
 

@@ -120,7 +120,7 @@ def dashboard(dsn: str) -> Iterator[str]:
     """Run ``asynqpg-trio dashboard`` on a free port; yield its URL (prefix included)."""
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "asynqpg_trio._cli_web", "--dsn", dsn, "--port", "0"),
+            *(sys.executable, "-m", "asynqpg_trio._cli._web", "--dsn", dsn, "--port", "0"),
             *("--prefix", PREFIX, "--basic-user", USER, "--basic-password", PASSWORD),
         ],
         stderr=subprocess.PIPE,
@@ -182,7 +182,7 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         server = args.dsn
         if not server:
-            from asynqpg_trio._server import embedded_server
+            from asynqpg_trio._pg._server import embedded_server
 
             server = stack.enter_context(embedded_server())
         dsn = stack.enter_context(scratch_database(server))

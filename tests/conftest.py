@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from asynqpg_trio._server import embedded_server
+from asynqpg_trio._pg._server import embedded_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -41,7 +41,7 @@ def server_dsn() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def template_db(server_dsn: str) -> Iterator[str]:
     """Name of a database with the schema applied, used as the template for every test."""
-    from asynqpg_trio._migrate import MIGRATIONS
+    from asynqpg_trio._pg._migrate import MIGRATIONS
 
     name = f"asynqpg_tpl_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_dsn, autocommit=True) as admin:

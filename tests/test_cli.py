@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from asynqpg_trio._cli import build_parser, run
+from asynqpg_trio._cli._main import build_parser, run
 
 SyncConn = psycopg.Connection[Any]
 DEAD_DSN = "host=127.0.0.1 port=1 user=postgres"

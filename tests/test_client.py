@@ -20,11 +20,11 @@ from asynqpg_trio import (
     TaskRunning,
     TaskSummary,
 )
-from asynqpg_trio._client import Client
-from asynqpg_trio._errors import InvalidQuery
-from asynqpg_trio._listing import MAX_LIMIT, plan_list
-from asynqpg_trio._row import TaskStatus
-from asynqpg_trio._state import Event, allowed_pairs
+from asynqpg_trio._api._client import Client
+from asynqpg_trio._core._errors import InvalidQuery
+from asynqpg_trio._core._listing import MAX_LIMIT, plan_list
+from asynqpg_trio._core._row import TaskStatus
+from asynqpg_trio._core._state import Event, allowed_pairs
 
 SyncConn = psycopg.Connection[Any]
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -13,9 +13,9 @@ import pytest
 import trio
 
 from asynqpg_trio import Handler, Pool, Producer, Task, TaskInfo, open_consumer
-from asynqpg_trio._config import build_config
-from asynqpg_trio._context import Runtime
-from asynqpg_trio._policies import DefaultRetryPolicy
+from asynqpg_trio._consumer._runtime import Runtime
+from asynqpg_trio._core._config import build_config
+from asynqpg_trio._core._policies import DefaultRetryPolicy
 
 FAST: dict[str, Any] = {"poll_interval": 0.2, "maintenance": False, "batch_interval": 0.01}
 
@@ -110,7 +110,7 @@ async def test_watchdog_measures_the_loop_clock(autojump_clock: trio.testing.Moc
     """Under a virtual clock only a jump of the loop clock while the loop is held (a stall as
     the loop sees it) is reported; long sleeps are not."""
 
-    from asynqpg_trio._watchdog import run_watchdog
+    from asynqpg_trio._consumer._watchdog import run_watchdog
 
     async def nothing(task: TaskInfo) -> None:
         pass

@@ -26,11 +26,12 @@ from psycopg import conninfo
 
 import asynqpg_trio
 from asynqpg_trio import ConfigurationError, connect, open_pool
-from asynqpg_trio._janitor import clean_finalized, rescue_expired
-from asynqpg_trio._leader import validate_client_id
-from asynqpg_trio._maintenance import MaintenanceConfig, MaintenanceStats, run_maintenance
-from asynqpg_trio._maintenance_sql import QUERIES
-from asynqpg_trio._rescue import ExpiredLease, plan_rescue
+from asynqpg_trio._core._rescue import ExpiredLease, plan_rescue
+from asynqpg_trio._maintenance._config import MaintenanceConfig, MaintenanceStats
+from asynqpg_trio._maintenance._elector import validate_client_id
+from asynqpg_trio._maintenance._janitor import clean_finalized, rescue_expired
+from asynqpg_trio._maintenance._run import run_maintenance
+from asynqpg_trio._pg._maintenance_sql import QUERIES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -484,7 +485,8 @@ _VICTIM = """
 import sys
 import trio
 from asynqpg_trio import open_pool
-from asynqpg_trio._maintenance import MaintenanceConfig, run_maintenance
+from asynqpg_trio import MaintenanceConfig
+from asynqpg_trio._maintenance._run import run_maintenance
 
 async def main():
     config = MaintenanceConfig(ttl=2, renew_interval=0.5, janitor_interval=60, cleaner_interval=60)

@@ -18,7 +18,7 @@ from asynqpg_trio import (
     connect,
     migrate,
 )
-from asynqpg_trio._migrate import MIGRATIONS, check_schema
+from asynqpg_trio._pg._migrate import MIGRATIONS, check_schema
 
 
 def _schema(dsn: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The SQL statements implement exactly the state table of ``asynqpg_trio/_state.py``.
+"""The SQL statements implement exactly the state table of ``asynqpg_trio/_core/_state.py``.
 
 Three checks:
 
@@ -31,13 +31,10 @@ import psycopg
 import pytest
 
 from asynqpg_trio import Client, Producer, Task, connect
-from asynqpg_trio import _repository as repo
-from asynqpg_trio._errors import (
+from asynqpg_trio._core._errors import (
     AsynqpgError,
 )
-from asynqpg_trio._janitor import FINAL_STATUSES
-from asynqpg_trio._queries import parse
-from asynqpg_trio._state import (
+from asynqpg_trio._core._state import (
     TRANSITIONS,
     Event,
     TaskRow,
@@ -46,6 +43,9 @@ from asynqpg_trio._state import (
     apply,
     matching_rules,
 )
+from asynqpg_trio._maintenance._janitor import FINAL_STATUSES
+from asynqpg_trio._pg import _tasks_repo as repo
+from asynqpg_trio._pg._sql import parse
 from tests.helpers import state_db as db
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def statements() -> dict[str, Statement]:
     """Every named block of the SQL files, by name (names are unique across files)."""
     found: dict[str, Statement] = {}
     for filename in SQL_FILES:
-        text = resources.files("asynqpg_trio").joinpath("_sql", filename).read_text("utf-8")
+        text = resources.files("asynqpg_trio._pg").joinpath("sql", filename).read_text("utf-8")
         for name, body in parse(text).items():
             lines = _EVENTS_LINE.findall(body)
             assert len(lines) <= 1, f"{name}: more than one events line"

@@ -40,7 +40,7 @@ from asynqpg_trio import (
     open_consumer,
     sync,
 )
-from asynqpg_trio._telemetry import Telemetry
+from asynqpg_trio._telemetry._telemetry import Telemetry
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -10,8 +10,8 @@ import textwrap
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
-from asynqpg_trio._book import Lease
-from asynqpg_trio._telemetry import QuietRun, TaskRun, Telemetry
+from asynqpg_trio._core._book import Lease
+from asynqpg_trio._telemetry._telemetry import QuietRun, TaskRun, Telemetry
 
 # Global providers can be set once per process: this runs in a fresh interpreter.
 _GLOBAL_SDK_LATER = textwrap.dedent(
@@ -19,8 +19,8 @@ _GLOBAL_SDK_LATER = textwrap.dedent(
     import time
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
-    from asynqpg_trio._book import Lease
-    from asynqpg_trio._telemetry import _QUIET_RECHECK, Telemetry
+    from asynqpg_trio._core._book import Lease
+    from asynqpg_trio._telemetry._telemetry import _QUIET_RECHECK, Telemetry
 
     t = Telemetry()
     lease = Lease(1, 2, "t")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from markupsafe import escape
 
 from asynqpg_trio import Pool, open_pool
-from asynqpg_trio._client import Client
+from asynqpg_trio._api._client import Client
 from asynqpg_trio.web import OAuth, User, create_app
 
 from .helpers.web import (

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import strategies as st
 
 from asynqpg_trio import ConfigurationError, Pool
-from asynqpg_trio._cli_web import _standalone
+from asynqpg_trio._cli._web import _standalone
 from asynqpg_trio.web import (
     AuthenticationFailed,
     AuthProvider,

@@ -15,7 +15,7 @@ need the session's CSRF token in ``X-CSRF-Token`` (``GET <prefix>/api/csrf`` han
 
 from __future__ import annotations
 
-from .._errors import AuthenticationFailed as AuthenticationFailed
+from .._core._errors import AuthenticationFailed as AuthenticationFailed
 from ._app import create_app as create_app
 from ._app import serve_dashboard as serve_dashboard
 from ._auth import AuthProvider as AuthProvider

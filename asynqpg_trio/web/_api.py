@@ -32,8 +32,7 @@ import psycopg
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import __version__
-from .._errors import (
+from .._core._errors import (
     InvalidQuery,
     PayloadTooLarge,
     TaskAlreadyAvailable,
@@ -41,6 +40,7 @@ from .._errors import (
     TaskNotFound,
     TaskRunning,
 )
+from .._core._version import __version__
 from ._params import (
     BadParam,
     detail_json,
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from starlette.requests import Request
 
-    from .._records import TaskRecord
+    from .._core._records import TaskRecord
 
 __all__ = ["api_routes"]
 

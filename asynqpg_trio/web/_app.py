@@ -35,9 +35,9 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
-from .._client import Client
-from .._errors import ConfigurationError
-from .._pool import Pool, pool_for
+from .._api._client import Client
+from .._core._errors import ConfigurationError
+from .._pg._pool import Pool, pool_for
 from ._api import api_routes
 from ._auth import BasicAuth, OAuth
 from ._headers import SecurityHeaders

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from .._errors import AuthenticationFailed
+from .._core._errors import AuthenticationFailed
 from ._auth import User
 
 __all__ = ["GitHubProvider"]

@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from .._errors import AuthenticationFailed
+from .._core._errors import AuthenticationFailed
 from ._auth import OAuth
 from ._session import CSRF_HEADER, STATE_COOKIE, csrf_ok, token
 from ._site import Access, Site, fail, ok

@@ -26,10 +26,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from .._errors import InvalidQuery, PayloadTooLarge, TaskNotFound
-from .._listing import ORDER_FIELDS
-from .._records import TaskPage
-from .._row import TaskStatus
+from .._core._errors import InvalidQuery, PayloadTooLarge, TaskNotFound
+from .._core._listing import ORDER_FIELDS
+from .._core._records import TaskPage
+from .._core._row import TaskStatus
 from ._auth import OAuth
 from ._oauth import safe_next
 from ._params import BadParam, list_query, task_id

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .._listing import MAX_LIMIT, ORDER_FIELDS
-from .._records import QueueStats, TaskRecord, TaskSummary, ThroughputMinute
-from .._row import TaskStatus
+from .._core._listing import MAX_LIMIT, ORDER_FIELDS
+from .._core._records import QueueStats, TaskRecord, TaskSummary, ThroughputMinute
+from .._core._row import TaskStatus
 
 __all__ = [
     "BadParam",

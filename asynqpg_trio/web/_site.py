@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.templating import Jinja2Templates
 
-    from .._client import Client
-    from .._pool import Pool
+    from .._api._client import Client
+    from .._pg._pool import Pool
 
 __all__ = ["Access", "Handler", "Settings", "Site", "fail", "ok"]
 

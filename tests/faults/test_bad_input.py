@@ -45,7 +45,7 @@ from asynqpg_trio import (
     open_pool,
     sync,
 )
-from asynqpg_trio._errors import ConnectionFailed
+from asynqpg_trio._core._errors import ConnectionFailed
 
 from .bad_input import (
     BAD_TASKS,

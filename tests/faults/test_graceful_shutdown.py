@@ -26,7 +26,7 @@ import trio
 from psycopg import conninfo
 
 from asynqpg_trio import Task, TaskInfo, open_consumer, sync
-from asynqpg_trio._cli_thread import LEFT_TO_JANITOR
+from asynqpg_trio._cli._thread import LEFT_TO_JANITOR
 
 from .books import LEASE_EXPIRED, check_books
 from .procs import FAST_MAINTENANCE, Worker

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from asynqpg_trio import sync
-from asynqpg_trio._cli_thread import LEFT_TO_JANITOR
+from asynqpg_trio._cli._thread import LEFT_TO_JANITOR
 
 from .books import LEASE_EXPIRED, check_books
 from .procs import FAST_MAINTENANCE, Worker

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from asynqpg_trio import ConstantRetryPolicy, MaintenanceConfig
-from asynqpg_trio._pool import pool_for
+from asynqpg_trio._pg._pool import pool_for
 
 from .workload import KINDS, Recorder, make_handlers
 

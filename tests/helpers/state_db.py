@@ -22,18 +22,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from asynqpg_trio import _repository as repo
-from asynqpg_trio._batching import CompletionBatch, FlushPlan, Outcome, OutcomeKind
-from asynqpg_trio._errors import (
+from asynqpg_trio._core._batching import CompletionBatch, FlushPlan, Outcome, OutcomeKind
+from asynqpg_trio._core._errors import (
     AsynqpgError,
     TaskAlreadyAvailable,
     TaskAlreadyFinalized,
     TaskNotFound,
     TaskRunning,
 )
-from asynqpg_trio._janitor import FINAL_STATUSES, RescueResult, clean_finalized, rescue_expired
-from asynqpg_trio._row import TaskRow, TaskStatus
-from asynqpg_trio._state import Event
+from asynqpg_trio._core._row import TaskRow, TaskStatus
+from asynqpg_trio._core._state import Event
+from asynqpg_trio._maintenance._janitor import (
+    FINAL_STATUSES,
+    RescueResult,
+    clean_finalized,
+    rescue_expired,
+)
+from asynqpg_trio._pg import _tasks_repo as repo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence

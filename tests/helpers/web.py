@@ -128,7 +128,7 @@ def dashboard_process(dsn: str, *args: str) -> Iterator[tuple[str, subprocess.Po
     On exit the process gets SIGTERM and must stop by itself, with status 0.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "asynqpg_trio._cli_web", "--dsn", dsn, "--port", "0", *args],
+        [sys.executable, "-m", "asynqpg_trio._cli._web", "--dsn", dsn, "--port", "0", *args],
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,

@@ -1,0 +1,1 @@
+"""The client/admin API (`Client`) and the producer (`Producer`)."""

@@ -1,0 +1,164 @@
+"""The producer: put tasks on the queue, alone or inside the caller's transaction.
+
+Theory of operation
+-------------------
+`Producer.enqueue_many` validates the whole batch first (nothing is written if one task is
+bad), then runs ONE statement whatever the batch size: an ``INSERT ... SELECT FROM unnest(...)``
+over parameter arrays, with ``ON CONFLICT DO NOTHING`` for idempotency tokens and a single
+``NOTIFY asynqpg_new`` that wakes idle consumers when something is ready now.  All times come
+from the database clock.  With ``conn=`` the statement runs on the caller's connection and so
+inside its open transaction: the tasks appear on commit and vanish on rollback (the NOTIFY too:
+PostgreSQL delivers notifications at commit).
+
+Telemetry: each call is one ``asynqpg.enqueue`` or ``asynqpg.enqueue_many`` producer span
+(with ``conn=`` too), and stores that span's W3C trace context on its rows so the consumer's
+processing joins the same trace.  ``asynqpg.tasks.enqueued`` counts rows actually inserted
+(not skipped duplicates); a database failure counts every task of the call as a ``db_error``.
+Invalid tasks are refused before any span or metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, final
+
+from .._core._enqueue import (
+    BatchPlan,
+    Inserted,
+    check_default_max_retry,
+    has_delay,
+    plan_batch,
+    with_trace,
+)
+from .._core._errors import DuplicateTask
+from .._pg import _tasks_repo as repo
+from .._pg._pool import Pool, pool_for
+from .._telemetry._telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Self
+
+    import psycopg
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+    from .._core._task import Task
+
+__all__ = ["Producer"]
+
+
+@final
+class Producer:
+    """Enqueues tasks.
+
+    Args:
+        pool_or_dsn: an `open_pool` pool, or a DSN (the producer then keeps a small pool of
+            its own, closed by `aclose` or ``async with``).
+        default_max_retry: total runs allowed for tasks that do not set ``max_retry``
+            (0 to 32767; the Go library's default, 3).
+        meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
+
+    Raises:
+        ConfigurationError: ``default_max_retry`` is out of range.
+    """
+
+    def __init__(
+        self,
+        pool_or_dsn: Pool | str,
+        *,
+        default_max_retry: int = 3,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self._default_max_retry = check_default_max_retry(default_max_retry)
+        self._telemetry = Telemetry(meter_provider, tracer_provider)
+        self._pool, self._owns_pool = pool_for(pool_or_dsn)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the producer's own pool, if it made one (a DSN was given).
+
+        Cancellation: not a checkpoint.
+        """
+        if self._owns_pool:
+            self._pool.close()
+
+    async def enqueue(self, task: Task, *, conn: psycopg.AsyncConnection[Any] | None = None) -> int:
+        """Insert one task; return its id.
+
+        Args:
+            task: the task.
+            conn: run on this connection (inside its open transaction, if any) instead of the
+                pool.
+
+        Raises:
+            InvalidTask: the task failed validation; nothing was written.
+            DuplicateTask: a task with the same type and idempotency token exists; its id is
+                ``existing_id``.  Inside a transaction, the transaction is not aborted.
+
+        Cancellation: a checkpoint.  If cancelled, the task was inserted or not; with ``conn``
+        inside a transaction, the caller's commit decides.
+        """
+        plan = plan_batch([task], self._default_max_retry)
+        with self._telemetry.enqueue(plan.types, single=True, has_delay=has_delay(plan)) as op:
+            plan = with_trace(plan, op.trace)
+            for _ in range(3):
+                inserted = await self._insert(plan, conn)
+                (task_id,) = inserted.ids
+                if task_id is not None:
+                    op.inserted(inserted.rows, task_id)
+                    return task_id
+                assert task.idempotency_token is not None
+                existing = await self._find(task.type, task.idempotency_token, conn)
+                if existing is not None:
+                    raise DuplicateTask(task.type, task.idempotency_token, existing)
+                # The conflicting row vanished between the two statements: insert again.
+            raise RuntimeError("enqueue kept racing with concurrent deletes of the same token")
+
+    async def enqueue_many(
+        self, tasks: Sequence[Task], *, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> list[int | None]:
+        """Insert a batch in one statement; return one entry per input, in input order.
+
+        Each entry is the new task's id, or None where the task was skipped as a duplicate of
+        an existing (type, idempotency token), or of an earlier task in the same batch.
+
+        Raises:
+            InvalidTask: a task failed validation (``index`` says which); nothing was written.
+
+        Cancellation: a checkpoint.  If cancelled, the whole batch was inserted or none of it.
+        """
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        plan = plan_batch(tasks, self._default_max_retry)
+        with self._telemetry.enqueue(plan.types, single=False, has_delay=False) as op:
+            plan = with_trace(plan, op.trace)
+            inserted = await self._insert(plan, conn)
+            op.inserted(inserted.rows, None)
+        return inserted.ids
+
+    async def _insert(self, plan: BatchPlan, conn: psycopg.AsyncConnection[Any] | None) -> Inserted:
+        if conn is not None:
+            return await repo.insert_batch(conn, plan)
+        async with self._pool.connection() as own:
+            return await repo.insert_batch(own, plan)
+
+    async def _find(
+        self, task_type: str, token: str, conn: psycopg.AsyncConnection[Any] | None
+    ) -> int | None:
+        if conn is not None:
+            return await repo.find_by_token(conn, task_type, token)
+        async with self._pool.connection() as own:
+            return await repo.find_by_token(own, task_type, token)

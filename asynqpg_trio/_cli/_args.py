@@ -1,0 +1,186 @@
+"""The command line's argument parser pieces: one-line usage errors and value converters.
+
+Theory of operation
+-------------------
+Every value a command takes is converted here, inside argparse, so bad input (a non-numeric
+id, an unknown status, a timestamp without an offset) is a usage error, exit status 2, before
+any connection is made.  `Parser` prints each usage error as one line.  `common_options` are
+the options every command accepts before or after its name: the top-level parser gives them
+defaults, and subcommands use ``SUPPRESS`` so they only override what was actually typed.
+`command` adds a subcommand whose one-line help is also the description its ``--help``
+shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from typing import Any, NoReturn
+
+from .._core._listing import MAX_LIMIT
+from .._core._row import TaskStatus
+from .._pg._server import DSN_ENV
+
+__all__ = [
+    "STATUS_NAMES",
+    "CommandError",
+    "Parser",
+    "UsageExit",
+    "command",
+    "common_options",
+    "ids",
+    "limit",
+    "non_negative_int",
+    "positive_seconds",
+    "seconds",
+    "split",
+    "statuses",
+    "task_id",
+    "timestamp",
+]
+
+_MAX_ID = 2**63 - 1
+STATUS_NAMES = ", ".join(s.value for s in TaskStatus)
+
+
+class CommandError(Exception):
+    """A command failed in a way the user can act on: print ``message``, exit ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UsageExit(SystemExit):
+    """`Parser` found a usage error and printed it: exit status 2; ``message`` says what."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit status 2).
+
+    The error is raised as `UsageExit`, a `SystemExit`, so a caller that wants to report it
+    again (as JSON) can catch it, and one that does not still exits with status 2.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self._print_message(f"{self.prog}: error: {message} (see --help)\n", sys.stderr)
+        raise UsageExit(f"{message} (see --help)")
+
+
+def command(
+    sub: Any, name: str, common: Parser, text: str, description: str | None = None
+) -> Parser:
+    """Add subcommand ``name``: ``text`` is its line in the parent's help and, unless
+    ``description`` is given, the first line of its own ``--help``."""
+    parser: Parser = sub.add_parser(
+        name,
+        parents=[common],
+        help=text,
+        description=description or text[0].upper() + text[1:] + ".",
+    )
+    return parser
+
+
+def task_id(text: str) -> int:
+    """A task id: a positive integer that fits a bigint."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_ID:
+        raise argparse.ArgumentTypeError(f"invalid task id {text!r}: expected a positive integer")
+    return int(text)
+
+
+def split(text: str) -> list[str]:
+    """A comma-separated list, items trimmed, empty items dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def statuses(text: str) -> list[str]:
+    """A comma-separated list of task statuses."""
+    for status in split(text):
+        if status not in {s.value for s in TaskStatus}:
+            raise argparse.ArgumentTypeError(
+                f"unknown status {status!r}: valid statuses are {STATUS_NAMES}"
+            )
+    return split(text)
+
+
+def ids(text: str) -> list[int]:
+    """A comma-separated list of task ids."""
+    return [task_id(part) for part in split(text)]
+
+
+def timestamp(text: str) -> datetime:
+    """An ISO 8601 timestamp with a UTC offset (``Z`` allowed)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid timestamp {text!r}: expected ISO 8601, e.g. 2024-05-01T12:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"timestamp {text!r} has no UTC offset: add one, e.g. 2024-05-01T12:00:00Z"
+        )
+    return moment
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number, 0 or more."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def limit(text: str) -> int:
+    """A page size: a whole number from 1 to `MAX_LIMIT`."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_LIMIT}, got {text!r}")
+    return int(text)
+
+
+def seconds(text: str) -> float:
+    """A finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number of seconds: {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A finite, positive number of seconds."""
+    value = seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds: {text!r}")
+    return value
+
+
+def common_options(*, top: bool) -> Parser:
+    """Options every command accepts, before or after its name."""
+    suppress = argparse.SUPPRESS
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--dsn",
+        default=None if top else suppress,
+        help=f"PostgreSQL connection string or URL (default: ${DSN_ENV})",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top else suppress,
+        help="print JSON (one document per line) instead of tables",
+    )
+    common.add_argument(
+        "--connect-timeout",
+        type=positive_seconds,
+        default=5.0 if top else suppress,
+        metavar="SECONDS",
+        help="give up connecting after this long (default: 5; the DSN's own wins)",
+    )
+    return common

@@ -1,0 +1,245 @@
+"""How the command line shows results: JSON for scripts, rich tables for people.
+
+Theory of operation
+-------------------
+Every result has two forms.  ``*_json`` functions return plain JSON-ready data (times as ISO
+8601 with offset, payloads as UTF-8 text when they decode, always also as base64; listed tasks
+carry only ``payload_size``, as lists never read payloads), printed one document per line so
+``--watch --json`` is JSON Lines.  ``*_table`` functions return rich renderables; times are
+shown in UTC.  With ``full`` (stdout is not a terminal) tables cut nothing: whole type names,
+whole last messages with line breaks written as ``\\n``; else long values are shortened with
+``…`` to fit the terminal.  Nothing here reads the database or the clock, except `age`
+formatting which is given seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from rich import box
+from rich.console import Group, OverflowMethod
+from rich.table import Table
+from rich.text import Text
+
+from .._core._records import QueueStats, TaskPage, TaskRecord, TaskSummary
+from .._core._row import TaskStatus
+
+__all__ = [
+    "page_json",
+    "page_table",
+    "plural",
+    "stats_json",
+    "stats_table",
+    "summary_json",
+    "task_json",
+    "task_line",
+    "task_table",
+]
+
+_STYLE = {
+    TaskStatus.PENDING: "cyan",
+    TaskStatus.RUNNING: "yellow",
+    TaskStatus.COMPLETED: "green",
+    TaskStatus.FAILED: "red",
+    TaskStatus.CANCELLED: "magenta",
+}
+_PREVIEW = 60
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _utc(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _text_payload(payload: bytes) -> str | None:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def task_json(task: TaskRecord) -> dict[str, Any]:
+    """A task as JSON-ready data (``payload`` is None when it is not UTF-8 text)."""
+    return _task_json(task, task.payload)
+
+
+def summary_json(task: TaskSummary) -> dict[str, Any]:
+    """A listed task as JSON-ready data: `task_json` without ``payload`` and
+    ``payload_base64``."""
+    return _task_json(task, None)
+
+
+def _task_json(task: TaskRecord | TaskSummary, payload: bytes | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": task.id, "type": task.type, "status": task.status.value}
+    if payload is not None:
+        data["payload"] = _text_payload(payload)
+        data["payload_base64"] = base64.b64encode(payload).decode()
+    return data | {
+        "payload_size": task.payload_size,
+        "idempotency_token": task.idempotency_token,
+        "messages": list(task.messages),
+        "blocked_till": _iso(task.blocked_till),
+        "attempts_left": task.attempts_left,
+        "attempts_elapsed": task.attempts_elapsed,
+        "created_at": _iso(task.created_at),
+        "updated_at": _iso(task.updated_at),
+        "finalized_at": _iso(task.finalized_at),
+        "attempted_at": _iso(task.attempted_at),
+        "lease_token": task.lease_token,
+        "lease_owner": task.lease_owner,
+    }
+
+
+def page_json(page: TaskPage) -> dict[str, Any]:
+    """A page of tasks as JSON-ready data."""
+    return {
+        "tasks": [summary_json(t) for t in page.tasks],
+        "total": page.total,
+        "next_cursor": page.next_cursor,
+    }
+
+
+def stats_json(stats: QueueStats) -> dict[str, Any]:
+    """Queue stats as JSON-ready data (``by_type`` sorted by type)."""
+    return {
+        "total": stats.total,
+        "by_status": dict(stats.by_status),
+        "by_type": [
+            {
+                "type": t.type,
+                "total": t.total,
+                "by_status": dict(t.by_status),
+                "oldest_pending_age": t.oldest_pending_age,
+            }
+            for t in stats.by_type
+        ],
+    }
+
+
+def _status(status: TaskStatus) -> Text:
+    return Text(status.value, style=_STYLE[status])
+
+
+def _preview(text: str, *, full: bool) -> str:
+    if full:
+        return text.replace("\\", "\\\\").replace("\n", "\\n")
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= _PREVIEW else line[: _PREVIEW - 1] + "…"
+
+
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun``, with an ``s`` unless ``n`` is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def age(seconds: float | None) -> str:
+    """Seconds as a short human duration: ``-``, ``42s``, ``3m05s``, ``2h10m``, ``4d03h``."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def page_table(page: TaskPage, offset: int, *, full: bool = False) -> Group:
+    """A page of tasks as a table plus a line saying where it is in the total."""
+    overflow: OverflowMethod = "fold" if full else "ellipsis"
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("ID", justify="right", no_wrap=True)
+    table.add_column("Type", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Runs", justify="right", no_wrap=True)
+    table.add_column("Created (UTC)", no_wrap=True)
+    table.add_column("Blocked till (UTC)", no_wrap=True)
+    table.add_column("Last message", overflow=overflow)
+    for t in page.tasks:
+        table.add_row(
+            str(t.id),
+            t.type,
+            _status(t.status),
+            f"{t.attempts_elapsed}/{t.attempts_elapsed + t.attempts_left}",
+            _utc(t.created_at),
+            _utc(t.blocked_till),
+            _preview(t.messages[-1], full=full) if t.messages else "",
+        )
+    if page.tasks:
+        where = f"{offset + 1}-{offset + len(page.tasks)} of {page.total}"
+        footer = f"{plural(len(page.tasks), 'task')} shown ({where} matching)"
+    else:
+        footer = f"no tasks on this page ({page.total} matching)"
+    if page.next_cursor:
+        footer += f"; next page: --after {page.next_cursor}"
+    return Group(table, Text(footer, style="dim"))
+
+
+def task_table(task: TaskRecord) -> Table:
+    """Every field of one task, one per row."""
+    table = Table(box=box.SIMPLE, show_header=False, show_edge=False)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    text = _text_payload(task.payload)
+    payload = text if text is not None else "base64:" + base64.b64encode(task.payload).decode()
+    rows: list[tuple[str, str | Text]] = [
+        ("id", str(task.id)),
+        ("type", task.type),
+        ("status", _status(task.status)),
+        ("payload", f"{payload}  ({len(task.payload)} bytes)"),
+        ("idempotency token", task.idempotency_token or "-"),
+        ("attempts", f"{task.attempts_elapsed} run, {task.attempts_left} left"),
+        ("created (UTC)", _utc(task.created_at)),
+        ("updated (UTC)", _utc(task.updated_at)),
+        ("blocked till (UTC)", _utc(task.blocked_till)),
+        ("attempted (UTC)", _utc(task.attempted_at)),
+        ("finalized (UTC)", _utc(task.finalized_at)),
+        ("lease", "-" if task.lease_token is None else f"{task.lease_token} ({task.lease_owner})"),
+    ]
+    for number, message in enumerate(task.messages, 1):
+        rows.append((f"message {number}", message))
+    for field, value in rows:
+        table.add_row(field, value)
+    return table
+
+
+def task_line(verb: str, task: TaskRecord) -> str:
+    """One line confirming a single-task action."""
+    return f"{verb} task {task.id} ({task.type}); status now {task.status.value}"
+
+
+def stats_table(stats: QueueStats, *, full: bool = False) -> Group:
+    """Totals by status, then one row per type with its counts and queue lag.
+
+    The lag column is `TypeStats.oldest_pending_age`: how long the longest-waiting ready
+    pending task of that type has been ready.
+    """
+    statuses = [s.value for s in TaskStatus]
+    totals = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for s in statuses:
+        totals.add_column(s, justify="right", style=_STYLE[TaskStatus(s)])
+    totals.add_column("total", justify="right", style="bold")
+    totals.add_row(*(str(stats.by_status[s]) for s in statuses), str(stats.total))
+    types = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    types.add_column("type", overflow="fold" if full else "ellipsis")
+    for s in statuses:
+        types.add_column(s, justify="right", no_wrap=True)
+    types.add_column("total", justify="right", no_wrap=True)
+    types.add_column("lag", justify="right", no_wrap=True)
+    for t in stats.by_type:
+        types.add_row(
+            t.type,
+            *(str(t.by_status[s]) for s in statuses),
+            str(t.total),
+            age(t.oldest_pending_age),
+        )
+    if not stats.by_type:
+        return Group(totals, Text("no tasks", style="dim"))
+    return Group(totals, types)

@@ -1,0 +1,89 @@
+"""The lease keeper: renews the leases this consumer holds and notices lost ones.
+
+Theory of operation
+-------------------
+Every ``cancel_check_interval`` it asks which held leases are no longer ours (the task was
+cancelled by a client, deleted, or taken over) and cancels their handlers: this is the
+periodic check behind the listener's ``asynqpg_cancel`` notifications, which may be lost.
+Every third of the lease duration it renews all held leases in one batched, fenced UPDATE;
+the leases the UPDATE did not find are lost too (one more query then asks what became of
+them).  A live consumer therefore never has a task taken over, however long its handler runs.
+
+A lease lost while its handler ran, other than by a client's cancel, means this consumer
+failed to renew it in time: its event loop was blocked for longer than the lease (see the
+watchdog) or it was cut off from the database.  Each is logged as a warning with the task and
+counted (``leases_lost``, and the ``asynqpg.tasks.leases_lost`` counter).
+
+Cancellation: stops between statements; leases it did not renew expire on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .._pg import _tasks_repo as repo
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["report_lost", "run_lease_keeper"]
+
+logger = logging.getLogger("asynqpg_trio.leases")
+
+
+async def run_lease_keeper(rt: Runtime) -> None:
+    """Renew and check leases until cancelled."""
+    renew_every = rt.config.lease_duration / 3
+    last_renewal = anyio.current_time()
+    while True:
+        await anyio.sleep(min(rt.config.cancel_check_interval, renew_every))
+        ids, tokens = rt.book.snapshot()
+        if not ids:
+            last_renewal = anyio.current_time()
+            continue
+        async with rt.pool.connection() as conn:
+            if anyio.current_time() - last_renewal >= renew_every * 0.9:
+                started = anyio.current_time()
+                held = await repo.extend_leases(conn, ids, tokens, rt.config.lease_duration)
+                last_renewal = started
+                missing = [(i, t) for i, t in zip(ids, tokens, strict=True) if i not in held]
+                lost = []
+                if missing:
+                    lost = await repo.lost_leases(
+                        conn, [i for i, _ in missing], [t for _, t in missing]
+                    )
+            else:
+                lost = await repo.lost_leases(conn, ids, tokens)
+        report_lost(rt, lost)
+
+
+def report_lost(rt: Runtime, lost: list[repo.LostLease]) -> None:
+    """Mark ``lost`` leases lost (cancelling their handlers); warn about and count those
+    lost while their handler ran other than by a client's cancel."""
+    if not lost:
+        return
+    running = {lease.task_id: lease for lease in rt.book.mark_lost(x.task_id for x in lost)}
+    for fate in lost:
+        lease = running.get(fate.task_id)
+        if lease is None or fate.status == "cancelled":
+            continue
+        rt.counts["leases_lost"] += 1
+        rt.telemetry.lease_lost(lease.type)
+        if fate.status is None:
+            what = "the task was deleted"
+        elif fate.status == "running":
+            what = f"taken over by consumer {fate.owner or '(unknown)'}"
+        else:
+            what = f"the task is {fate.status} now (rescued, or finished elsewhere)"
+        logger.warning(
+            "lease of task %d (%r) lost while its handler ran: %s; the handler is cancelled."
+            " A lease is lost when it is not renewed within lease_duration (%g s): an event"
+            " loop blocked that long, or no database connection",
+            lease.task_id,
+            lease.type,
+            what,
+            rt.config.lease_duration,
+        )

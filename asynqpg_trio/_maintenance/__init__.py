@@ -1,0 +1,1 @@
+"""Maintenance: leader election (the elector) and the leader-only janitor and cleaner."""

@@ -1,0 +1,211 @@
+"""The client's SQL, loaded once, and one function per statement.
+
+Theory of operation
+-------------------
+Every query lives in ``_pg/sql/client.sql``; this module binds parameters and turns rows into
+frozen values.  Each function takes the connection to run on, so the client decides between
+its pool and the caller's transaction.  The only SQL composed at run time is the list query's
+ORDER BY and keyset clauses, and they are picked from `_ORDER_CLAUSES` / `_AFTER_CLAUSES`,
+fixed fragments keyed by a whitelisted sort field: no caller text ever reaches the SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from psycopg import sql
+
+from .._core._listing import ORDER_FIELDS
+from .._core._records import TASK_COLUMNS, QueueStats, TaskRecord, TaskSummary, ThroughputMinute
+from .._core._row import TaskStatus
+from ._sql import load
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from .._core._listing import ListPlan
+
+__all__ = [
+    "BATCH_SIZE",
+    "QUERIES",
+    "ClientQueries",
+    "Outcome",
+    "PayloadRead",
+    "delete_failed_batch",
+    "get_payload",
+    "get_task",
+    "get_task_summary",
+    "list_tasks",
+    "retry_failed_batch",
+    "stats",
+    "throughput",
+    "write_task",
+]
+
+#: Rows a bulk retry or delete touches per statement.
+BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ClientQueries:
+    """The statements of ``_pg/sql/client.sql``, one attribute per named block."""
+
+    get_task: str
+    get_task_summary: str
+    get_payload: str
+    list_tasks: str
+    cancel_task: str
+    retry_task: str
+    delete_task: str
+    retry_failed_batch: str
+    delete_failed_batch: str
+    stats: str
+    throughput: str
+
+
+#: The loaded client statements.
+QUERIES: ClientQueries = load(ClientQueries, "client.sql")
+
+
+def _order(column: str, descending: bool) -> sql.Composed:
+    direction = sql.SQL("DESC" if descending else "ASC")
+    if column == "id":
+        return sql.SQL("m.id {}").format(direction)
+    return sql.SQL("{} {}, m.id {}").format(sql.Identifier("m", column), direction, direction)
+
+
+def _after(column: str, descending: bool) -> sql.Composed:
+    op = sql.SQL("<" if descending else ">")
+    if column == "id":
+        return sql.SQL("m.id {} %(after_id)s::bigint").format(op)
+    return sql.SQL("({}, m.id) {} (%(after_value)s::timestamptz, %(after_id)s::bigint)").format(
+        sql.Identifier("m", column), op
+    )
+
+
+_ORDER_CLAUSES: Final = {(f, d): _order(f, d) for f in ORDER_FIELDS for d in (False, True)}
+_AFTER_CLAUSES: Final = {(f, d): _after(f, d) for f in ORDER_FIELDS for d in (False, True)}
+_LIST_TEMPLATE: Final = sql.SQL(QUERIES.list_tasks)  # type: ignore[arg-type,unused-ignore]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a single-task write found and did.
+
+    Attributes:
+        old_status: the task's status when the statement locked it.
+        changed: whether the statement changed (or deleted) the row.
+        task: the row after the change when changed (before it, for delete), else as it is.
+    """
+
+    old_status: TaskStatus
+    changed: bool
+    task: TaskRecord
+
+
+async def get_task(conn: psycopg.AsyncConnection[Any], task_id: int) -> TaskRecord | None:
+    """The task with this id, or None."""
+    cur = conn.cursor(binary=True)
+    await cur.execute(QUERIES.get_task, {"id": task_id})
+    row = await cur.fetchone()
+    return None if row is None else TaskRecord.from_row(row)
+
+
+async def get_task_summary(conn: psycopg.AsyncConnection[Any], task_id: int) -> TaskSummary | None:
+    """The task with this id without its payload, or None."""
+    cur = conn.cursor(binary=True)
+    await cur.execute(QUERIES.get_task_summary, {"id": task_id})
+    row = await cur.fetchone()
+    return None if row is None else TaskSummary.from_row(row)
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRead:
+    """What `get_payload` found: the payload's size, and the payload if it was within the
+    limit (else None: it was not read)."""
+
+    size: int
+    payload: bytes | None
+
+
+async def get_payload(
+    conn: psycopg.AsyncConnection[Any], task_id: int, max_bytes: int | None
+) -> PayloadRead | None:
+    """The payload's size, and the payload when it is at most ``max_bytes``; None: no task."""
+    cur = conn.cursor(binary=True)
+    await cur.execute(QUERIES.get_payload, {"id": task_id, "max_bytes": max_bytes})
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    size, payload = row
+    return PayloadRead(int(size), None if payload is None else bytes(payload))
+
+
+async def list_tasks(
+    conn: psycopg.AsyncConnection[Any], plan: ListPlan
+) -> tuple[int, list[TaskSummary]]:
+    """Run a planned list query; return (total matching, the page's summaries)."""
+    key = (plan.order_by, plan.descending)
+    query = _LIST_TEMPLATE.format(
+        after_clause=_AFTER_CLAUSES[key] if plan.keyset else sql.SQL("TRUE"),
+        order_clause=_ORDER_CLAUSES[key],
+    )
+    cur = conn.cursor(binary=True)
+    await cur.execute(query, plan.params)
+    rows = await cur.fetchall()
+    total = int(rows[0][0]) if rows else 0
+    return total, [TaskSummary.from_row(r[1:]) for r in rows if r[1] is not None]
+
+
+async def write_task(
+    conn: psycopg.AsyncConnection[Any], query: str, task_id: int
+) -> Outcome | None:
+    """Run one of cancel_task, retry_task, delete_task; None when there is no such task."""
+    cur = conn.cursor(binary=True)
+    await cur.execute(query, {"id": task_id})
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    old_status, changed, _notified, *task = row
+    assert len(task) == TASK_COLUMNS
+    return Outcome(TaskStatus(old_status), bool(changed), TaskRecord.from_row(task))
+
+
+async def retry_failed_batch(
+    conn: psycopg.AsyncConnection[Any], task_type: str | None, batch_size: int = BATCH_SIZE
+) -> int:
+    """Re-queue up to ``batch_size`` failed tasks; return how many."""
+    cur = await conn.execute(
+        QUERIES.retry_failed_batch, {"type": task_type, "batch_size": batch_size}
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def delete_failed_batch(
+    conn: psycopg.AsyncConnection[Any], task_type: str | None, batch_size: int = BATCH_SIZE
+) -> int:
+    """Delete up to ``batch_size`` failed tasks; return how many."""
+    cur = await conn.execute(
+        QUERIES.delete_failed_batch, {"type": task_type, "batch_size": batch_size}
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def stats(conn: psycopg.AsyncConnection[Any]) -> QueueStats:
+    """Counts by status and by type, from one scan."""
+    cur = await conn.execute(QUERIES.stats)
+    return QueueStats.from_counts(await cur.fetchall())
+
+
+async def throughput(conn: psycopg.AsyncConnection[Any], minutes: int) -> list[ThroughputMinute]:
+    """Completed and failed counts for each of the last ``minutes`` minutes, oldest first."""
+    cur = await conn.execute(QUERIES.throughput, {"minutes": minutes})
+    return [
+        ThroughputMinute(minute, int(done), int(failed))
+        for minute, done, failed in await cur.fetchall()
+    ]

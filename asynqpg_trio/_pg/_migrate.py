@@ -1,0 +1,190 @@
+"""Schema migrations: numbered ``.sql`` files applied in order under an advisory lock.
+
+Theory of operation
+-------------------
+Each file ``migrations/NNNN_name.sql`` is one version.  `migrate` takes a transaction-scoped
+advisory lock (so any number of processes may run it at once: the first applies, the others
+wait and then find nothing to do), creates the bookkeeping table ``asynqpg_migrations`` if
+needed, checks that every recorded version still has the same checksum, refuses a database
+that has versions this package does not know (`SchemaTooNew`), and applies what is missing,
+all in one transaction: a failure leaves the schema as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from .._core._errors import SchemaError, SchemaMissing, SchemaTooNew
+from ._pool import Pool, pool_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ._conn import Connection
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "Migration",
+    "check_schema",
+    "migrate",
+    "migrate_conn",
+    "schema_required",
+]
+
+# An arbitrary constant: the key of the advisory lock that serialises migrations.
+_LOCK_KEY = 0x61_73_79_6E_71_70_67  # "asynqpg"
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema version: its number, name, SQL text and checksum."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the SQL text."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def _load() -> tuple[Migration, ...]:
+    found: list[Migration] = []
+    for entry in resources.files("asynqpg_trio._pg").joinpath("migrations").iterdir():
+        match = _FILE.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    expected = list(range(1, len(found) + 1))
+    if [m.version for m in found] != expected:
+        raise RuntimeError(f"migration files must be numbered 1..n without gaps: {found}")
+    return tuple(found)
+
+
+#: Every migration this package ships, in order.
+MIGRATIONS: tuple[Migration, ...] = _load()
+#: The schema version this package needs.
+LATEST_VERSION: int = MIGRATIONS[-1].version
+
+_BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS asynqpg_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+async def migrate_conn(conn: Connection[Any]) -> list[int]:
+    """Apply the missing migrations on ``conn``; return the versions applied.
+
+    Cancellation: a checkpoint; if cancelled, the transaction rolls back and the schema is as
+    it was.
+    """
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        await conn.execute(_BOOKKEEPING)
+        cur = await conn.execute("SELECT version, checksum FROM asynqpg_migrations")
+        recorded = {int(v): str(c) for v, c in await cur.fetchall()}
+        _check_recorded(recorded)
+        for migration in MIGRATIONS:
+            if migration.version in recorded:
+                continue
+            await conn.execute(sql.SQL(migration.sql))  # type: ignore[arg-type,unused-ignore]
+            await conn.execute(
+                "INSERT INTO asynqpg_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                (migration.version, migration.name, migration.checksum),
+            )
+            applied.append(migration.version)
+    return applied
+
+
+def _check_recorded(recorded: dict[int, str]) -> None:
+    newer = sorted(v for v in recorded if v > LATEST_VERSION)
+    if newer:
+        raise SchemaTooNew(
+            f"the database has schema version {max(newer)}, but this asynqpg-trio knows only "
+            f"up to {LATEST_VERSION}: upgrade the asynqpg-trio package"
+        )
+    for migration in MIGRATIONS:
+        checksum = recorded.get(migration.version)
+        if checksum is not None and checksum != migration.checksum:
+            raise SchemaError(
+                f"migration {migration.version} ({migration.name}) was applied with a different "
+                "text than this package ships; the schema was changed by hand or by a "
+                "modified package"
+            )
+
+
+_MISSING = (
+    "the asynqpg tables are missing from this database: run "
+    "`asynqpg-trio migrate --dsn ...` or `await asynqpg_trio.migrate(dsn)` first"
+)
+
+
+@contextlib.contextmanager
+def schema_required() -> Iterator[None]:
+    """Around the queue's statements: a missing table or function means a database without
+    the schema, reported as `SchemaMissing` (from psycopg's error) rather than as SQL."""
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as ex:
+        raise SchemaMissing(_MISSING) from ex
+
+
+async def check_schema(conn: Connection[Any]) -> None:
+    """Raise unless the database has exactly the schema this package needs.
+
+    Raises:
+        SchemaMissing: no asynqpg tables, or migrations missing (run ``asynqpg-trio migrate``).
+        SchemaTooNew: the database was migrated by a newer asynqpg-trio.
+
+    Cancellation: a checkpoint; reads only.
+    """
+    cur = await conn.execute("SELECT to_regclass('asynqpg_migrations') IS NOT NULL")
+    row = await cur.fetchone()
+    if not row or not row[0]:
+        raise SchemaMissing(_MISSING)
+    cur = await conn.execute("SELECT version, checksum FROM asynqpg_migrations")
+    recorded = {int(v): str(c) for v, c in await cur.fetchall()}
+    _check_recorded(recorded)
+    missing = [m.version for m in MIGRATIONS if m.version not in recorded]
+    if missing:
+        raise SchemaMissing(
+            f"the database lacks schema versions {missing}: run `asynqpg-trio migrate` to "
+            "upgrade it"
+        )
+
+
+async def migrate(pool_or_dsn: Pool | str) -> list[int]:
+    """Bring the database's asynqpg schema up to date; return the versions applied.
+
+    Safe to run from many processes at once: they serialise on an advisory lock, and all but
+    the first find nothing to do.
+
+    Raises:
+        SchemaTooNew: the database was migrated by a newer asynqpg-trio.
+        SchemaError: an applied migration's text differs from this package's.
+
+    Cancellation: a checkpoint; if cancelled, nothing is applied.
+    """
+    pool, owned = pool_for(pool_or_dsn, max_size=1)
+    try:
+        async with pool.connection() as conn:
+            return await migrate_conn(conn)
+    finally:
+        if owned:
+            pool.close()

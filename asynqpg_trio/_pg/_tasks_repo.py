@@ -1,0 +1,224 @@
+"""The queue's SQL, loaded once, and the statements the producer and consumer run.
+
+Every query lives in ``_pg/sql/tasks.sql``; this module only binds parameters and turns rows into
+values.  One method per query; each takes the connection to run on, so callers decide about
+pools and transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from .._core._batching import FlushPlan, OutcomeKind
+from .._core._enqueue import BatchPlan, Inserted, read_result
+from ._migrate import schema_required
+from ._sql import load
+
+__all__ = ["QUERIES", "LostLease", "TaskQueries"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQueries:
+    """The statements of ``_pg/sql/tasks.sql``, one attribute per named block."""
+
+    enqueue_many: str
+    enqueue_many_untokened: str
+    find_by_token: str
+    claim: str
+    bound_idle_in_transaction: str
+    lock_tasks: str
+    complete_many: str
+    fail_many: str
+    retry_many: str
+    snooze_many: str
+    extend_leases: str
+    lost_leases: str
+    next_ready_at: str
+    queue_depth: str
+
+
+#: The loaded task statements.
+QUERIES: TaskQueries = load(TaskQueries, "tasks.sql")
+
+
+def enqueue_statement(plan: BatchPlan) -> str:
+    """The batch insert to use: without ON CONFLICT when no task carries a token."""
+    return QUERIES.enqueue_many_untokened if plan.keys is None else QUERIES.enqueue_many
+
+
+async def insert_batch(conn: psycopg.AsyncConnection[Any], plan: BatchPlan) -> Inserted:
+    """Run the batch insert; return the new ids, one entry per input.
+
+    Raises:
+        SchemaMissing: the database has no asynqpg schema.
+    """
+    cur = conn.cursor(binary=True)
+    with schema_required():
+        await cur.execute(enqueue_statement(plan), plan.params)
+    return read_result(plan, await cur.fetchall())
+
+
+async def find_by_token(
+    conn: psycopg.AsyncConnection[Any], task_type: str, token: str
+) -> int | None:
+    """The id of the task holding (type, token), if any."""
+    cur = await conn.execute(QUERIES.find_by_token, {"type": task_type, "token": token})
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def claim(
+    conn: psycopg.AsyncConnection[Any],
+    wanted: dict[str, int],
+    *,
+    owner: str,
+    lease: float,
+    takeover_message: str,
+    exhausted_message: str,
+) -> list[tuple[Any, ...]]:
+    """Claim up to ``wanted[type]`` ready tasks of each type; return the claimed rows.
+
+    Each row is a tuple in the order of `CLAIM_COLUMNS` (binary results: no text parsing);
+    ``messages`` is None when there are none.
+    """
+    cur = conn.cursor(binary=True)
+    await cur.execute(
+        QUERIES.claim,
+        {
+            "types": list(wanted),
+            "limits": list(wanted.values()),
+            "owner": owner,
+            "lease": lease,
+            "takeover_message": takeover_message,
+            "exhausted_message": exhausted_message,
+        },
+    )
+    return await cur.fetchall()
+
+
+#: The claim's RETURNING list, in order: the fields of each row `claim` returns.
+CLAIM_COLUMNS = (
+    "id",
+    "type",
+    "payload",
+    "idempotency_token",
+    "status",
+    "attempts_left",
+    "attempts_elapsed",
+    "created_at",
+    "attempted_at",
+    "messages",
+    "lease_token",
+    "trace_context",
+    "taken_over",
+)
+
+
+async def next_ready_in(conn: psycopg.AsyncConnection[Any], types: list[str]) -> float | None:
+    """Seconds until the earliest pending task of these types is ready (None if none)."""
+    cur = await conn.execute(QUERIES.next_ready_at, {"types": types})
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+@asynccontextmanager
+async def bounded_transaction(
+    conn: psycopg.AsyncConnection[Any], idle_timeout: float | None
+) -> AsyncIterator[None]:
+    """A transaction the server ends (releasing its row locks) if this client stays silent in
+    it for longer than ``idle_timeout`` seconds; None for no bound.
+
+    A stalled client must not keep rows locked, and so safe from takeover, after its leases
+    expired.  The server then terminates the session; that surfaces here as
+    `psycopg.OperationalError`, the connection-loss error actors already survive.
+    """
+    try:
+        async with conn.transaction():
+            if idle_timeout is not None:
+                timeout = f"{max(1, round(idle_timeout * 1000))}ms"
+                await conn.execute(QUERIES.bound_idle_in_transaction, {"timeout": timeout})
+            yield
+    except psycopg.errors.IdleInTransactionSessionTimeout as ex:
+        raise psycopg.OperationalError(f"the server ended a stalled transaction: {ex}") from ex
+
+
+async def write_outcomes(
+    conn: psycopg.AsyncConnection[Any], plan: FlushPlan, *, idle_timeout: float | None = None
+) -> set[int]:
+    """Write a flush plan in one transaction, one statement per kind; return written ids.
+
+    The rows are locked in id order first, so the write never deadlocks with a lease renewal.
+    ``idle_timeout``: see `bounded_transaction` (the consumer passes half its lease, so a
+    stalled consumer's locks are gone before its leases expire).
+    """
+    written: set[int] = set()
+    async with bounded_transaction(conn, idle_timeout):
+        every_id = sorted({task_id for batch in plan.batches for task_id in batch.ids})
+        await conn.execute(QUERIES.lock_tasks, {"ids": every_id})
+        for batch in plan.batches:
+            ids, tokens = list(batch.ids), list(batch.tokens)
+            params: dict[str, list[Any]]
+            if batch.kind is OutcomeKind.COMPLETE:
+                query, params = QUERIES.complete_many, {"ids": ids, "tokens": tokens}
+            elif batch.kind is OutcomeKind.FAIL:
+                query = QUERIES.fail_many
+                params = {"ids": ids, "tokens": tokens, "messages": list(batch.messages)}
+            elif batch.kind is OutcomeKind.RETRY:
+                query = QUERIES.retry_many
+                params = {
+                    "ids": ids,
+                    "tokens": tokens,
+                    "delays": list(batch.delays),
+                    "messages": list(batch.messages),
+                }
+            else:  # SNOOZE and RELEASE: back to pending, attempt refunded
+                query = QUERIES.snooze_many
+                params = {"ids": ids, "tokens": tokens, "delays": list(batch.delays)}
+            cur = await conn.execute(query, params)
+            stale = {int(r[0]) for r in await cur.fetchall()}  # usually none
+            written.update(ids if not stale else (i for i in ids if i not in stale))
+    return written
+
+
+async def extend_leases(
+    conn: psycopg.AsyncConnection[Any], ids: list[int], tokens: list[int], lease: float
+) -> set[int]:
+    """Push the leases forward; return the ids still held."""
+    cur = await conn.execute(QUERIES.extend_leases, {"ids": ids, "tokens": tokens, "lease": lease})
+    return {int(r[0]) for r in await cur.fetchall()}
+
+
+@dataclass(frozen=True, slots=True)
+class LostLease:
+    """A lease no longer held, and what became of its task.
+
+    Attributes:
+        task_id: the task.
+        status: its status now (None: deleted); ``cancelled`` is a client's cancel.
+        owner: the consumer holding its lease now, if any.
+    """
+
+    task_id: int
+    status: str | None
+    owner: str | None
+
+
+async def lost_leases(
+    conn: psycopg.AsyncConnection[Any], ids: list[int], tokens: list[int]
+) -> list[LostLease]:
+    """Of these leases, those no longer held (cancelled, taken over, rescued, deleted)."""
+    cur = await conn.execute(QUERIES.lost_leases, {"ids": ids, "tokens": tokens})
+    return [LostLease(int(i), status, owner) for i, status, owner in await cur.fetchall()]
+
+
+async def queue_depth(
+    conn: psycopg.AsyncConnection[Any], types: list[str]
+) -> list[tuple[str, int, float]]:
+    """Per type: pending tasks ready now, and seconds the oldest of them has been ready."""
+    cur = await conn.execute(QUERIES.queue_depth, {"types": types})
+    return [(str(t), int(n), float(age)) for t, n, age in await cur.fetchall()]

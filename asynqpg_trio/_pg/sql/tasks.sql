@@ -1,0 +1,304 @@
+-- The producer's and the consumer's statements.  Each statement that writes asynqpg_tasks
+-- implements rows of the state table in asynqpg_trio/_core/_state.py and names their events on a line
+-- "-- events: a, b" under its name (tests/test_state_sql.py reads those lines and checks the
+-- statement against the table).  Times come from asynqpg_now() (the database clock), never from
+-- the client.  Parameters are bound in binary (%(name)b): arrays of thousands of elements
+-- dump much faster than as text.
+
+-- name: enqueue_many
+-- events: enqueue
+-- Insert a batch in input order (ORDER BY ord, so ids grow with ord); skip
+-- duplicates of (type, idempotency_token), inside the batch too.  A NOTIFY on asynqpg_new,
+-- once per statement, wakes idle consumers when anything inserted is ready now.
+-- The clock is read once (batch).  Payloads are always an array; every other column comes
+-- either as an array (it varies across the batch; its scalar is NULL) or as one scalar shared
+-- by every row (its array is NULL: unnest pads it with NULLs), hence the coalesce().
+-- Returns (id, type, token) of each inserted row, in id order.
+WITH batch AS MATERIALIZED (
+    SELECT n.now, %(type)b::text AS type, %(token)b::text AS token, %(delay)b::float8 AS delay,
+           %(process_at)b::timestamptz AS process_at, %(attempt)b::smallint AS attempts,
+           %(trace)b::jsonb AS trace
+    FROM (SELECT asynqpg_now() AS now) AS n
+), input AS (
+    SELECT *
+    FROM unnest(
+        %(payloads)b::bytea[], %(types)b::text[], %(tokens)b::text[], %(delays)b::float8[],
+        %(process_ats)b::timestamptz[], %(attempts)b::smallint[]
+    ) WITH ORDINALITY AS i(payload, type, token, delay, process_at, attempts, ord)
+), ins AS (
+    INSERT INTO asynqpg_tasks AS t (
+        type, payload, idempotency_token, blocked_till, attempts_left, trace_context,
+        created_at, updated_at
+    )
+    SELECT
+        coalesce(i.type, b.type), i.payload, coalesce(i.token, b.token),
+        CASE WHEN coalesce(i.process_at, b.process_at) IS NOT NULL
+             THEN greatest(b.now, coalesce(i.process_at, b.process_at))
+             ELSE b.now + make_interval(secs => coalesce(i.delay, b.delay)) END,
+        coalesce(i.attempts, b.attempts), b.trace, b.now, b.now
+    FROM input i CROSS JOIN batch b
+    ORDER BY i.ord
+    ON CONFLICT DO NOTHING
+    RETURNING t.id, t.type, t.idempotency_token, t.blocked_till
+), wake AS (
+    SELECT pg_notify('asynqpg_new', '')
+    FROM (SELECT 1 FROM ins WHERE ins.blocked_till <= (SELECT now FROM batch) LIMIT 1) AS ready
+)
+SELECT ins.id, ins.type, ins.idempotency_token
+FROM ins CROSS JOIN (SELECT count(*) FROM wake) AS w
+ORDER BY ins.id
+
+-- name: enqueue_many_untokened
+-- events: enqueue
+-- The same insert for a batch in which no task has an idempotency token:
+-- no conflict is possible, and leaving out ON CONFLICT spares every row a speculative
+-- insertion (about a fifth faster).  Every task is inserted, so one row comes back: the new
+-- ids as one array in id order (input order), and the NOTIFY count.
+WITH batch AS MATERIALIZED (
+    SELECT n.now, %(type)b::text AS type, %(token)b::text AS token, %(delay)b::float8 AS delay,
+           %(process_at)b::timestamptz AS process_at, %(attempt)b::smallint AS attempts,
+           %(trace)b::jsonb AS trace
+    FROM (SELECT asynqpg_now() AS now) AS n
+), input AS (
+    SELECT *
+    FROM unnest(
+        %(payloads)b::bytea[], %(types)b::text[], %(tokens)b::text[], %(delays)b::float8[],
+        %(process_ats)b::timestamptz[], %(attempts)b::smallint[]
+    ) WITH ORDINALITY AS i(payload, type, token, delay, process_at, attempts, ord)
+), ins AS (
+    INSERT INTO asynqpg_tasks AS t (
+        type, payload, idempotency_token, blocked_till, attempts_left, trace_context,
+        created_at, updated_at
+    )
+    SELECT
+        coalesce(i.type, b.type), i.payload, coalesce(i.token, b.token),
+        CASE WHEN coalesce(i.process_at, b.process_at) IS NOT NULL
+             THEN greatest(b.now, coalesce(i.process_at, b.process_at))
+             ELSE b.now + make_interval(secs => coalesce(i.delay, b.delay)) END,
+        coalesce(i.attempts, b.attempts), b.trace, b.now, b.now
+    FROM input i CROSS JOIN batch b
+    ORDER BY i.ord
+    RETURNING t.id, t.blocked_till
+), wake AS (
+    SELECT pg_notify('asynqpg_new', '')
+    FROM (SELECT 1 FROM ins WHERE ins.blocked_till <= (SELECT now FROM batch) LIMIT 1) AS ready
+)
+SELECT array_agg(ins.id ORDER BY ins.id) AS ids, (SELECT count(*) FROM wake) AS woken
+FROM ins
+
+-- name: find_by_token
+-- The id of the task holding (type, token), to report a duplicate.
+SELECT id FROM asynqpg_tasks WHERE type = %(type)b AND idempotency_token = %(token)b
+
+-- name: claim
+-- events: claim, lease_takeover
+-- claim: pending -> running; lease_takeover: running with an expired lease -> running, or ->
+-- failed when no attempt is left.  A running row without a lease token was claimed by a Go
+-- consumer, whose claim consumed no attempt: its dead attempt is charged here as well (so
+-- the takeover needs two attempts left to run it again).  One round trip for every type: for each
+-- (type, n) take up to n ready rows, oldest blocked_till first, id as tie-breaker, skipping
+-- rows other consumers hold.  The claim consumes an attempt and draws a fresh lease token.
+-- The claim commits without waiting for its WAL flush (synchronous_commit off for this one
+-- transaction): a claim lost in a server crash only puts its task back to pending, as a crashed
+-- consumer would, and any later fenced write of that task flushes the WAL, claim included,
+-- before it is acknowledged.  This saves an fsync on the enqueue-to-start path.
+WITH async_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+), wanted AS (
+    SELECT w.type, w.n FROM unnest(%(types)b::text[], %(limits)b::int[]) AS w(type, n)
+    CROSS JOIN async_commit
+    WHERE w.n > 0
+), picked AS MATERIALIZED (
+    SELECT c.id, c.status AS old_status, c.charge,
+           (c.status = 'running' AND c.attempts_left < 1 + c.charge) AS exhausted
+    FROM wanted w
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.status, t.attempts_left,
+               (t.status = 'running' AND t.lease_token IS NULL)::int AS charge
+        FROM asynqpg_tasks t
+        WHERE t.type = w.type
+          AND t.status IN ('pending', 'running')
+          AND t.blocked_till <= asynqpg_now()
+        ORDER BY t.blocked_till, t.id
+        LIMIT w.n
+        FOR NO KEY UPDATE SKIP LOCKED
+    ) c
+)
+UPDATE asynqpg_tasks t SET
+    status = CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
+    attempts_left = CASE WHEN d.exhausted AND d.charge = 0 THEN t.attempts_left
+                         WHEN d.exhausted THEN greatest(t.attempts_left - 1, 0)
+                         ELSE greatest(t.attempts_left - d.charge, 1) - 1 END,
+    attempts_elapsed = CASE WHEN d.exhausted THEN t.attempts_elapsed + d.charge
+                            ELSE t.attempts_elapsed + d.charge + 1 END,
+    lease_token = CASE WHEN d.exhausted THEN NULL
+                       ELSE nextval('asynqpg_lease_token_seq') END,
+    lease_owner = CASE WHEN d.exhausted THEN NULL ELSE %(owner)b END,
+    blocked_till = CASE WHEN d.exhausted THEN t.blocked_till
+                        ELSE asynqpg_now() + make_interval(secs => %(lease)b) END,
+    attempted_at = CASE WHEN d.exhausted THEN t.attempted_at ELSE asynqpg_now() END,
+    finalized_at = CASE WHEN d.exhausted THEN asynqpg_now() ELSE NULL END,
+    updated_at = asynqpg_now(),
+    messages = CASE
+        WHEN d.old_status <> 'running' THEN t.messages
+        WHEN d.exhausted THEN (t.messages || %(exhausted_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
+        ELSE (t.messages || %(takeover_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
+    END
+FROM picked d
+-- The ANY(ARRAY(...)) hands the planner the ids up front: a primary-key lookup per claimed
+-- row, never a join over the whole table.
+WHERE t.id = d.id AND t.id = ANY(ARRAY(SELECT p.id FROM picked p))
+-- No messages (the common case) come back as NULL: an empty array costs the client more to
+-- load than the rest of the row.
+RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_left,
+          t.attempts_elapsed, t.created_at, t.attempted_at,
+          nullif(t.messages, '{}'::text[]) AS messages, t.lease_token,
+          t.trace_context, (d.old_status = 'running') AS taken_over
+
+-- name: bound_idle_in_transaction
+-- The first statement of the consumer's and the janitor's multi-statement transactions: should
+-- the client go silent inside the transaction (a network stall, a frozen process) for longer
+-- than the timeout, the server ends its session, which rolls the transaction back and releases
+-- its row locks; otherwise the stalled client would keep its tasks locked, and so safe from
+-- takeover, long after their leases expired.  Local to the transaction (set_config's third
+-- argument), like SET LOCAL.
+SELECT set_config('idle_in_transaction_session_timeout', %(timeout)s, true)
+
+-- name: lock_tasks
+-- The outcome write's first statement after the bound: lock every row the write will touch,
+-- in id order.  Statements that wait for the row locks of several tasks take them in
+-- ascending id order (this one, extend_leases), so two of them can never deadlock; without it
+-- the write locked one outcome kind's rows, then the next kind's, while a lease renewal locked
+-- the same rows in another order.  The others (claim, rescue, bulk client writes) skip locked
+-- rows and never wait.
+SELECT count(*) FROM (
+    SELECT t.id FROM asynqpg_tasks t
+    WHERE t.id = ANY(%(ids)b::bigint[])
+    ORDER BY t.id
+    FOR NO KEY UPDATE
+) AS locked
+
+-- name: complete_many
+-- events: complete
+-- Fenced: id, status running and the lease token must all match.
+-- Returns the ids it did not write (stale: the lease changed), usually none: cheaper for
+-- the client than reading back every id written.
+WITH written AS (
+    UPDATE asynqpg_tasks t SET
+        status = 'completed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
+        lease_token = NULL, lease_owner = NULL
+    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
+    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    RETURNING t.id
+)
+SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
+WHERE u.id NOT IN (SELECT w.id FROM written w)
+
+-- name: fail_many
+-- events: fail, skip_retry
+-- Fenced.  Appends the message (the last 100 are kept).
+-- Returns the ids it did not write, as complete_many.
+WITH written AS (
+    UPDATE asynqpg_tasks t SET
+        status = 'failed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
+        lease_token = NULL, lease_owner = NULL,
+        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(messages)b::text[])
+        AS u(id, token, message)
+    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    RETURNING t.id
+)
+SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
+WHERE u.id NOT IN (SELECT w.id FROM written w)
+
+-- name: retry_many
+-- events: retry, snooze_with_error
+-- Fenced.  Back to pending after the delay when an attempt
+-- is left (the claim already consumed this one), else failed.
+-- Returns the ids it did not write, as complete_many.
+WITH written AS (
+    UPDATE asynqpg_tasks t SET
+        status = CASE WHEN t.attempts_left >= 1 THEN 'pending' ELSE 'failed' END,
+        blocked_till = CASE WHEN t.attempts_left >= 1
+                            THEN asynqpg_now() + make_interval(secs => u.delay)
+                            ELSE t.blocked_till END,
+        finalized_at = CASE WHEN t.attempts_left >= 1 THEN NULL ELSE asynqpg_now() END,
+        updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL,
+        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[], %(messages)b::text[])
+        AS u(id, token, delay, message)
+    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    RETURNING t.id
+)
+SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
+WHERE u.id NOT IN (SELECT w.id FROM written w)
+
+-- name: snooze_many
+-- events: snooze, release
+-- snooze: the delay comes from the handler; release (on shutdown): delay 0.  Fenced.  The
+-- attempt the claim consumed is refunded.
+-- Returns the ids it did not write, as complete_many.
+WITH written AS (
+    UPDATE asynqpg_tasks t SET
+        status = 'pending',
+        blocked_till = asynqpg_now() + make_interval(secs => u.delay),
+        attempts_left = t.attempts_left + 1,
+        attempts_elapsed = greatest(t.attempts_elapsed - 1, 0),
+        updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL
+    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[]) AS u(id, token, delay)
+    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    RETURNING t.id
+)
+SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
+WHERE u.id NOT IN (SELECT w.id FROM written w)
+
+-- name: extend_leases
+-- events: extend_lease
+-- Fenced.  Ids not returned lost their lease (cancelled, taken over).
+-- The rows are locked in id order first (see lock_tasks); a row whose lease changed while this
+-- waited for its lock is re-checked and left out.
+WITH held AS (
+    SELECT t.id
+    FROM asynqpg_tasks t
+    JOIN unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
+      ON t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
+    ORDER BY t.id
+    FOR NO KEY UPDATE OF t
+)
+UPDATE asynqpg_tasks t SET
+    blocked_till = asynqpg_now() + make_interval(secs => %(lease)b), updated_at = asynqpg_now()
+FROM held h
+WHERE t.id = h.id
+RETURNING t.id
+
+-- name: lost_leases
+-- Of the given (id, token) pairs, those no longer running under that token (cancelled,
+-- taken over, rescued, deleted): the consumer cancels their handlers.  With each: the row's
+-- status and lease owner now (NULL, NULL: deleted), to tell a client's cancel from a loss.
+SELECT u.id, t.status, t.lease_owner
+FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
+LEFT JOIN asynqpg_tasks t ON t.id = u.id
+WHERE t.id IS NULL OR t.lease_token IS DISTINCT FROM u.token OR t.status <> 'running'
+
+-- name: next_ready_at
+-- When the earliest pending task of these types becomes ready (for the fetcher's sleep).
+-- (Subtracting epochs, not timestamps: a row written by hand may hold +-infinity there.)
+SELECT (extract(epoch FROM min(first.blocked_till)) - extract(epoch FROM asynqpg_now()))::float8
+FROM unnest(%(types)b::text[]) AS w(type)
+CROSS JOIN LATERAL (
+    SELECT t.blocked_till FROM asynqpg_tasks t
+    WHERE t.type = w.type AND t.status IN ('pending', 'running')
+    ORDER BY t.blocked_till LIMIT 1
+) AS first
+
+-- name: queue_depth
+-- For the queue gauges (read-only, sampled every few seconds): per type, the pending tasks
+-- ready now and how long the oldest of them has been ready (seconds since its blocked_till;
+-- 0 when none is ready).  One range scan of the ready index per type.
+SELECT w.type, s.ready, coalesce(extract(epoch FROM asynqpg_now() - s.oldest), 0)::float8
+FROM unnest(%(types)b::text[]) AS w(type)
+CROSS JOIN LATERAL (
+    SELECT count(*)::bigint AS ready, min(t.blocked_till) AS oldest
+    FROM asynqpg_tasks t
+    WHERE t.type = w.type AND t.status = 'pending' AND t.blocked_till <= asynqpg_now()
+) AS s

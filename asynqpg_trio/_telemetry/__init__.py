@@ -1,0 +1,1 @@
+"""OpenTelemetry spans and metrics, and the observable gauges read on exporter threads."""

@@ -1,0 +1,68 @@
+"""What ships: the migration files byte for byte (checksums) and the SQL files in the wheel."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from asynqpg_trio._pg._migrate import MIGRATIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: sha256 of each shipped migration file.  A database records the checksum of every migration it
+#: applied and refuses to start (SchemaError) if the shipped text differs, so these files are
+#: never edited, reformatted or re-encoded: moving them is fine, changing a byte is not.
+PINNED = {
+    "0001_initial.sql": "b2c527ee2a0605320536bd0809237ed4e34592e201844056b72c46aeef0d573a",
+}
+
+SQL_FILES = {
+    "asynqpg_trio/_pg/sql/client.sql",
+    "asynqpg_trio/_pg/sql/maintenance.sql",
+    "asynqpg_trio/_pg/sql/tasks.sql",
+    "asynqpg_trio/_pg/migrations/0001_initial.sql",
+}
+
+
+def test_migration_files_are_pinned() -> None:
+    folder = resources.files("asynqpg_trio._pg").joinpath("migrations")
+    shipped = {
+        entry.name: hashlib.sha256(entry.read_bytes()).hexdigest()
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    }
+    assert shipped == PINNED
+
+
+def test_recorded_checksums_are_the_file_hashes() -> None:
+    for migration in MIGRATIONS:
+        name = f"{migration.version:04d}_{migration.name}.sql"
+        assert migration.checksum == PINNED[name]
+
+
+@pytest.mark.slow
+def test_wheel_contains_the_sql_files(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"),
+            *("--quiet", "--wheel-dir", str(tmp_path), str(ROOT)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("asynqpg_trio-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert names >= SQL_FILES
+        pinned = archive.read("asynqpg_trio/_pg/migrations/0001_initial.sql")
+    assert hashlib.sha256(pinned).hexdigest() == PINNED["0001_initial.sql"]
+    assert not {n for n in names if n.startswith(("asynqpg_trio/_sql/", "asynqpg_trio/_mig"))}
