@@ -186,6 +186,13 @@ def test_another_site_cannot_frame_the_dashboard(dsn: str, sync_conn: SyncConn) 
                 # at the load event, which waits for the frame (or its error page).
                 evil.goto(f"http://localhost:{port}/")
                 (framed,) = evil.main_frame.child_frames
+                # Under load the refusal (the frame's error page and the console report) can
+                # land just after the load event: give it up to 10 s to arrive.
+                for _ in range(100):
+                    refused = any("frame-ancestors 'none'" in text for text in console)
+                    if refused and framed.url:
+                        break
+                    evil.wait_for_timeout(100)
                 retry_all = evil.frame_locator("iframe").get_by_role("button", name="Retry all")
                 assert (framed.url, retry_all.count()) == ("chrome-error://chromewebdata/", 0)
                 assert any("frame-ancestors 'none'" in text for text in console), console
