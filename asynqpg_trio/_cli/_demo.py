@@ -297,6 +297,6 @@ def print_summary(summary: DemoSummary, console: Console, *, embedded: bool) -> 
 _NEXT: tuple[tuple[str, str], ...] = (
     ("asynqpg-trio --help", "enqueue, tasks list|show|retry|..., stats --watch"),
     ("asynqpg-trio worker examples.worker_app:handlers", "run the handlers of your own module"),
-    ("asynqpg-trio dashboard", "the web dashboard (pip install 'asynqpg-trio[web]')"),
+    ("asynqpg-trio dashboard", "the web dashboard (needs the web extra: pip install '.[web]')"),
     ("examples/ in the source tree", "quickstart.py, trio_consumer.py, anyio_consumer.py"),
 )

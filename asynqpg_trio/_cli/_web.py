@@ -113,7 +113,8 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         from ..web import create_app  # noqa: F401 - is the web extra installed?
     except ImportError as ex:
         raise CommandError(
-            f"the dashboard needs the web extra ({one_line(ex)}): pip install 'asynqpg-trio[web]'",
+            f"the dashboard needs the web extra ({one_line(ex)}): "
+            "pip install '.[web]' in a checkout of asynqpg-trio",
             2,
         ) from None
     dsn = resolve_dsn(args.dsn)

