@@ -59,7 +59,7 @@ class TaskSnooze(Exception):
     """
 
     def __init__(self, delay: float | timedelta) -> None:
-        self.delay = _duration(delay, "TaskSnooze")
+        self.delay: float = _duration(delay, "TaskSnooze")
         super().__init__(f"snoozed for {self.delay:g} s")
 
 
@@ -74,7 +74,7 @@ class TaskSnoozeWithError(Exception):
     """
 
     def __init__(self, delay: float | timedelta, message: str = "") -> None:
-        self.delay = _duration(delay, "TaskSnoozeWithError")
+        self.delay: float = _duration(delay, "TaskSnoozeWithError")
         super().__init__(message or f"snoozed with error for {self.delay:g} s")
 
 

@@ -166,7 +166,7 @@ class Connection(psycopg.AsyncConnection[Row]):
         row_factory: AsyncRowFactory[Row] | None = None,
     ) -> None:
         super().__init__(pgconn, row_factory or cast("AsyncRowFactory[Row]", tuple_row))
-        self.lock = anyio.Lock(fast_acquire=True)  # type: ignore[assignment,unused-ignore]
+        self.lock: anyio.Lock = anyio.Lock(fast_acquire=True)  # type: ignore[assignment,unused-ignore]
 
     @classmethod
     async def connect(

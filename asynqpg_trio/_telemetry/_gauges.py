@@ -38,7 +38,7 @@ class _QueueBoard:
         self._lock = threading.Lock()
         self._samplers: set[QueueSampler] = set()
         self._attrs: dict[str, _Attrs] = {}
-        self.last_read = -math.inf
+        self.last_read: float = -math.inf
         meter.create_observable_gauge(
             "asynqpg.queue.depth",
             callbacks=[lambda options: self._observe(0)],
@@ -53,6 +53,7 @@ class _QueueBoard:
         )
 
     def show(self, sampler: QueueSampler, shown: bool) -> None:
+        """Put ``sampler`` on the gauges (``shown``) or take it off."""
         with self._lock:
             (self._samplers.add if shown else self._samplers.discard)(sampler)
 
@@ -88,7 +89,7 @@ class QueueSampler:
         self._always = always
         self.types = types
         self.values: Mapping[str, tuple[int, float]] = {}
-        self.sampled_at = -math.inf
+        self.sampled_at: float = -math.inf
 
     @classmethod
     def for_provider(

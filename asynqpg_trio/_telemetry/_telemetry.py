@@ -76,6 +76,20 @@ _QUIET_RECHECK: Final = 1.0
 class Telemetry:
     """The instruments and tracer of one component, and the events its actors report."""
 
+    tracer: trace.Tracer
+    enqueued: metrics.Counter
+    processed: metrics.Counter
+    errors: metrics.Counter
+    duration: metrics.Histogram
+    enqueue_duration: metrics.Histogram
+    in_flight: metrics.UpDownCounter
+    stale_acks: metrics.Counter
+    lease_takeovers: metrics.Counter
+    leases_lost: metrics.Counter
+    loop_stalls: metrics.Counter
+    batch_size: metrics.Histogram
+    flush_duration: metrics.Histogram
+
     def __init__(
         self,
         meter_provider: MeterProvider | None = None,
@@ -298,6 +312,9 @@ class TaskRun:
 
     __slots__ = ("_span", "_started", "_t", "_token", "_type", "_type_attrs", "duration")
 
+    #: The handler's run time in seconds, set when the ``with`` block exits.
+    duration: float
+
     def __init__(self, t: Telemetry, span: trace.Span, task_type: str) -> None:
         self._t, self._span, self._type = t, span, task_type
         self._type_attrs = t.attrs(task_type)
@@ -374,6 +391,8 @@ class ClientSpan:
     """A client call's span: ends it, recording errors other than our own refusals."""
 
     __slots__ = ("_name", "span")
+
+    span: trace.Span
 
     def __init__(self, span: trace.Span, name: str) -> None:
         self.span, self._name = span, name
