@@ -36,6 +36,7 @@ from psycopg import conninfo, pq
 
 from .._core._errors import ConfigurationError, ConnectionFailed
 from ._conn import Connection
+from ._sql import SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -222,7 +223,7 @@ class Pool:
             # terminating this backend.  Ping to find out.
             readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
             if readable or idle_for >= self._check_idle_after:
-                await conn.execute("SELECT 1")
+                await conn.execute(SCHEMA.ping)
         except (OSError, psycopg.Error):
             return False
         return True
