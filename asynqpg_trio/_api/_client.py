@@ -297,14 +297,13 @@ class Client:
     async def _write(
         self,
         event: Event,
-        query: str,
         task_id: int,
         conn: psycopg.AsyncConnection[Any] | None,
     ) -> TaskRecord:
         task_id = check_task_id(task_id)
         with self._telemetry.client_span(_SPAN[event], task_id):
             async with self._connection(conn) as c:
-                outcome = await repo.write_task(c, query, task_id)
+                outcome = await repo.write_task(c, event, task_id)
         if outcome is None:
             raise TaskNotFound(task_id)
         error = refusal(event, outcome.old_status, outcome.task)
@@ -330,7 +329,7 @@ class Client:
         cancelled or not (check with `get_task`); with ``conn`` in a transaction, the caller's
         commit decides, and the consumer is notified only at commit.
         """
-        return await self._write(Event.CANCEL, repo.QUERIES.cancel_task, task_id, conn)
+        return await self._write(Event.CANCEL, task_id, conn)
 
     async def retry_task(
         self, task_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
@@ -352,7 +351,7 @@ class Client:
         Cancellation: a checkpoint.  One atomic statement: if cancelled, the task was
         re-queued or not; with ``conn`` in a transaction, the caller's commit decides.
         """
-        return await self._write(Event.MANUAL_RETRY, repo.QUERIES.retry_task, task_id, conn)
+        return await self._write(Event.MANUAL_RETRY, task_id, conn)
 
     async def delete_task(
         self, task_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
@@ -367,7 +366,7 @@ class Client:
         Cancellation: a checkpoint.  One atomic statement: if cancelled, the task was deleted
         or not; with ``conn`` in a transaction, the caller's commit decides.
         """
-        return await self._write(Event.DELETE, repo.QUERIES.delete_task, task_id, conn)
+        return await self._write(Event.DELETE, task_id, conn)
 
     async def _bulk(
         self,
