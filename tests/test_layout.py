@@ -26,9 +26,7 @@ SUBPACKAGES = {"_core", "_pg", "_telemetry", "_maintenance", "_consumer", "_api"
 
 MAX_LINES = 450
 #: Modules over MAX_LINES today, with their size when the limit was set (they may not grow).
-OVERSIZED = {
-    "_api/_client.py": 454,
-}
+OVERSIZED: dict[str, int] = {}
 
 
 def _modules() -> list[Path]:

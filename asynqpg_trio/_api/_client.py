@@ -51,13 +51,11 @@ from .._core._row import TaskStatus
 from .._core._state import Event, allowed_pairs
 from .._pg import _client_repo as repo
 from .._pg._migrate import schema_required
-from .._pg._pool import Pool, pool_for
+from .._pg._pool import Pool
 from .._telemetry._telemetry import Telemetry
+from ._owner import PoolOwner
 
 if TYPE_CHECKING:
-    from types import TracebackType
-    from typing import Self
-
     import psycopg
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
@@ -91,7 +89,7 @@ def refusal(event: Event, status: TaskStatus, task: TaskRecord) -> AsynqpgError 
 
 
 @final
-class Client:
+class Client(PoolOwner):
     """Reads and manages tasks: the operator's side of the queue.
 
     Args:
@@ -111,26 +109,7 @@ class Client:
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._telemetry = Telemetry(meter_provider, tracer_provider)
-        self._pool, self._owns_pool = pool_for(pool_or_dsn)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the client's own pool, if it made one (a DSN was given).
-
-        Cancellation: not a checkpoint.
-        """
-        if self._owns_pool:
-            self._pool.close()
+        super().__init__(pool_or_dsn)
 
     @asynccontextmanager
     async def _connection(

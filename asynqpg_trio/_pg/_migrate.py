@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from .._core._errors import SchemaError, SchemaMissing, SchemaTooNew
-from ._pool import Pool, pool_for
+from ._pool import Pool, owned_pool
 from ._sql import SCHEMA, migration_files, read_migration
 
 if TYPE_CHECKING:
@@ -176,10 +176,5 @@ async def migrate(pool_or_dsn: Pool | str) -> list[int]:
 
     Cancellation: a checkpoint; if cancelled, nothing is applied.
     """
-    pool, owned = pool_for(pool_or_dsn, max_size=1)
-    try:
-        async with pool.connection() as conn:
-            return await migrate_conn(conn)
-    finally:
-        if owned:
-            pool.close()
+    async with owned_pool(pool_or_dsn, max_size=1) as pool, pool.connection() as conn:
+        return await migrate_conn(conn)
