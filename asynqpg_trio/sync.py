@@ -20,19 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ._core._enqueue import (
-    BatchPlan,
-    Inserted,
-    check_default_max_retry,
-    has_delay,
-    plan_batch,
-    read_result,
-    with_trace,
-)
+from ._core._enqueue import check_default_max_retry, has_delay, plan_batch, with_trace
 from ._core._errors import DuplicateTask
 from ._core._task import Task
-from ._pg._migrate import schema_required
-from ._pg._tasks_repo import QUERIES, enqueue_statement
+from ._pg._sync_repo import find_by_token, insert_batch
 from ._telemetry._telemetry import shared_telemetry
 
 if TYPE_CHECKING:
@@ -40,13 +31,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
 __all__ = ["enqueue", "enqueue_many"]
-
-
-def _insert(conn: psycopg.Connection[Any], plan: BatchPlan) -> Inserted:
-    cur = conn.cursor(binary=True)
-    with schema_required():
-        cur.execute(enqueue_statement(plan), plan.params)
-    return read_result(plan, cur.fetchall())
 
 
 def enqueue_many(
@@ -70,7 +54,7 @@ def enqueue_many(
     telemetry = shared_telemetry(meter_provider, tracer_provider)
     with telemetry.enqueue(plan.types, single=False, has_delay=False) as op:
         plan = with_trace(plan, op.trace)
-        inserted = _insert(conn, plan)
+        inserted = insert_batch(conn, plan)
         op.inserted(inserted.rows, None)
     return inserted.ids
 
@@ -95,17 +79,13 @@ def enqueue(
     with telemetry.enqueue(plan.types, single=True, has_delay=has_delay(plan)) as op:
         plan = with_trace(plan, op.trace)
         for _ in range(3):
-            inserted = _insert(conn, plan)
+            inserted = insert_batch(conn, plan)
             (task_id,) = inserted.ids
             if task_id is not None:
                 op.inserted(inserted.rows, task_id)
                 return task_id
             assert task.idempotency_token is not None
-            cur = conn.execute(
-                QUERIES.find_by_token,
-                {"type": task.type, "token": task.idempotency_token},
-            )
-            row = cur.fetchone()
-            if row is not None:
-                raise DuplicateTask(task.type, task.idempotency_token, int(row[0]))
+            existing = find_by_token(conn, task.type, task.idempotency_token)
+            if existing is not None:
+                raise DuplicateTask(task.type, task.idempotency_token, existing)
         raise RuntimeError("enqueue kept racing with concurrent deletes of the same token")

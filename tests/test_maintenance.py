@@ -31,7 +31,7 @@ from asynqpg_trio._maintenance._config import MaintenanceConfig, MaintenanceStat
 from asynqpg_trio._maintenance._elector import validate_client_id
 from asynqpg_trio._maintenance._janitor import clean_finalized, rescue_expired
 from asynqpg_trio._maintenance._run import run_maintenance
-from asynqpg_trio._pg._maintenance_sql import QUERIES
+from asynqpg_trio._pg._maintenance_repo import QUERIES, PgMaintenance
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -216,12 +216,12 @@ def test_config_accepts_timedelta_and_stores_seconds() -> None:
     ("kwargs", "message"),
     [
         ({"renew_interval": 7.5}, "less than half the ttl"),
-        ({"ttl": 0}, "ttl must be finite and positive"),
-        ({"ttl": float("inf")}, "ttl must be finite and positive"),
+        ({"ttl": 0}, "ttl must be a finite, positive duration"),
+        ({"ttl": float("inf")}, "ttl must be a finite, positive duration"),
         ({"janitor_interval": -1}, "janitor_interval"),
         ({"janitor_batch": 0}, "janitor_batch"),
         ({"cleaner_batch": True}, "cleaner_batch"),
-        ({"failed_retention": -1}, "failed_retention must be finite and zero or more"),
+        ({"failed_retention": -1}, "failed_retention must be a finite, non-negative duration"),
         ({"group": ""}, "group"),
         ({"resign_grace": "5"}, "resign_grace must be seconds or a timedelta"),
     ],
@@ -284,7 +284,12 @@ async def test_janitor_rescues_expired_leases_only(pool: Pool, sync_conn: SyncCo
     policy = FixedPolicy(100.0)
 
     result = await rescue_expired(
-        pool, group="default", me="jan", policy=policy, batch_size=100, max_batches=10
+        PgMaintenance(pool),
+        group="default",
+        me="jan",
+        policy=policy,
+        batch_size=100,
+        max_batches=10,
     )
 
     assert (result.rescued, result.failed) == (2, 1)
@@ -318,7 +323,7 @@ async def test_rescue_charges_the_attempt_a_go_consumer_left_running(
     zero = insert_task(sync_conn, attempts_left=0, attempts_elapsed=0)  # Go's max_retry 0
     policy = FixedPolicy(100.0)
     result = await rescue_expired(
-        pool, group="default", me="jan", policy=policy, batch_size=100, max_batches=1
+        PgMaintenance(pool), group="default", me="jan", policy=policy, batch_size=100, max_batches=1
     )
     assert (result.rescued, result.failed) == (1, 2)
     assert policy.asked == [2]  # the dead attempt was the second
@@ -343,7 +348,12 @@ async def test_janitor_writes_nothing_without_the_lease(
     expired = insert_task(sync_conn, lease_token=1, lease_owner="c")
     before = raw(sync_conn, expired)
     result = await rescue_expired(
-        pool, group="default", me="jan", policy=FixedPolicy(1), batch_size=10, max_batches=1
+        PgMaintenance(pool),
+        group="default",
+        me="jan",
+        policy=FixedPolicy(1),
+        batch_size=10,
+        max_batches=1,
     )
     assert (result.rescued, result.failed) == (0, 0)
     assert raw(sync_conn, expired) == before
@@ -375,9 +385,9 @@ async def test_rescue_is_batched_and_bounded_per_run(pool: Pool, sync_conn: Sync
     for i in range(25):
         insert_task(sync_conn, lease_token=100 + i)
     kwargs: dict[str, Any] = {"group": "default", "me": "jan", "policy": FixedPolicy(5)}
-    first = await rescue_expired(pool, batch_size=10, max_batches=2, **kwargs)
+    first = await rescue_expired(PgMaintenance(pool), batch_size=10, max_batches=2, **kwargs)
     assert first.rescued == 20
-    second = await rescue_expired(pool, batch_size=10, max_batches=2, **kwargs)
+    second = await rescue_expired(PgMaintenance(pool), batch_size=10, max_batches=2, **kwargs)
     assert second.rescued == 5
     left = sync_conn.execute("SELECT count(*) FROM asynqpg_tasks WHERE status = 'running'")
     assert left.fetchone() == (0,)
@@ -409,14 +419,20 @@ async def test_cleaner_deletes_exactly_what_retention_says(pool: Pool, sync_conn
         "cancelled": c.cancelled_retention,
     }
     kwargs: dict[str, Any] = {"group": "default", "retentions": retentions, "max_batches": 10}
-    assert await clean_finalized(pool, me="other", batch_size=2, **kwargs) == 0  # fenced
-    assert await clean_finalized(pool, me="jan", batch_size=2, **kwargs) == 3
+    repo = PgMaintenance(pool)
+    assert await clean_finalized(repo, me="other", batch_size=2, **kwargs) == 0  # fenced
+    assert await clean_finalized(repo, me="jan", batch_size=2, **kwargs) == 3
     ids = {r[0] for r in sync_conn.execute("SELECT id FROM asynqpg_tasks").fetchall()}
     assert ids == set(kept)
     assert not ids & set(gone)
     # A shorter retention for one status only touches that status.
     deleted = await clean_finalized(
-        pool, group="default", me="jan", retentions={"cancelled": 60}, batch_size=5, max_batches=1
+        PgMaintenance(pool),
+        group="default",
+        me="jan",
+        retentions={"cancelled": 60},
+        batch_size=5,
+        max_batches=1,
     )
     assert deleted == 1
 
@@ -426,11 +442,16 @@ async def test_cleaner_is_bounded_per_run(pool: Pool, sync_conn: SyncConn) -> No
     for _ in range(7):
         insert_task(sync_conn, status="completed", finalized_ago=10)
     kwargs: dict[str, Any] = {"group": "default", "me": "jan", "retentions": {"completed": 0}}
-    assert await clean_finalized(pool, batch_size=3, max_batches=2, **kwargs) == 6
-    assert await clean_finalized(pool, batch_size=3, max_batches=2, **kwargs) == 1
+    assert await clean_finalized(PgMaintenance(pool), batch_size=3, max_batches=2, **kwargs) == 6
+    assert await clean_finalized(PgMaintenance(pool), batch_size=3, max_batches=2, **kwargs) == 1
     with pytest.raises(ValueError, match="not final statuses"):
         await clean_finalized(
-            pool, group="default", me="jan", retentions={"pending": 0}, batch_size=1, max_batches=1
+            PgMaintenance(pool),
+            group="default",
+            me="jan",
+            retentions={"pending": 0},
+            batch_size=1,
+            max_batches=1,
         )
 
 

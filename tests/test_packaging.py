@@ -25,6 +25,7 @@ PINNED = {
 SQL_FILES = {
     "asynqpg_trio/_pg/sql/client.sql",
     "asynqpg_trio/_pg/sql/maintenance.sql",
+    "asynqpg_trio/_pg/sql/schema.sql",
     "asynqpg_trio/_pg/sql/tasks.sql",
     "asynqpg_trio/_pg/migrations/0001_initial.sql",
 }

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 S, E = TaskStatus, Event
-SQL_FILES: Final = ("tasks.sql", "client.sql", "maintenance.sql")
+SQL_FILES: Final = ("tasks.sql", "client.sql", "maintenance.sql", "schema.sql")
 _EVENTS_LINE = re.compile(r"^--\s*events:(.*)$", re.MULTILINE)
 _WRITES_TASKS = re.compile(
     r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+asynqpg_tasks\b", re.IGNORECASE

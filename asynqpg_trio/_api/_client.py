@@ -51,13 +51,11 @@ from .._core._row import TaskStatus
 from .._core._state import Event, allowed_pairs
 from .._pg import _client_repo as repo
 from .._pg._migrate import schema_required
-from .._pg._pool import Pool, pool_for
+from .._pg._pool import Pool
 from .._telemetry._telemetry import Telemetry
+from ._owner import PoolOwner
 
 if TYPE_CHECKING:
-    from types import TracebackType
-    from typing import Self
-
     import psycopg
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
@@ -91,7 +89,7 @@ def refusal(event: Event, status: TaskStatus, task: TaskRecord) -> AsynqpgError 
 
 
 @final
-class Client:
+class Client(PoolOwner):
     """Reads and manages tasks: the operator's side of the queue.
 
     Args:
@@ -111,26 +109,7 @@ class Client:
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._telemetry = Telemetry(meter_provider, tracer_provider)
-        self._pool, self._owns_pool = pool_for(pool_or_dsn)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the client's own pool, if it made one (a DSN was given).
-
-        Cancellation: not a checkpoint.
-        """
-        if self._owns_pool:
-            self._pool.close()
+        super().__init__(pool_or_dsn)
 
     @asynccontextmanager
     async def _connection(
@@ -297,14 +276,13 @@ class Client:
     async def _write(
         self,
         event: Event,
-        query: str,
         task_id: int,
         conn: psycopg.AsyncConnection[Any] | None,
     ) -> TaskRecord:
         task_id = check_task_id(task_id)
         with self._telemetry.client_span(_SPAN[event], task_id):
             async with self._connection(conn) as c:
-                outcome = await repo.write_task(c, query, task_id)
+                outcome = await repo.write_task(c, event, task_id)
         if outcome is None:
             raise TaskNotFound(task_id)
         error = refusal(event, outcome.old_status, outcome.task)
@@ -330,7 +308,7 @@ class Client:
         cancelled or not (check with `get_task`); with ``conn`` in a transaction, the caller's
         commit decides, and the consumer is notified only at commit.
         """
-        return await self._write(Event.CANCEL, repo.QUERIES.cancel_task, task_id, conn)
+        return await self._write(Event.CANCEL, task_id, conn)
 
     async def retry_task(
         self, task_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
@@ -352,7 +330,7 @@ class Client:
         Cancellation: a checkpoint.  One atomic statement: if cancelled, the task was
         re-queued or not; with ``conn`` in a transaction, the caller's commit decides.
         """
-        return await self._write(Event.MANUAL_RETRY, repo.QUERIES.retry_task, task_id, conn)
+        return await self._write(Event.MANUAL_RETRY, task_id, conn)
 
     async def delete_task(
         self, task_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None
@@ -367,7 +345,7 @@ class Client:
         Cancellation: a checkpoint.  One atomic statement: if cancelled, the task was deleted
         or not; with ``conn`` in a transaction, the caller's commit decides.
         """
-        return await self._write(Event.DELETE, repo.QUERIES.delete_task, task_id, conn)
+        return await self._write(Event.DELETE, task_id, conn)
 
     async def _bulk(
         self,

@@ -32,13 +32,11 @@ from .._core._enqueue import (
 )
 from .._core._errors import DuplicateTask
 from .._pg import _tasks_repo as repo
-from .._pg._pool import Pool, pool_for
+from .._pg._pool import Pool
 from .._telemetry._telemetry import Telemetry
+from ._owner import PoolOwner
 
 if TYPE_CHECKING:
-    from types import TracebackType
-    from typing import Self
-
     import psycopg
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
@@ -49,7 +47,7 @@ __all__ = ["Producer"]
 
 
 @final
-class Producer:
+class Producer(PoolOwner):
     """Enqueues tasks.
 
     Args:
@@ -73,26 +71,7 @@ class Producer:
     ) -> None:
         self._default_max_retry = check_default_max_retry(default_max_retry)
         self._telemetry = Telemetry(meter_provider, tracer_provider)
-        self._pool, self._owns_pool = pool_for(pool_or_dsn)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the producer's own pool, if it made one (a DSN was given).
-
-        Cancellation: not a checkpoint.
-        """
-        if self._owns_pool:
-            self._pool.close()
+        super().__init__(pool_or_dsn)
 
     async def enqueue(self, task: Task, *, conn: psycopg.AsyncConnection[Any] | None = None) -> int:
         """Insert one task; return its id.

@@ -34,6 +34,7 @@ from .._core._config import ConsumerStatistics, Handler
 from .._core._outcome import SkipRetry, TaskSnooze
 from .._core._policies import ConstantRetryPolicy
 from .._core._task import Task
+from .._pg import _client_repo as client_repo
 from .._pg._migrate import LATEST_VERSION, migrate
 from .._pg._pool import open_pool
 
@@ -113,12 +114,7 @@ def _handlers(tally: _Tally, rng: random.Random, prefix: str) -> dict[str, Handl
 
 async def _counts(pool: Pool, prefix: str) -> dict[str, int]:
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT status, count(*) FROM asynqpg_tasks"
-            " WHERE starts_with(type, %s) GROUP BY status",
-            (prefix,),
-        )
-        return {str(s): int(c) for s, c in await cur.fetchall()}
+        return await client_repo.status_counts_by_type_prefix(conn, prefix)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -128,8 +124,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def _delete_tasks(pool: Pool, prefix: str) -> int:
     async with pool.connection() as conn:
-        cur = await conn.execute("DELETE FROM asynqpg_tasks WHERE starts_with(type, %s)", (prefix,))
-        return cur.rowcount
+        return await client_repo.delete_by_type_prefix(conn, prefix)
 
 
 @dataclass(frozen=True)
@@ -165,7 +160,8 @@ async def run_demo(
 ) -> DemoSummary:
     """Run the demo on ``dsn`` (described as ``database``) with progress on ``console``.
 
-    Its tasks are deleted at the end, even when cancelled, unless ``keep``.
+    Its tasks are deleted at the end, even when cancelled, unless ``keep`` (none is running
+    by then: the consumer released its leases on the way out).
 
     Cancellation: a checkpoint; the consumer shuts down gracefully and (unless ``keep``) the
     demo's tasks are deleted, shielded for up to 10 s.

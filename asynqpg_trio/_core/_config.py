@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ._checks import count, seconds, storable
 from ._errors import ConfigurationError
 from ._task import MAX_TYPE_LENGTH
 
@@ -21,7 +20,6 @@ __all__ = [
     "Handler",
     "HandlerFn",
     "Middleware",
-    "seconds",
 ]
 
 #: A task handler: ``async def handle(task: TaskInfo) -> None``.
@@ -30,20 +28,6 @@ HandlerFn = Callable[["TaskInfo"], Awaitable[None]]
 Middleware = Callable[[HandlerFn], HandlerFn]
 #: Called for tasks that failed for good: ``async def on_error(task, error) -> None``.
 ErrorHandler = Callable[["TaskInfo", BaseException], Awaitable[None]]
-
-
-def seconds(value: float | timedelta, name: str, *, allow_zero: bool = False) -> float:
-    """A positive (or non-negative) finite number of seconds, else `ConfigurationError`."""
-    if isinstance(value, timedelta):
-        result = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
-    else:
-        raise ConfigurationError(f"{name} must be seconds or a timedelta, got {value!r}")
-    if not math.isfinite(result) or result < 0 or (result == 0 and not allow_zero):
-        bound = "non-negative" if allow_zero else "positive"
-        raise ConfigurationError(f"{name} must be a finite, {bound} duration, got {value!r}")
-    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +57,7 @@ class Handler:
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise ConfigurationError(f"handler must be an async callable, got {self.fn!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise ConfigurationError(f"workers must be an int >= 1, got {self.workers!r}")
+        count(self.workers, "workers")
         if self.timeout is not None:
             object.__setattr__(self, "timeout", seconds(self.timeout, "timeout"))
         object.__setattr__(self, "middleware", tuple(self.middleware))
@@ -106,17 +89,6 @@ class ConsumerConfig:
         return workers + (workers if self.prefetch is None else self.prefetch)
 
 
-def _storable(value: str) -> bool:
-    """Whether a text column can hold ``value`` (no NUL, no lone surrogate)."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
     """Validate ``open_consumer``'s arguments; raise `ConfigurationError` with the reason."""
     if not isinstance(handlers, dict) or not handlers:
@@ -127,7 +99,7 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
     for task_type, handler in handlers.items():
         if not isinstance(task_type, str) or not 0 < len(task_type) <= MAX_TYPE_LENGTH:
             raise ConfigurationError(f"task type must be 1 to 255 characters, got {task_type!r}")
-        if not _storable(task_type):
+        if not storable(task_type):
             raise ConfigurationError(
                 f"task type must be text without NUL or lone surrogates, got {task_type!r}"
             )
@@ -135,7 +107,7 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
     consumer_id = raw["consumer_id"]
     if not isinstance(consumer_id, str) or not 0 < len(consumer_id) < 128:
         raise ConfigurationError(f"consumer_id must be 1 to 127 characters, got {consumer_id!r}")
-    if not _storable(consumer_id):
+    if not storable(consumer_id):
         raise ConfigurationError(
             f"consumer_id must be text without NUL or lone surrogates, got {consumer_id!r}"
         )
@@ -143,9 +115,7 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
     if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 0):
         raise ConfigurationError(f"prefetch must be an int >= 0 or None, got {prefetch!r}")
     for name in ("batch_size", "max_backlog", "message_limit"):
-        value = raw[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+        count(raw[name], name)
     lease = seconds(raw["lease_duration"], "lease_duration")
     if lease < 1:
         raise ConfigurationError(f"lease_duration must be at least 1 second, got {lease}")

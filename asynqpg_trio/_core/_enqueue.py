@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ._checks import count
 from ._errors import InvalidTask
 from ._task import (
     MAX_ATTEMPTS,
@@ -80,13 +81,7 @@ class Inserted:
 
 def check_default_max_retry(value: int) -> int:
     """Validate a producer's ``default_max_retry``."""
-    from ._errors import ConfigurationError
-
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ATTEMPTS:
-        raise ConfigurationError(
-            f"default_max_retry must be an int between 0 and {MAX_ATTEMPTS}, got {value!r}"
-        )
-    return value
+    return count(value, "default_max_retry", minimum=0, maximum=MAX_ATTEMPTS)
 
 
 @dataclass(frozen=True, slots=True)

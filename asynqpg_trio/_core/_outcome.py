@@ -19,12 +19,12 @@ frames of the traceback, cut to ``limit`` characters, and escapes what a text co
 
 from __future__ import annotations
 
-import math
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 
 from ._batching import Outcome, OutcomeKind
+from ._checks import seconds
 from ._retry import RetryPolicy, clamp_delay
 
 __all__ = [
@@ -38,10 +38,9 @@ __all__ = [
 
 
 def _duration(value: float | timedelta, what: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{what} needs a finite, non-negative duration, got {value!r}")
-    return seconds
+    # float() first: a snooze accepts anything float() does (such as "5"), as it always has.
+    delay = value if isinstance(value, timedelta) else float(value)
+    return seconds(delay, f"{what} delay", allow_zero=True, error=ValueError)
 
 
 class SkipRetry(Exception):

@@ -7,11 +7,11 @@ whole with the index of the first bad task.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ._checks import seconds, storable
 from ._errors import InvalidTask
 
 __all__ = [
@@ -88,30 +88,13 @@ class TaskInfo:
     messages: tuple[str, ...]
 
 
-def _seconds(value: Any, field: str) -> float:
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise InvalidTask(f"{field} must be seconds (int or float) or a timedelta, got {value!r}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidTask(f"{field} must be a finite, non-negative duration, got {value!r}")
-    return seconds
-
-
 def _text(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidTask(f"{field} must be a str, got {type(value).__name__}")
-    if "\x00" in value:
-        raise InvalidTask(f"{field} must not contain NUL characters")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidTask(
-                f"{field} must be valid Unicode text, got {value!r} (a lone surrogate)"
-            ) from None
+    if not storable(value):
+        if "\x00" in value:
+            raise InvalidTask(f"{field} must not contain NUL characters")
+        raise InvalidTask(f"{field} must be valid Unicode text, got {value!r} (a lone surrogate)")
     return value
 
 
@@ -151,7 +134,7 @@ def check_token(value: Any) -> str | None:
 
 def check_delay(value: Any) -> float:
     """A delay in seconds (from seconds or a `timedelta`)."""
-    return _seconds(value, "delay")
+    return seconds(value, "delay", allow_zero=True, error=InvalidTask)
 
 
 def attempts_for(max_retry: Any, default_max_retry: int) -> int:

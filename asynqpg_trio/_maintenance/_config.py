@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import timedelta
 
+from .._core._checks import count, seconds
 from .._core._errors import ConfigurationError
 
 __all__ = ["MaintenanceConfig", "MaintenanceStats"]
 
 _DAY = 86400.0
-
-
-def _seconds(name: str, value: float | timedelta, *, positive: bool = True) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise ConfigurationError(f"{name} must be seconds or a timedelta, got {value!r}")
-    seconds = float(seconds)
-    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
-        need = "positive" if positive else "zero or more"
-        raise ConfigurationError(f"{name} must be finite and {need}, got {value!r}")
-    return seconds
-
-
-def _count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be an integer of at least 1, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -90,8 +73,8 @@ class MaintenanceConfig:
     ) -> None:
         if not isinstance(group, str) or not group:
             raise ConfigurationError(f"group must be a non-empty string, got {group!r}")
-        ttl_s = _seconds("ttl", ttl)
-        renew_s = _seconds("renew_interval", renew_interval)
+        ttl_s = seconds(ttl, "ttl")
+        renew_s = seconds(renew_interval, "renew_interval")
         if not renew_s < ttl_s / 2:
             raise ConfigurationError(
                 f"renew_interval ({renew_s:g} s) must be less than half the ttl ({ttl_s:g} s), "
@@ -101,19 +84,19 @@ class MaintenanceConfig:
             "group": group,
             "ttl": ttl_s,
             "renew_interval": renew_s,
-            "janitor_interval": _seconds("janitor_interval", janitor_interval),
-            "janitor_batch": _count("janitor_batch", janitor_batch),
-            "cleaner_interval": _seconds("cleaner_interval", cleaner_interval),
-            "cleaner_batch": _count("cleaner_batch", cleaner_batch),
-            "max_batches_per_run": _count("max_batches_per_run", max_batches_per_run),
-            "completed_retention": _seconds(
-                "completed_retention", completed_retention, positive=False
+            "janitor_interval": seconds(janitor_interval, "janitor_interval"),
+            "janitor_batch": count(janitor_batch, "janitor_batch"),
+            "cleaner_interval": seconds(cleaner_interval, "cleaner_interval"),
+            "cleaner_batch": count(cleaner_batch, "cleaner_batch"),
+            "max_batches_per_run": count(max_batches_per_run, "max_batches_per_run"),
+            "completed_retention": seconds(
+                completed_retention, "completed_retention", allow_zero=True
             ),
-            "failed_retention": _seconds("failed_retention", failed_retention, positive=False),
-            "cancelled_retention": _seconds(
-                "cancelled_retention", cancelled_retention, positive=False
+            "failed_retention": seconds(failed_retention, "failed_retention", allow_zero=True),
+            "cancelled_retention": seconds(
+                cancelled_retention, "cancelled_retention", allow_zero=True
             ),
-            "resign_grace": _seconds("resign_grace", resign_grace),
+            "resign_grace": seconds(resign_grace, "resign_grace"),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)

@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import anyio
 import psycopg
 
 from .._core._errors import ConfigurationError
-from .._pg._maintenance_sql import QUERIES
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -51,8 +50,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from .._pg._conn import Connection
-    from .._pg._pool import Pool
+    from .._pg._maintenance_repo import MaintenanceRepository
 
 __all__ = ["MAX_CLIENT_ID_LENGTH", "SAFETY_FRACTION", "Elector", "LeaderCounters"]
 
@@ -104,8 +102,8 @@ class Elector:
     """Campaigns for the leadership of one group and runs a coroutine while it holds it.
 
     Args:
-        pool: where the election statements run; LISTEN takes one extra connection of its own
-            (`Pool.connect`).
+        repo: where the election statements run (`PgMaintenance`: LISTEN takes one extra
+            connection of its own).
         group: the leadership group (the ``asynqpg_leader.name`` key).
         me: this instance's client id (validated with `validate_client_id`); it must be unique
             among the instances of the group.
@@ -117,7 +115,7 @@ class Elector:
 
     def __init__(
         self,
-        pool: Pool,
+        repo: MaintenanceRepository,
         *,
         group: str,
         me: str,
@@ -126,7 +124,7 @@ class Elector:
         resign_grace: float,
         counters: LeaderCounters,
     ) -> None:
-        self._pool = pool
+        self._repo = repo
         self._group = group
         self._me = validate_client_id(me)
         self._ttl = ttl
@@ -174,14 +172,9 @@ class Elector:
 
         Cancellation: a checkpoint; if cancelled the lease may or may not have been renewed.
         """
-        async with self._pool.connection() as conn:
-            sent = anyio.current_time()
-            cur = await conn.execute(
-                QUERIES.elect, {"group": self._group, "me": self._me, "ttl": self._ttl}
-            )
-            row = await cur.fetchone()
-        self._held = row is not None
-        if row is None:
+        sent = await self._repo.elect(self._group, self._me, self._ttl)
+        self._held = sent is not None
+        if sent is None:
             return None
         return sent + self._ttl * (1.0 - SAFETY_FRACTION)
 
@@ -190,9 +183,7 @@ class Elector:
 
         Cancellation: a checkpoint; if cancelled the lease may or may not be released.
         """
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(QUERIES.resign, {"group": self._group, "me": self._me})
-            resigned = await cur.fetchone() is not None
+        resigned = await self._repo.resign(self._group, self._me)
         self._held = False
         return resigned
 
@@ -276,7 +267,7 @@ class Elector:
             await term.done.wait()
 
     async def _resign_on_exit(self) -> None:
-        if self._pool.closed:  # the owner closed the pool before stopping us
+        if self._repo.closed:  # the owner closed the pool before stopping us
             logger.warning("pool closed: not resigning; the lease expires within %g s", self._ttl)
             return
         with anyio.move_on_after(self._resign_grace, shield=True):
@@ -298,21 +289,15 @@ class Elector:
         async with wake:
             while True:
                 try:
-                    conn: Connection[Any] = await self._pool.connect()
-                    try:
-                        await conn.set_autocommit(True)
-                        await conn.execute(QUERIES.listen)
+                    async with self._repo.resignations(self._group) as resignations:
                         if failures:
                             _nudge(wake)  # a resignation may have gone unheard meanwhile
                         failures = 0
                         if not started:
                             started = True
                             task_status.started()
-                        async for note in conn.notifies():
-                            if note.payload == self._group:
-                                _nudge(wake)
-                    finally:
-                        await conn.close()
+                        async for _ in resignations:
+                            _nudge(wake)
                 except psycopg.OperationalError as ex:
                     failures += 1
                     self._counters.errors += 1

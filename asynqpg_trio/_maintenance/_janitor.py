@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Both jobs run only on the leader (`_maintenance` calls them once per interval while this
 instance holds the lease) and every write is fenced in SQL on the leader row, so a janitor
-that lost the leadership without knowing it changes nothing.
+that lost the leadership without knowing it changes nothing.  They run no SQL themselves: the
+statements are the maintenance repository's (`_pg._maintenance_repo`).
 
 *Rescue* (design.md, event ``rescue``): a task is ``running`` with ``blocked_till`` not after now
 when the consumer holding it stopped renewing its lease (crashed, hung, or partitioned away).
@@ -32,17 +33,16 @@ single statement that either happened or did not (clean).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
-from .._core._rescue import ExpiredLease, plan_rescue
-from .._pg._maintenance_sql import QUERIES
-from .._pg._tasks_repo import bounded_transaction
+from .._core._rescue import plan_rescue
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .._core._retry import RetryPolicy
-    from .._pg._pool import Pool
+    from .._pg._maintenance_repo import MaintenanceRepository
 
 __all__ = ["FINAL_STATUSES", "RescueResult", "clean_finalized", "rescue_expired"]
 
@@ -64,7 +64,7 @@ class RescueResult:
 
 
 async def rescue_expired(
-    pool: Pool,
+    repo: MaintenanceRepository,
     *,
     group: str,
     me: str,
@@ -85,38 +85,19 @@ async def rescue_expired(
 
     Cancellation: a checkpoint; the batch in progress is rolled back.
     """
+    decide = partial(plan_rescue, janitor=me, policy=policy)
     rescued = failed = 0
     for _ in range(max_batches):
-        async with pool.connection() as conn, bounded_transaction(conn, idle_timeout):
-            fence = {"group": group, "me": me}
-            cur = await conn.execute(QUERIES.select_expired, {**fence, "batch": batch_size})
-            rows = [ExpiredLease(*row) for row in await cur.fetchall()]
-            if not rows:
-                break
-            plan = plan_rescue(rows, janitor=me, policy=policy)
-            cur = await conn.execute(
-                QUERIES.update_rescued,
-                {
-                    **fence,
-                    "ids": list(plan.ids),
-                    "tokens": list(plan.tokens),
-                    "statuses": list(plan.statuses),
-                    "delays": list(plan.delays),
-                    "messages": list(plan.messages),
-                },
-            )
-            for _id, status in await cur.fetchall():
-                if status == "failed":
-                    failed += 1
-                else:
-                    rescued += 1
-        if len(rows) < batch_size:
+        batch = await repo.rescue_batch(group, me, batch_size, decide, idle_timeout)
+        rescued += batch.rescued
+        failed += batch.failed
+        if batch.locked < batch_size:
             break
     return RescueResult(rescued=rescued, failed=failed)
 
 
 async def clean_finalized(
-    pool: Pool,
+    repo: MaintenanceRepository,
     *,
     group: str,
     me: str,
@@ -127,7 +108,7 @@ async def clean_finalized(
     """Delete finalized tasks older than their status's retention; return how many.
 
     Args:
-        pool: where to run the statements.
+        repo: where to run the statements.
         group: the leadership group fencing the deletes.
         me: this instance's client id; nothing is deleted unless it holds the lease.
         retentions: seconds to keep tasks, per final status (keys from `FINAL_STATUSES`).
@@ -145,17 +126,8 @@ async def clean_finalized(
         raise ValueError(f"not final statuses: {sorted(unknown)}")
     total = 0
     for status, retention in retentions.items():
-        params = {
-            "group": group,
-            "me": me,
-            "status": status,
-            "retention": float(retention),
-            "batch": batch_size,
-        }
         for _ in range(max_batches):
-            async with pool.connection() as conn:
-                cur = await conn.execute(QUERIES.clean, params)
-                deleted = cur.rowcount
+            deleted = await repo.clean_batch(group, me, status, float(retention), batch_size)
             total += deleted
             if deleted < batch_size:
                 break

@@ -28,6 +28,7 @@ import anyio
 import psycopg
 
 from .._core._policies import DefaultRetryPolicy
+from .._pg._maintenance_repo import PgMaintenance
 from ._config import MaintenanceStats
 from ._elector import Elector, validate_client_id
 from ._janitor import clean_finalized, rescue_expired
@@ -81,6 +82,7 @@ async def run_maintenance(
     case its lease expires within ``config.ttl`` seconds.
     """
     me = validate_client_id(client_id)
+    repo = PgMaintenance(pool)
     policy: RetryPolicy = retry_policy if retry_policy is not None else DefaultRetryPolicy()
     counters = stats if stats is not None else MaintenanceStats()
     retentions = {
@@ -91,7 +93,7 @@ async def run_maintenance(
 
     async def rescue() -> None:
         result = await rescue_expired(
-            pool,
+            repo,
             group=config.group,
             me=me,
             policy=policy,
@@ -112,7 +114,7 @@ async def run_maintenance(
 
     async def clean() -> None:
         deleted = await clean_finalized(
-            pool,
+            repo,
             group=config.group,
             me=me,
             retentions=retentions,
@@ -130,7 +132,7 @@ async def run_maintenance(
             tg.start_soon(_every, "cleaner", config.cleaner_interval, clean, counters)
 
     elector = Elector(
-        pool,
+        repo,
         group=config.group,
         me=me,
         ttl=config.ttl,

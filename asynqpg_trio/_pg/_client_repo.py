@@ -19,7 +19,8 @@ from psycopg import sql
 from .._core._listing import ORDER_FIELDS
 from .._core._records import TASK_COLUMNS, QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from .._core._row import TaskStatus
-from ._sql import load
+from .._core._state import Event
+from ._sql import SCHEMA, load
 
 if TYPE_CHECKING:
     import psycopg
@@ -32,13 +33,16 @@ __all__ = [
     "ClientQueries",
     "Outcome",
     "PayloadRead",
+    "delete_by_type_prefix",
     "delete_failed_batch",
     "get_payload",
     "get_task",
     "get_task_summary",
     "list_tasks",
+    "ping",
     "retry_failed_batch",
     "stats",
+    "status_counts_by_type_prefix",
     "throughput",
     "write_task",
 ]
@@ -62,6 +66,8 @@ class ClientQueries:
     delete_failed_batch: str
     stats: str
     throughput: str
+    status_counts_by_type_prefix: str
+    delete_by_type_prefix: str
 
 
 #: The loaded client statements.
@@ -86,6 +92,12 @@ def _after(column: str, descending: bool) -> sql.Composed:
 
 _ORDER_CLAUSES: Final = {(f, d): _order(f, d) for f in ORDER_FIELDS for d in (False, True)}
 _AFTER_CLAUSES: Final = {(f, d): _after(f, d) for f in ORDER_FIELDS for d in (False, True)}
+#: The statement of each single-task write.
+_WRITES: Final = {
+    Event.CANCEL: QUERIES.cancel_task,
+    Event.MANUAL_RETRY: QUERIES.retry_task,
+    Event.DELETE: QUERIES.delete_task,
+}
 _LIST_TEMPLATE: Final = sql.SQL(QUERIES.list_tasks)  # type: ignore[arg-type,unused-ignore]
 
 
@@ -159,11 +171,12 @@ async def list_tasks(
 
 
 async def write_task(
-    conn: psycopg.AsyncConnection[Any], query: str, task_id: int
+    conn: psycopg.AsyncConnection[Any], event: Event, task_id: int
 ) -> Outcome | None:
-    """Run one of cancel_task, retry_task, delete_task; None when there is no such task."""
+    """Apply a client event (cancel, manual_retry or delete) to one task; None when there is
+    no such task."""
     cur = conn.cursor(binary=True)
-    await cur.execute(query, {"id": task_id})
+    await cur.execute(_WRITES[event], {"id": task_id})
     row = await cur.fetchone()
     if row is None:
         return None
@@ -209,3 +222,24 @@ async def throughput(conn: psycopg.AsyncConnection[Any], minutes: int) -> list[T
         ThroughputMinute(minute, int(done), int(failed))
         for minute, done, failed in await cur.fetchall()
     ]
+
+
+async def ping(conn: psycopg.AsyncConnection[Any]) -> None:
+    """One round trip to the database (a health check); raises if it is unreachable."""
+    await conn.execute(SCHEMA.ping)
+
+
+async def status_counts_by_type_prefix(
+    conn: psycopg.AsyncConnection[Any], prefix: str
+) -> dict[str, int]:
+    """Task counts by status, over the types that start with ``prefix`` (statuses with no
+    task are absent)."""
+    cur = await conn.execute(QUERIES.status_counts_by_type_prefix, {"prefix": prefix})
+    return {str(status): int(n) for status, n in await cur.fetchall()}
+
+
+async def delete_by_type_prefix(conn: psycopg.AsyncConnection[Any], prefix: str) -> int:
+    """Delete the tasks that are not running, of the types that start with ``prefix``;
+    return how many."""
+    cur = await conn.execute(QUERIES.delete_by_type_prefix, {"prefix": prefix})
+    return cur.rowcount

@@ -16,14 +16,14 @@ import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
 from .._core._errors import SchemaError, SchemaMissing, SchemaTooNew
-from ._pool import Pool, pool_for
+from ._pool import Pool, owned_pool
+from ._sql import SCHEMA, migration_files, read_migration
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -61,10 +61,10 @@ class Migration:
 
 def _load() -> tuple[Migration, ...]:
     found: list[Migration] = []
-    for entry in resources.files("asynqpg_trio._pg").joinpath("migrations").iterdir():
-        match = _FILE.match(entry.name)
+    for filename in migration_files():
+        match = _FILE.match(filename)
         if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+            found.append(Migration(int(match[1]), match[2], read_migration(filename)))
     found.sort(key=lambda m: m.version)
     expected = list(range(1, len(found) + 1))
     if [m.version for m in found] != expected:
@@ -77,15 +77,6 @@ MIGRATIONS: tuple[Migration, ...] = _load()
 #: The schema version this package needs.
 LATEST_VERSION: int = MIGRATIONS[-1].version
 
-_BOOKKEEPING = """
-CREATE TABLE IF NOT EXISTS asynqpg_migrations (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    checksum   text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-
 
 async def migrate_conn(conn: Connection[Any]) -> list[int]:
     """Apply the missing migrations on ``conn``; return the versions applied.
@@ -95,9 +86,9 @@ async def migrate_conn(conn: Connection[Any]) -> list[int]:
     """
     applied: list[int] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        await conn.execute(_BOOKKEEPING)
-        cur = await conn.execute("SELECT version, checksum FROM asynqpg_migrations")
+        await conn.execute(SCHEMA.migration_lock, {"key": _LOCK_KEY})
+        await conn.execute(SCHEMA.create_bookkeeping)
+        cur = await conn.execute(SCHEMA.recorded_versions)
         recorded = {int(v): str(c) for v, c in await cur.fetchall()}
         _check_recorded(recorded)
         for migration in MIGRATIONS:
@@ -105,8 +96,12 @@ async def migrate_conn(conn: Connection[Any]) -> list[int]:
                 continue
             await conn.execute(sql.SQL(migration.sql))  # type: ignore[arg-type,unused-ignore]
             await conn.execute(
-                "INSERT INTO asynqpg_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                (migration.version, migration.name, migration.checksum),
+                SCHEMA.record_version,
+                {
+                    "version": migration.version,
+                    "name": migration.name,
+                    "checksum": migration.checksum,
+                },
             )
             applied.append(migration.version)
     return applied
@@ -154,11 +149,11 @@ async def check_schema(conn: Connection[Any]) -> None:
 
     Cancellation: a checkpoint; reads only.
     """
-    cur = await conn.execute("SELECT to_regclass('asynqpg_migrations') IS NOT NULL")
+    cur = await conn.execute(SCHEMA.has_bookkeeping)
     row = await cur.fetchone()
     if not row or not row[0]:
         raise SchemaMissing(_MISSING)
-    cur = await conn.execute("SELECT version, checksum FROM asynqpg_migrations")
+    cur = await conn.execute(SCHEMA.recorded_versions)
     recorded = {int(v): str(c) for v, c in await cur.fetchall()}
     _check_recorded(recorded)
     missing = [m.version for m in MIGRATIONS if m.version not in recorded]
@@ -181,10 +176,5 @@ async def migrate(pool_or_dsn: Pool | str) -> list[int]:
 
     Cancellation: a checkpoint; if cancelled, nothing is applied.
     """
-    pool, owned = pool_for(pool_or_dsn, max_size=1)
-    try:
-        async with pool.connection() as conn:
-            return await migrate_conn(conn)
-    finally:
-        if owned:
-            pool.close()
+    async with owned_pool(pool_or_dsn, max_size=1) as pool, pool.connection() as conn:
+        return await migrate_conn(conn)

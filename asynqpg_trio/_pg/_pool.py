@@ -36,11 +36,12 @@ from psycopg import conninfo, pq
 
 from .._core._errors import ConfigurationError, ConnectionFailed
 from ._conn import Connection
+from ._sql import SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["Pool", "PoolStatistics", "open_pool", "pool_for"]
+__all__ = ["Pool", "PoolStatistics", "open_pool", "owned_pool", "pool_for"]
 
 logger = logging.getLogger("asynqpg_trio.pool")
 
@@ -222,7 +223,7 @@ class Pool:
             # terminating this backend.  Ping to find out.
             readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
             if readable or idle_for >= self._check_idle_after:
-                await conn.execute("SELECT 1")
+                await conn.execute(SCHEMA.ping)
         except (OSError, psycopg.Error):
             return False
         return True
@@ -309,6 +310,21 @@ def pool_for(pool_or_dsn: Pool | str, *, max_size: int = 4) -> tuple[Pool, bool]
         connect_kwargs={"autocommit": True},
     )
     return pool, True
+
+
+@asynccontextmanager
+async def owned_pool(pool_or_dsn: Pool | str, *, max_size: int = 4) -> AsyncIterator[Pool]:
+    """`pool_for` as a context manager: the given pool (left open), or a new lazy pool for a
+    DSN, closed on exit.
+
+    Cancellation: not a checkpoint on entry or exit.
+    """
+    pool, owned = pool_for(pool_or_dsn, max_size=max_size)
+    try:
+        yield pool
+    finally:
+        if owned:
+            pool.close()
 
 
 @asynccontextmanager

@@ -1,21 +1,43 @@
-"""Loads the named SQL blocks of ``sql/*.sql`` into frozen objects, once, at import.
+"""The one SQL loader: every ``sql/*.sql`` file, read once at import into frozen objects.
 
+Theory of operation
+-------------------
 A block starts with ``-- name: <identifier>``; the comment lines after it document the query;
 everything up to the next block is the statement.  A block that writes ``asynqpg_tasks`` names
 the state-table events it implements on a ``-- events: a, b`` comment line (checked against
-``_state.py`` by ``tests/test_state_sql.py``).  `load` fills a frozen dataclass whose field
-names must match the file's block names exactly, so a missing or misspelt query fails at import
-rather than at the first call.  Parameters are always bound (``%(name)s``), never formatted in.
+``_core/_state.py`` by ``tests/test_state_sql.py``).
+
+At import this module parses every file of ``sql/`` once (`BLOCKS`) and checks that no name
+is defined twice, within a file or across files.  `load` then fills a frozen dataclass whose
+field names must match one file's block names exactly, so a missing or misspelt query fails
+at import rather than at the first call.  Each repository declares its holder and loads it
+here (``TaskQueries``, ``ClientQueries``, ``MaintenanceQueries``); the statements the pool and
+the migrator run on every database (``schema.sql``) are loaded here as `SCHEMA`.  Migration
+files are read through `read_migration`, as they are on disk: their checksums depend on it.
+
+Parameters are always bound (``%(name)s``), never formatted in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from importlib import resources
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-__all__ = ["load", "parse"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "BLOCKS",
+    "SCHEMA",
+    "SchemaQueries",
+    "load",
+    "migration_files",
+    "parse",
+    "read_migration",
+]
 
 _T = TypeVar("_T")
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
@@ -36,13 +58,72 @@ def parse(text: str) -> dict[str, str]:
     return blocks
 
 
+def _read_all() -> dict[str, dict[str, str]]:
+    files: dict[str, dict[str, str]] = {}
+    owner: dict[str, str] = {}
+    directory = resources.files("asynqpg_trio._pg").joinpath("sql")
+    for entry in sorted(directory.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        blocks = parse(entry.read_text("utf-8"))
+        for name in blocks:
+            if name in owner:
+                raise RuntimeError(
+                    f"SQL block {name!r} is defined in {owner[name]} and {entry.name}"
+                )
+            owner[name] = entry.name
+        files[entry.name] = blocks
+    return files
+
+
+#: Every named block of every ``sql/*.sql`` file: ``{filename: {name: statement}}``.
+BLOCKS: Mapping[str, Mapping[str, str]] = _read_all()
+
+
 def load(cls: type[_T], filename: str) -> _T:
-    """Read ``sql/<filename>`` and build ``cls`` (a frozen dataclass of ``str`` fields)."""
-    text = resources.files("asynqpg_trio._pg").joinpath("sql", filename).read_text("utf-8")
-    blocks = parse(text)
+    """Build ``cls`` (a frozen dataclass of ``str`` fields) from the blocks of ``sql/<filename>``.
+
+    Raises:
+        RuntimeError: the file is unknown, or its block names differ from the fields.
+    """
+    if filename not in BLOCKS:
+        raise RuntimeError(f"no SQL file {filename!r} in asynqpg_trio/_pg/sql/")
+    blocks = BLOCKS[filename]
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if fields != set(blocks):
         missing = sorted(fields - set(blocks))
         extra = sorted(set(blocks) - fields)
         raise RuntimeError(f"{filename}: queries missing {missing}, unexpected {extra}")
     return cls(**blocks)
+
+
+def migration_files() -> list[str]:
+    """The file names in ``migrations/``, sorted."""
+    directory = resources.files("asynqpg_trio._pg").joinpath("migrations")
+    return sorted(entry.name for entry in directory.iterdir())
+
+
+def read_migration(filename: str) -> str:
+    """The text of ``migrations/<filename>`` exactly as shipped (never stripped or normalised:
+    the recorded checksum is of this text)."""
+    return (
+        resources.files("asynqpg_trio._pg")
+        .joinpath("migrations", filename)
+        .read_text(encoding="utf-8")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaQueries:
+    """The statements of ``sql/schema.sql``: the migrator's bookkeeping and the pool's ping."""
+
+    migration_lock: str
+    create_bookkeeping: str
+    recorded_versions: str
+    record_version: str
+    has_bookkeeping: str
+    ping: str
+
+
+#: The loaded schema statements.
+SCHEMA: SchemaQueries = load(SchemaQueries, "schema.sql")

@@ -41,6 +41,7 @@ from .._core._errors import (
     TaskRunning,
 )
 from .._core._version import __version__
+from .._pg import _client_repo as client_repo
 from ._params import (
     BadParam,
     detail_json,
@@ -93,7 +94,7 @@ class _Api:
             if self.site.pool.closed:
                 raise psycopg.OperationalError("the dashboard's pool is closed")
             async with self.site.pool.connection() as conn:
-                await conn.execute("SELECT 1")
+                await client_repo.ping(conn)
         except (psycopg.Error, OSError):
             logger.warning("dashboard: health check failed", exc_info=True)
             return fail(503, "database_unreachable", "database unreachable")

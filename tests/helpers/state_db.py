@@ -39,6 +39,7 @@ from asynqpg_trio._maintenance._janitor import (
     rescue_expired,
 )
 from asynqpg_trio._pg import _tasks_repo as repo
+from asynqpg_trio._pg._maintenance_repo import PgMaintenance
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -247,7 +248,7 @@ async def rescue(
 ) -> RescueResult:
     """Run the janitor's rescue on this connection with a fixed back-off."""
     return await rescue_expired(
-        OneConnection(conn).as_pool(),
+        PgMaintenance(OneConnection(conn).as_pool()),
         group=GROUP,
         me=JANITOR,
         policy=FixedPolicy(delay),
@@ -262,7 +263,7 @@ async def clean(
     """Run the janitor's cleaner on this connection; return how many rows it deleted."""
     assert set(retentions) <= set(FINAL_STATUSES)
     return await clean_finalized(
-        OneConnection(conn).as_pool(),
+        PgMaintenance(OneConnection(conn).as_pool()),
         group=GROUP,
         me=JANITOR,
         retentions=retentions,

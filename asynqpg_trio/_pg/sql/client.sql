@@ -253,3 +253,19 @@ FROM minutes m
 LEFT JOIN done d ON d.minute = m.minute
 GROUP BY m.minute
 ORDER BY m.minute
+
+-- name: status_counts_by_type_prefix
+-- Task counts by status over the types starting with %(prefix)s (the demo watches its own
+-- tasks this way); statuses with no task are absent.
+SELECT status, count(*)
+FROM asynqpg_tasks
+WHERE starts_with(type, %(prefix)s)
+GROUP BY status
+
+-- name: delete_by_type_prefix
+-- events: delete
+-- Delete every task that is not running, of the types starting with %(prefix)s (the demo
+-- removes its own tasks this way); returns nothing, the row count says how many.  A running
+-- task is kept, as the state table's delete rule says.
+DELETE FROM asynqpg_tasks
+WHERE starts_with(type, %(prefix)s) AND status <> 'running'
