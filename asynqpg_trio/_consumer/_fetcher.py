@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from .._core._book import Lease
+from .._core._rows import ClaimedTask
 from .._core._task import TaskInfo
 from .._pg import _tasks_repo as repo
 
@@ -74,7 +75,7 @@ async def run_fetcher(rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease
         wanted = plan_claim({t: rt.free(t) for t in types}, rt.book.busy, limits)
         got: dict[str, int] = {}
         if wanted:
-            rows: list[tuple[Any, ...]] = []
+            rows: list[ClaimedTask] = []
             async with rt.pool.connection() as conn:
                 # Shielded, bounded: once the server has committed a claim its tasks are
                 # leased to us, so the reply must reach the book (a stopping consumer then
@@ -91,7 +92,7 @@ async def run_fetcher(rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease
                         exhausted_message=EXHAUSTED_MESSAGE,
                     )
             for row in rows:
-                got[row[1]] = got.get(row[1], 0) + 1
+                got[row.type] = got.get(row.type, 0) + 1
             _dispatch(rt, sends, rows)
         rt.backlogged = {t for t, n in wanted.items() if got.get(t, 0) >= n}
         if rt.backlogged and any(rt.free(t) > 0 for t in rt.backlogged):
@@ -114,33 +115,34 @@ async def run_fetcher(rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease
 
 
 def _dispatch(
-    rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease]], rows: list[tuple[Any, ...]]
+    rt: Runtime, sends: dict[str, MemoryObjectSendStream[Lease]], rows: list[ClaimedTask]
 ) -> None:
     """Put claimed rows in the lease book and on their types' channels (never blocks)."""
     add = rt.book.add
     claimed = 0
-    for (task_id, task_type, payload, token, status, left, elapsed, created_at, attempted_at,
-         messages, lease_token, trace_context, taken_over) in rows:  # fmt: skip
-        if taken_over:
+    for row in rows:
+        task_type = row.type
+        if row.taken_over:
             rt.counts["lease_takeovers"] += 1
             rt.telemetry.lease_takeover(task_type)
-        if status != "running":
+        if row.status != "running":
             rt.counts["takeover_failures"] += 1
             continue
         claimed += 1
+        left, elapsed = row.attempts_left, row.attempts_elapsed
         # The stored counters already count this attempt; handlers see the Go library's view.
         info = TaskInfo(
-            task_id,
+            row.id,
             task_type,
-            payload,
-            token,
+            row.payload,
+            row.idempotency_token,
             left + 1,
             elapsed - 1 if elapsed > 0 else 0,
-            created_at,
-            attempted_at,
-            tuple(messages) if messages else (),
+            row.created_at,
+            row.attempted_at,
+            tuple(row.messages) if row.messages else (),
         )
-        lease = Lease(task_id, lease_token, task_type, info, left, elapsed, trace_context)
+        lease = Lease(row.id, row.lease_token, task_type, info, left, elapsed, row.trace_context)
         add(lease)
         sends[task_type].send_nowait(lease)
     rt.counts["claimed"] += claimed
