@@ -163,6 +163,7 @@ class _Actor:
         self.counters, self.telemetry = counters, telemetry
         self.receive, self.outcomes = receive, outcomes
         self.chain, self.error_handler = settings.chain, settings.error_handler
+        self.reports = settings.error_handler is not None  # a final error goes somewhere
         self.timeout = math.inf if settings.timeout is None else settings.timeout
         # On Trio, trio's own cancel scope and clock: the hot path avoids anyio's wrappers.
         # Both scopes offer what the lease book and the outcome logic use: cancel(), a
@@ -172,13 +173,10 @@ class _Actor:
         self.clock = trio.current_time if on_trio else anyio.current_time
 
     async def streak(self, first: Lease) -> None:
-        """Run ``first`` and up to `STREAK` - 1 tasks already queued behind it, under one
-        cancel scope whose deadline moves to each task's.
-
-        The scope is the running task's: the lease records it while the handler runs, so a
-        remote cancel or a lost lease cancels that handler alone.  Whatever needs a wait
-        besides the handler (a full completer channel, the error handler, a cancelled run)
-        ends the streak and is finished outside the scope.
+        """Run ``first`` and up to `STREAK` - 1 tasks queued behind it under one cancel scope
+        (recorded on the running task's lease, so a remote cancel or a lost lease cancels that
+        handler alone).  Whatever needs a wait besides the handler (a full completer channel,
+        the error handler, a cancelled run) ends the streak and is finished outside the scope.
         """
         scope = self.scope_type(deadline=self.clock() + self.timeout + DEADLINE_SLACK)
         lease: Lease | None = None  # the task taken, until it is finished
@@ -192,9 +190,7 @@ class _Actor:
                     lease = self._queued() if n else first  # take
                     if lease is None:
                         break
-                    if lease.lost or self.book.leases.get(lease.task_id) is not lease:
-                        self.book.forget(lease.task_id, lease.token)
-                        self._finished(lease)
+                    if self._dropped(lease):
                         lease = None
                         continue
                     if self.stopping.stopping:
@@ -209,11 +205,10 @@ class _Actor:
                     if scope.cancel_called:
                         break  # cancelled, however it ended: settled outside the scope
                     outcome, final = self._settle(lease, run, error, cut_short=False)
-                    run = None
-                    if outcome is not None and not self._send_nowait(outcome):
-                        break
-                    outcome = None
-                    if final is not None and self.error_handler is not None:
+                    run = None  # act: send, then report (outside the scope)
+                    if outcome is not None and self._send_nowait(outcome):
+                        outcome = None
+                    if outcome is not None or (final is not None and self.reports):
                         break
                     self._finished(lease)
                     lease = None
@@ -223,7 +218,7 @@ class _Actor:
                 outcome, final = self._settle(lease, run, error, cut_short=scope.cancel_called)
             if outcome is not None:
                 await self._send(outcome)
-            if final is not None and self.error_handler is not None:
+            if final is not None and self.reports:
                 await self._report(lease, final)
         finally:
             if lease is not None:
@@ -283,6 +278,14 @@ class _Actor:
             return self.receive.receive_nowait()
         except (anyio.WouldBlock, anyio.EndOfStream):
             return None
+
+    def _dropped(self, lease: Lease) -> bool:
+        """Whether ``lease`` is no longer ours (lost before it started): then it is done."""
+        if lease.lost or self.book.leases.get(lease.task_id) is not lease:
+            self.book.forget(lease.task_id, lease.token)
+            self._finished(lease)
+            return True
+        return False
 
     def _finished(self, lease: Lease) -> None:
         self.book.finished(lease.type)
