@@ -13,9 +13,10 @@ import pytest
 import trio
 
 from asynqpg_trio import Handler, Pool, Producer, Task, TaskInfo, open_consumer
-from asynqpg_trio._consumer._runtime import Runtime
+from asynqpg_trio._consumer._shared import Counters
+from asynqpg_trio._core._book import LeaseBook
 from asynqpg_trio._core._config import build_config
-from asynqpg_trio._core._policies import DefaultRetryPolicy
+from asynqpg_trio._telemetry._telemetry import Telemetry
 
 FAST: dict[str, Any] = {"poll_interval": 0.2, "maintenance": False, "batch_interval": 0.01}
 
@@ -132,13 +133,12 @@ async def test_watchdog_measures_the_loop_clock(autojump_clock: trio.testing.Moc
         stall_threshold=None,
     )
     assert config.stall_threshold == 1.0  # a quarter of the lease
-    rt = Runtime(config=config, pool=None, policy=DefaultRetryPolicy(), error_handler=None)  # type: ignore[arg-type]
-    with rt.kick_send, rt.kick_receive:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_watchdog, rt)
-            await trio.sleep(3600)  # a virtual hour of idle loop: no stall
-            assert rt.counts["loop_stalls"] == 0
-            autojump_clock.jump(5.0)  # five seconds pass without the loop running anything
-            await trio.sleep(1)
-            assert rt.counts["loop_stalls"] == 1
-            nursery.cancel_scope.cancel()
+    counters = Counters()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_watchdog, config.stall_threshold, LeaseBook(), counters, Telemetry())
+        await trio.sleep(3600)  # a virtual hour of idle loop: no stall
+        assert counters.loop_stalls == 0
+        autojump_clock.jump(5.0)  # five seconds pass without the loop running anything
+        await trio.sleep(1)
+        assert counters.loop_stalls == 1
+        nursery.cancel_scope.cancel()

@@ -92,12 +92,8 @@ _SQL = re.compile(
 
 #: SQL that must stay outside ``_pg/`` for now, by (module, line text).  Each entry says why and
 #: when it goes; an entry that no longer matches fails the test, so the list only shrinks.
-SQL_ALLOWED = {
-    # The consumer's LISTEN statements.  _consumer/ and tasks.sql are being rewritten on their
-    # own branch (issue 17, plan B2: tasks.sql blocks listen_new / listen_cancel behind
-    # PgTasks.notifications()); this entry goes when that lands.
-    ("_consumer/_listener.py", "LISTEN x"),
-}
+#: SQL that must stay outside _pg/, with the reason (empty: there is none).
+SQL_ALLOWED: set[tuple[str, str]] = set()
 
 
 def _text(node: ast.expr) -> str | None:

@@ -13,8 +13,9 @@ context variables.  It is the one unstructured edge, and it is kept small:
 
 * a *watcher* inside the consumer's tree waits for the detached task and re-raises its
   failure there, so a bug in the pipeline still tears the consumer down as before;
-* at shutdown the consumer waits for it (`done`) within its bounds; once they pass it cancels
-  it (`cancel`) and stops waiting: the task is *abandoned*, cancelled, and ends whenever its
+* at shutdown the consumer waits for it (`done`) within its bounds; once they pass (or when
+  the tree is cut short) it leaves the ``with`` block of its handle, which cancels it, and
+  stops waiting: the task is *abandoned*, cancelled, and ends whenever its
   last shielded handler does.  Whatever it held is left to the janitor: the leases are no
   longer renewed, expire, and their tasks are rescued (or taken over by a claim).
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import sniffio
@@ -44,7 +45,7 @@ __all__ = ["Detached"]
 
 class Detached:
     """One detached task: `start` it, `watch` it from inside the owner's tree, join it with
-    `done` under a bound, `cancel` it."""
+    `done` under a bound, `cancel` it (leaving ``with Detached(...) as work:`` does)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -53,6 +54,12 @@ class Detached:
         self.error: BaseException | None = None
         self._scope = anyio.CancelScope()
         self._task: asyncio.Task[None] | None = None  # keeps an asyncio task referenced
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()  # abandon whatever still runs
 
     def start(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Start ``fn(*args)`` outside the caller's task tree (not a checkpoint)."""

@@ -10,7 +10,10 @@ so the lease keeper and the listener can cancel it when the task is cancelled re
 lease is lost.  An actor takes queued tasks without yielding, up to `STREAK` in a row: the
 per-task cost of a no-op handler is then the handler's, not the scheduler's.
 
-The run's end is turned into an outcome by the pure `decide` and sent to the completer's
+Each task of a streak is: take (from the channel, without waiting after the first) -> plan
+(the deadline rule, pure: `_core._settle.deadline_after`) -> run (the handler, under the
+scope) -> settle (pure: `_core._settle.settle`, which calls `decide`) -> act (counters,
+telemetry, the lease book, the send to the completer).  The outcome goes to the completer's
 channel (bounded: a slow completer blocks handlers, which stops the fetcher claiming).
 Exceptions from handlers never escape; they are outcomes.
 
@@ -30,7 +33,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import sniffio
@@ -38,19 +43,66 @@ import trio
 
 from .._core._batching import Outcome, OutcomeKind
 from .._core._metadata import CURRENT_TASK
-from .._core._outcome import decide
+from .._core._settle import DEADLINE_SLACK, Settled, deadline_after, run_error, settle
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from .._core._book import Lease
-    from .._core._config import Handler, HandlerFn, Middleware
+    from .._core._config import ErrorHandler, HandlerFn, Middleware
+    from .._core._retry import RetryPolicy
     from .._telemetry._telemetry import QuietRun, TaskRun
-    from ._runtime import Runtime
 
-__all__ = ["build_chain", "run_worker"]
+__all__ = ["HandlerSettings", "build_chain", "run_worker"]
 
 logger = logging.getLogger("asynqpg_trio.handlers")
+
+
+class HandlerBook(Protocol):
+    """What a handler actor uses of the lease book."""
+
+    @property
+    def leases(self) -> Mapping[int, Lease]: ...
+    def forget(self, task_id: int, token: int) -> None: ...
+    def finished(self, task_type: str) -> None: ...
+
+
+class HandlerWakeup(Protocol):
+    """A freed slot of a backlogged type wakes the fetcher."""
+
+    @property
+    def backlogged(self) -> set[str]: ...
+    def kick(self) -> None: ...
+
+
+class HandlerStopping(Protocol):
+    """Whether the shutdown has begun (read only)."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+
+class HandlerCounters(Protocol):
+    """What a handler actor counts."""
+
+    cancelled: int
+
+
+class RunTelemetry(Protocol):
+    """A handler run's span and metrics."""
+
+    def task_run(self, lease: Lease) -> TaskRun | QuietRun: ...
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HandlerSettings:
+    """One task type's handler actors' fixed settings."""
+
+    chain: HandlerFn
+    timeout: float | None
+    policy: RetryPolicy
+    error_handler: ErrorHandler | None
+    message_limit: int
 
 
 def build_chain(fn: HandlerFn, middleware: tuple[Middleware, ...]) -> HandlerFn:
@@ -66,21 +118,24 @@ def build_chain(fn: HandlerFn, middleware: tuple[Middleware, ...]) -> HandlerFn:
 #: cancel scope per task costs more than a no-op handler; after this many, the actor waits on
 #: its channel (a checkpoint: a stop reaches it there).
 STREAK = 16
-#: Within a streak, a task's deadline may fall up to this much (seconds) after its start plus
-#: the handler timeout, never before: the scope's deadline moves (to that much after) only when
-#: it would otherwise end the task early, so most tasks of a quick streak do not move it.
-DEADLINE_SLACK = 0.001
 
 
 async def run_worker(
-    rt: Runtime,
-    handler: Handler,
-    chain: HandlerFn,
+    settings: HandlerSettings,
+    book: HandlerBook,
+    wakeup: HandlerWakeup,
+    stopping: HandlerStopping,
+    counters: HandlerCounters,
+    telemetry: RunTelemetry,
     receive: MemoryObjectReceiveStream[Lease],
     outcomes: MemoryObjectSendStream[Outcome],
 ) -> None:
-    """Take tasks from ``receive`` until it is closed and drained."""
-    actor = _Actor(rt, handler, chain, receive, outcomes)
+    """Take tasks from ``receive`` until it is closed and drained.
+
+    Cancellation: a checkpoint between streaks; a cancelled handler's task is settled as its
+    lease says (see the module docstring).
+    """
+    actor = _Actor(settings, book, wakeup, stopping, counters, telemetry, receive, outcomes)
     async with receive, outcomes:
         while True:
             try:
@@ -95,14 +150,21 @@ class _Actor:
 
     def __init__(
         self,
-        rt: Runtime,
-        handler: Handler,
-        chain: HandlerFn,
+        settings: HandlerSettings,
+        book: HandlerBook,
+        wakeup: HandlerWakeup,
+        stopping: HandlerStopping,
+        counters: HandlerCounters,
+        telemetry: RunTelemetry,
         receive: MemoryObjectReceiveStream[Lease],
         outcomes: MemoryObjectSendStream[Outcome],
     ) -> None:
-        self.rt, self.handler, self.chain = rt, handler, chain
+        self.settings, self.book, self.wakeup, self.stopping = settings, book, wakeup, stopping
+        self.counters, self.telemetry = counters, telemetry
         self.receive, self.outcomes = receive, outcomes
+        self.chain, self.error_handler = settings.chain, settings.error_handler
+        self.reports = settings.error_handler is not None  # a final error goes somewhere
+        self.timeout = math.inf if settings.timeout is None else settings.timeout
         # On Trio, trio's own cancel scope and clock: the hot path avoids anyio's wrappers.
         # Both scopes offer what the lease book and the outcome logic use: cancel(), a
         # settable deadline, cancel_called, cancelled_caught.
@@ -111,80 +173,104 @@ class _Actor:
         self.clock = trio.current_time if on_trio else anyio.current_time
 
     async def streak(self, first: Lease) -> None:
-        """Run ``first`` and up to `STREAK` - 1 tasks already queued behind it, under one
-        cancel scope whose deadline moves to each task's.
-
-        The scope is the running task's: the lease records it while the handler runs, so a
-        remote cancel or a lost lease cancels that handler alone.  Whatever needs a wait
-        besides the handler (a full completer channel, the error handler, a cancelled run)
-        ends the streak and is finished outside the scope.
+        """Run ``first`` and up to `STREAK` - 1 tasks queued behind it under one cancel scope
+        (recorded on the running task's lease, so a remote cancel or a lost lease cancels that
+        handler alone).  Whatever needs a wait besides the handler (a full completer channel,
+        the error handler, a cancelled run) ends the streak and is finished outside the scope.
         """
-        rt, handler = self.rt, self.handler
-        timeout = math.inf if handler.timeout is None else handler.timeout
-        scope = self.scope_type(deadline=self.clock() + timeout + DEADLINE_SLACK)
-        current: Lease | None = None  # the task being run, until it is finished
-        run: TaskRun | QuietRun | None = None  # its handler run, once started
+        scope = self.scope_type(deadline=self.clock() + self.timeout + DEADLINE_SLACK)
+        lease: Lease | None = None  # the task taken, until it is finished
+        run: TaskRun | QuietRun | None = None  # its handler run, until it is settled
         error: BaseException | None = None
-        todo: Outcome | None = None  # an outcome still to send
+        outcome: Outcome | None = None  # an outcome still to send
         final: BaseException | None = None  # an error still to report
         try:
             with scope:
                 for n in range(STREAK):
-                    lease = self._queued() if n else first
+                    lease = self._queued() if n else first  # take
                     if lease is None:
                         break
-                    current, run, error = lease, None, None
-                    if lease.lost or rt.book.leases.get(lease.task_id) is not lease:
-                        rt.book.forget(lease.task_id, lease.token)
-                        current = None
-                        self._finished(lease)
+                    if self._dropped(lease):
+                        lease = None
                         continue
-                    if rt.stopping:
-                        todo = Outcome(lease.task_id, lease.token, OutcomeKind.RELEASE)
+                    if self.stopping.stopping:
+                        outcome = Outcome(lease.task_id, lease.token, OutcomeKind.RELEASE)
                         break
-                    info = lease.info
-                    assert info is not None  # the fetcher builds it with the lease
                     started = self.clock()
-                    deadline = started + timeout
-                    if scope.deadline < deadline:  # moving it costs more than a no-op task
-                        scope.deadline = deadline + DEADLINE_SLACK
-                    run = rt.telemetry.task_run(lease)
-                    lease.scope, lease.started = scope, started
-                    token = CURRENT_TASK.set(info)
-                    try:
-                        with run:
-                            await self.chain(info)
-                    except Exception as exc:
-                        error = exc
-                    finally:
-                        CURRENT_TASK.reset(token)
-                        lease.scope = None
+                    deadline = deadline_after(scope.deadline, started, self.timeout)  # plan
+                    if deadline is not None:
+                        scope.deadline = deadline
+                    run = self.telemetry.task_run(lease)
+                    error = await self._run(lease, run, scope, started)  # run
                     if scope.cancel_called:
                         break  # cancelled, however it ended: settled outside the scope
-                    todo, final = _settle(rt, handler, lease, run, error, scope)
-                    run = None
-                    if todo is not None and not _send_nowait(rt, self.outcomes, todo):
+                    outcome, final = self._settle(lease, run, error, cut_short=False)
+                    run = None  # act: send, then report (outside the scope)
+                    if outcome is not None and self._send_nowait(outcome):
+                        outcome = None
+                    if outcome is not None or (final is not None and self.reports):
                         break
-                    todo = None
-                    if final is not None and rt.error_handler is not None:
-                        break
-                    current = None
                     self._finished(lease)
-            if current is None:
+                    lease = None
+            if lease is None:
                 return
             if run is not None:
-                todo, final = _settle(rt, handler, current, run, error, scope)
-            if todo is not None:
-                await _send(rt, self.outcomes, todo)
-            if final is not None and rt.error_handler is not None and current.info is not None:
-                with anyio.move_on_after(timeout):
-                    try:
-                        await rt.error_handler(current.info, final)
-                    except Exception:
-                        logger.exception("error_handler raised for task %d", current.task_id)
+                outcome, final = self._settle(lease, run, error, cut_short=scope.cancel_called)
+            if outcome is not None:
+                await self._send(outcome)
+            if final is not None and self.reports:
+                await self._report(lease, final)
         finally:
-            if current is not None:
-                self._finished(current)
+            if lease is not None:
+                self._finished(lease)
+
+    async def _run(
+        self, lease: Lease, run: TaskRun | QuietRun, scope: Any, started: float
+    ) -> Exception | None:
+        """Run the handler chain on ``lease``'s task under ``scope``; return what it raised."""
+        info = lease.info
+        assert info is not None  # the fetcher builds it with the lease
+        lease.scope, lease.started = scope, started
+        token = CURRENT_TASK.set(info)
+        try:
+            with run:
+                await self.chain(info)
+        except Exception as exc:
+            return exc
+        finally:
+            CURRENT_TASK.reset(token)
+            lease.scope = None
+        return None
+
+    def _settle(
+        self, lease: Lease, run: TaskRun | QuietRun, error: BaseException | None, *, cut_short: bool
+    ) -> tuple[Outcome | None, BaseException | None]:
+        """Settle a finished run (pure), then record it: the outcome to send (None: nothing)
+        and the error to report."""
+        settings = self.settings
+        error = run_error(
+            error, cut_short=cut_short, task_type=lease.type, timeout=settings.timeout
+        )
+        fate = settle(lease, error, policy=settings.policy, message_limit=settings.message_limit)
+        if fate is Settled.LOST:
+            self.counters.cancelled += 1
+            run.cancelled()
+            self.book.forget(lease.task_id, lease.token)
+            return None, None
+        if fate is Settled.RELEASED:
+            run.released()
+            return Outcome(lease.task_id, lease.token, OutcomeKind.RELEASE), None
+        run.finish(fate, error, timed_out=cut_short)
+        return fate.outcome, fate.final_error
+
+    async def _report(self, lease: Lease, error: BaseException) -> None:
+        """Call the error handler for a task that failed for good (bounded by the timeout)."""
+        assert self.error_handler is not None and lease.info is not None
+        with anyio.move_on_after(self.timeout):
+            try:
+                await self.error_handler(lease.info, error)
+            except Exception:
+                logger.exception("error_handler raised for task %d", lease.task_id)
 
     def _queued(self) -> Lease | None:
         """The next queued task, taken without waiting (None: none, or the channel closed)."""
@@ -193,79 +279,38 @@ class _Actor:
         except (anyio.WouldBlock, anyio.EndOfStream):
             return None
 
-    def _finished(self, lease: Lease) -> None:
-        self.rt.book.finished(lease.type)
-        if lease.type in self.rt.backlogged:
-            self.rt.kick()
-
-
-def _settle(
-    rt: Runtime,
-    handler: Handler,
-    lease: Lease,
-    run: TaskRun | QuietRun,
-    error: BaseException | None,
-    scope: Any,
-) -> tuple[Outcome | None, BaseException | None]:
-    """What a finished handler run writes (None: nothing), and the error to report."""
-    if lease.is_lost():
-        # Cancelled by a client or taken over: the row already says so; write nothing.
-        rt.counts["cancelled"] += 1
-        run.cancelled()
-        rt.book.forget(lease.task_id, lease.token)
-        return None, None
-    # Whether this run was cut short: the scope is cancelled only while this task runs (a
-    # streak stops at the first cancelled task) and its deadline is never before this
-    # task's own, so a cancel called means the cancel was for this task.  Keyed on the call,
-    # not on the scope catching the Cancelled: a handler may swallow it (or raise something
-    # else instead), and its work still did not finish.
-    cut_short = scope.cancel_called
-    if lease.released:
-        # Cut short by the end of the shutdown grace, however it ended: no attempt used.
-        run.released()
-        return Outcome(lease.task_id, lease.token, OutcomeKind.RELEASE), None
-    if cut_short:
-        # Only the deadline is left to have cancelled it: a timeout is a failed attempt,
-        # whatever the handler did with the cancellation.
-        limit = math.inf if handler.timeout is None else handler.timeout
-        error = TimeoutError(f"handler for {lease.type!r} timed out after {limit:g} s")
-    decision = decide(
-        lease.task_id,
-        lease.token,
-        error,
-        attempts_left=lease.attempts_left,
-        attempt=lease.attempts_elapsed,
-        policy=rt.policy,
-        message_limit=rt.config.message_limit,
-    )
-    run.finish(decision, error, timed_out=cut_short)
-    return decision.outcome, decision.final_error
-
-
-def _send_nowait(rt: Runtime, outcomes: MemoryObjectSendStream[Outcome], outcome: Outcome) -> bool:
-    """Hand ``outcome`` to the completer if its channel has room (False: it has none)."""
-    try:
-        outcomes.send_nowait(outcome)
-    except anyio.WouldBlock:
+    def _dropped(self, lease: Lease) -> bool:
+        """Whether ``lease`` is no longer ours (lost before it started): then it is done."""
+        if lease.lost or self.book.leases.get(lease.task_id) is not lease:
+            self.book.forget(lease.task_id, lease.token)
+            self._finished(lease)
+            return True
         return False
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        logger.warning("outcome of task %d dropped by a hard stop", outcome.task_id)
-        return True
-    rt.pending_writes += 1
-    return True
 
+    def _finished(self, lease: Lease) -> None:
+        self.book.finished(lease.type)
+        if lease.type in self.wakeup.backlogged:
+            self.wakeup.kick()
 
-async def _send(rt: Runtime, outcomes: MemoryObjectSendStream[Outcome], outcome: Outcome) -> None:
-    if _send_nowait(rt, outcomes, outcome):
-        return
-    rt.pending_writes += 1
-    # Shielded: an outcome, once decided, must reach the completer even during a hard stop
-    # of this actor's scope; the completer channel is bounded, so this waits at most until
-    # the completer takes it.
-    with anyio.CancelScope(shield=True):
+    def _send_nowait(self, outcome: Outcome) -> bool:
+        """Hand ``outcome`` to the completer if its channel has room (False: it has none)."""
         try:
-            await outcomes.send(outcome)
+            self.outcomes.send_nowait(outcome)
+        except anyio.WouldBlock:
+            return False
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            # Hard stop: the completer is gone.  The lease expires and the task is rescued.
-            rt.pending_writes -= 1
             logger.warning("outcome of task %d dropped by a hard stop", outcome.task_id)
+        return True
+
+    async def _send(self, outcome: Outcome) -> None:
+        if self._send_nowait(outcome):
+            return
+        # Shielded: an outcome, once decided, must reach the completer even during a hard
+        # stop of this actor's scope; the completer channel is bounded, so this waits at most
+        # until the completer takes it.
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.outcomes.send(outcome)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                # Hard stop: the completer is gone.  The lease expires and the task is rescued.
+                logger.warning("outcome of task %d dropped by a hard stop", outcome.task_id)

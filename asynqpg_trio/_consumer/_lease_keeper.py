@@ -20,58 +20,98 @@ Cancellation: stops between statements; leases it did not renew expire on their 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from .._pg import _tasks_repo as repo
-
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from .._core._book import Lease
+    from .._core._rows import LostLease, TasksRepository
 
 __all__ = ["report_lost", "run_lease_keeper"]
 
 logger = logging.getLogger("asynqpg_trio.leases")
 
 
-async def run_lease_keeper(rt: Runtime) -> None:
-    """Renew and check leases until cancelled."""
-    renew_every = rt.config.lease_duration / 3
+class KeeperSettings(Protocol):
+    """The lease keeper's settings (`ConsumerConfig` is one)."""
+
+    @property
+    def lease_duration(self) -> float: ...
+    @property
+    def cancel_check_interval(self) -> float: ...
+
+
+class KeeperBook(Protocol):
+    """What the lease keeper uses of the lease book."""
+
+    def snapshot(self) -> tuple[list[int], list[int]]: ...
+    def mark_lost(self, task_ids: list[int]) -> list[Lease]: ...
+
+
+class KeeperCounters(Protocol):
+    """What the lease keeper counts."""
+
+    leases_lost: int
+
+
+class LostTelemetry(Protocol):
+    """The metric of leases lost."""
+
+    def lease_lost(self, task_type: str) -> None: ...
+
+
+async def run_lease_keeper(
+    settings: KeeperSettings,
+    tasks: TasksRepository,
+    book: KeeperBook,
+    counters: KeeperCounters,
+    telemetry: LostTelemetry,
+) -> None:
+    """Renew and check leases until cancelled.
+
+    Cancellation: a checkpoint; stops between statements.
+    """
+    lease_duration = settings.lease_duration
+    renew_every = lease_duration / 3
     last_renewal = anyio.current_time()
     while True:
-        await anyio.sleep(min(rt.config.cancel_check_interval, renew_every))
-        ids, tokens = rt.book.snapshot()
+        await anyio.sleep(min(settings.cancel_check_interval, renew_every))
+        ids, tokens = book.snapshot()
         if not ids:
             last_renewal = anyio.current_time()
             continue
-        async with rt.pool.connection() as conn:
-            if anyio.current_time() - last_renewal >= renew_every * 0.9:
-                started = anyio.current_time()
-                held = await repo.extend_leases(conn, ids, tokens, rt.config.lease_duration)
-                last_renewal = started
-                missing = [(i, t) for i, t in zip(ids, tokens, strict=True) if i not in held]
-                lost = []
-                if missing:
-                    lost = await repo.lost_leases(
-                        conn, [i for i, _ in missing], [t for _, t in missing]
-                    )
-            else:
-                lost = await repo.lost_leases(conn, ids, tokens)
-        report_lost(rt, lost)
+        if anyio.current_time() - last_renewal >= renew_every * 0.9:
+            started = anyio.current_time()
+            held = await tasks.extend_leases(ids, tokens, lease_duration)
+            last_renewal = started
+            missing = [(i, t) for i, t in zip(ids, tokens, strict=True) if i not in held]
+            lost = []
+            if missing:
+                lost = await tasks.lost_leases([i for i, _ in missing], [t for _, t in missing])
+        else:
+            lost = await tasks.lost_leases(ids, tokens)
+        report_lost(book, counters, telemetry, lost, lease_duration)
 
 
-def report_lost(rt: Runtime, lost: list[repo.LostLease]) -> None:
+def report_lost(
+    book: KeeperBook,
+    counters: KeeperCounters,
+    telemetry: LostTelemetry,
+    lost: list[LostLease],
+    lease_duration: float,
+) -> None:
     """Mark ``lost`` leases lost (cancelling their handlers); warn about and count those
     lost while their handler ran other than by a client's cancel."""
     if not lost:
         return
-    running = {lease.task_id: lease for lease in rt.book.mark_lost(x.task_id for x in lost)}
+    running = {lease.task_id: lease for lease in book.mark_lost([x.task_id for x in lost])}
     for fate in lost:
         lease = running.get(fate.task_id)
         if lease is None or fate.status == "cancelled":
             continue
-        rt.counts["leases_lost"] += 1
-        rt.telemetry.lease_lost(lease.type)
+        counters.leases_lost += 1
+        telemetry.lease_lost(lease.type)
         if fate.status is None:
             what = "the task was deleted"
         elif fate.status == "running":
@@ -85,5 +125,5 @@ def report_lost(rt: Runtime, lost: list[repo.LostLease]) -> None:
             lease.task_id,
             lease.type,
             what,
-            rt.config.lease_duration,
+            lease_duration,
         )

@@ -8,21 +8,31 @@ this consumer holds its lease.  If the connection is lost the fetcher keeps poll
 keeper's periodic check still catches cancels, and the supervisor reconnects with back-off;
 after reconnecting the fetcher is woken once, for whatever was missed.
 
-``ready`` is called once LISTEN is in effect, so a consumer is reported started only when it
-can hear producers.
+`serve_listener` reports started once LISTEN is in effect, so a consumer is reported started
+only when it can hear producers; the first connection must succeed (start-up fails
+otherwise), later losses restart it.
+
+Waits on: the next notification.  Cancellation: stops at once; the connection is closed.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .._pg._errors import TRANSIENT
+from ._shared import RestartCounter, supervise
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._runtime import Runtime
+    from .._core._book import Lease
+    from .._core._rows import TasksRepository
 
-__all__ = ["CANCEL_CHANNEL", "NEW_CHANNEL", "run_listener"]
+__all__ = ["CANCEL_CHANNEL", "NEW_CHANNEL", "run_listener", "serve_listener"]
 
 logger = logging.getLogger("asynqpg_trio.listener")
 
@@ -30,27 +40,71 @@ NEW_CHANNEL = "asynqpg_new"
 CANCEL_CHANNEL = "asynqpg_cancel"
 
 
-async def run_listener(rt: Runtime, ready: Callable[[], None] | None = None) -> None:
+class Kick(Protocol):
+    """Wakes the fetcher."""
+
+    def kick(self) -> None: ...
+
+
+class LostMarker(Protocol):
+    """Marks leases lost (cancelling their handlers)."""
+
+    def mark_lost(self, task_ids: list[int]) -> list[Lease]: ...
+
+
+async def serve_listener(
+    tasks: TasksRepository,
+    wakeup: Kick,
+    book: LostMarker,
+    counters: RestartCounter,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen until cancelled; started once LISTEN is in effect.  A transient error on the
+    first connection fails the start; later ones restart with back-off (`supervise`).
+
+    Cancellation: a checkpoint; the connection is closed.
+    """
+    started = False
+
+    def ready() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            task_status.started()
+
+    try:
+        await run_listener(tasks, wakeup, book, ready)
+        return
+    except TRANSIENT:
+        if not started:
+            raise
+    await supervise(counters, "listener", lambda: run_listener(tasks, wakeup, book, ready))
+
+
+async def run_listener(
+    tasks: TasksRepository,
+    wakeup: Kick,
+    book: LostMarker,
+    ready: Callable[[], None] | None = None,
+) -> None:
     """Listen until cancelled; raises transient errors for the supervisor to restart it.
 
     ``ready`` is called once LISTEN is in effect.
+
+    Cancellation: a checkpoint; the connection is closed.
     """
-    conn = await rt.pool.connect()
-    try:
-        await conn.execute(f"LISTEN {NEW_CHANNEL}")
-        await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+    async with tasks.notifications() as notices:
         if ready is not None:
             ready()
-        rt.kick()
-        async for note in conn.notifies():
-            if note.channel == CANCEL_CHANNEL:
+        wakeup.kick()
+        async for notice in notices:
+            if notice.channel == CANCEL_CHANNEL:
                 try:
-                    task_id = int(note.payload)
+                    task_id = int(notice.payload)
                 except ValueError:
-                    logger.warning("ignoring malformed cancel notification %r", note.payload)
+                    logger.warning("ignoring malformed cancel notification %r", notice.payload)
                     continue
-                rt.book.mark_lost([task_id])
+                book.mark_lost([task_id])
             else:
-                rt.kick()
-    finally:
-        await conn.close()
+                wakeup.kick()

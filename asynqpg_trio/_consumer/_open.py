@@ -2,31 +2,23 @@
 
 Theory of operation
 -------------------
-Inside one task group run: the listener (LISTEN connection), the lease keeper, the completer,
-the queue sampler (OpenTelemetry gauges), the watchdog (event loop stalls), maintenance (leader
-election, janitor, cleaner) when enabled, and the pipeline: the fetcher and, per task type,
-``workers`` handler actors.  They talk through bounded memory channels: fetcher -> per-type
-task channels -> handler actors -> outcome channel -> completer.  Transient database errors
-restart the actor that met them, with back-off; any other exception inside the tree is a bug
-and surfaces as `ConsumerError` raised from the exception group.
-
-The pipeline (the fetcher and the handler actors) runs in a *detached* task (`_detached`): a
-Trio system task, outside this tree, which a watcher inside the tree joins (re-raising its
-failure), so that shutdown can stop waiting for it.
-
-Shutdown, when the ``async with`` block ends (normally, by an exception or by cancellation), is
-`_shutdown`'s: stop claiming, let in-flight handlers finish, release the rest, write every
-outcome, then stop the services; bounded by ``shutdown_timeout + flush_timeout`` even when a
-handler ignores cancellation (the detached pipeline is then abandoned and its tasks left to
-the janitor).
+`open_consumer` builds the tree's parts (`_tree.Parts`: settings, the tasks repository, the
+lease book, counters, the fetcher's wake-up, the stop flags), starts `_tree.serve_tree` in a
+task group of its own and yields the `Consumer` once LISTEN is in effect.  Whatever ends the
+``async with`` block (normally, an exception, a cancellation) sets ``ending``: the tree then
+shuts down in its nesting order (stop claiming, let in-flight handlers finish, release the
+rest, write every outcome, stop the services), shielded and bounded by ``shutdown_timeout +
+flush_timeout`` (plus a little) even when a handler ignores cancellation, and the task
+group's join waits for it.  An exception inside the tree is a bug and surfaces as
+`ConsumerError` raised from the exception group.  Tasks still held at the end are left to
+the janitor: counted (``abandoned``) and logged.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, final
@@ -34,8 +26,6 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 from anyio.abc import TaskStatus
 
-from .._core._batching import Outcome
-from .._core._book import Lease
 from .._core._config import (
     ConsumerStatistics,
     ErrorHandler,
@@ -44,23 +34,15 @@ from .._core._config import (
     Middleware,
     build_config,
 )
-from .._core._errors import ConsumerError
+from .._core._errors import ConfigurationError, ConsumerError
 from .._core._policies import DefaultRetryPolicy
 from .._core._retry import RetryPolicy
-from .._pg._errors import TRANSIENT
+from .._maintenance._config import MaintenanceConfig
 from .._pg._migrate import check_schema
 from .._pg._pool import Pool, pool_for
+from .._pg._tasks_repo import PgTasks
 from .._telemetry._telemetry import Telemetry
-from ._completer import run_completer
-from ._detached import Detached
-from ._fetcher import run_fetcher
-from ._handlers import build_chain, run_worker
-from ._lease_keeper import run_lease_keeper
-from ._listener import run_listener
-from ._runtime import Runtime, supervise
-from ._sampler import run_sampler
-from ._shutdown import StopControl, Tree, report_left, shut_down
-from ._watchdog import run_watchdog
+from ._tree import Parts, serve_tree
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -75,35 +57,20 @@ logger = logging.getLogger("asynqpg_trio.consumer")
 class Consumer:
     """A running consumer, yielded by `open_consumer`.  Not constructed directly."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self._rt = rt
-        self._control = StopControl()
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
+        self._control = parts.control
 
     @property
     def consumer_id(self) -> str:
         """This consumer's id (its lease owner and leader-election identity)."""
-        return self._rt.config.consumer_id
+        return self._parts.config.consumer_id
 
     def statistics(self) -> ConsumerStatistics:
         """A frozen snapshot of the consumer's counters."""
-        c = self._rt.counts
-        return ConsumerStatistics(
-            claimed=c["claimed"],
-            completed=c["completed"],
-            failed=c["failed"],
-            retried=c["retried"],
-            snoozed=c["snoozed"],
-            released=c["released"],
-            cancelled=c["cancelled"],
-            stale_acks=c["stale_acks"],
-            leases_lost=c["leases_lost"],
-            loop_stalls=c["loop_stalls"],
-            lease_takeovers=c["lease_takeovers"],
-            takeover_failures=c["takeover_failures"],
-            in_flight=len(self._rt.book.leases),
-            pending_writes=self._rt.pending_writes,
-            actor_restarts=c["actor_restarts"],
-            abandoned=c["abandoned"],
+        parts = self._parts
+        return parts.counters.snapshot(
+            in_flight=len(parts.book.leases), pending_writes=parts.completer.pending()
         )
 
     def stop(self) -> None:
@@ -146,7 +113,7 @@ async def open_consumer(
     batch_interval: float | timedelta = 0.02,
     max_backlog: int = 20_000,
     message_limit: int = 2048,
-    maintenance: Any = True,
+    maintenance: bool | MaintenanceConfig = True,
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
     queue_metrics_interval: float | timedelta = 5.0,
@@ -226,184 +193,70 @@ async def open_consumer(
     )
     maintenance_config = _maintenance_config(maintenance)
     pool, owned = pool_for(pool_or_dsn, max_size=6)
-    rt = Runtime(
+    parts = Parts(
         config=config,
         pool=pool,
+        tasks=PgTasks(pool),
         policy=retry_policy if retry_policy is not None else DefaultRetryPolicy(),
         error_handler=error_handler,
         telemetry=Telemetry(meter_provider, tracer_provider),
+        maintenance=maintenance_config,
     )
-    consumer = Consumer(rt)
+    consumer = Consumer(parts)
     body_error: BaseException | None = None
     try:
         async with pool.connection() as conn:
             await check_schema(conn)
         try:
             async with anyio.create_task_group() as root:
-                tree: Tree = await root.start(_run_tree, rt, maintenance_config)
+                await root.start(serve_tree, parts)
                 try:
                     yield consumer
                 except BaseException as exc:  # re-raised below, outside the task group
                     body_error = exc
                 finally:
-                    await shut_down(rt, consumer._control, tree)
-                    tree.scope.cancel()
+                    parts.control.ending.set()  # the tree shuts down; the join waits for it
         except BaseExceptionGroup as group:
             raise ConsumerError(f"the consumer failed: {group!r}") from group
-        report_left(rt)
+        report_left(parts)
         if body_error is not None:
             raise body_error
     finally:
-        rt.kick_send.close()
-        rt.kick_receive.close()
+        parts.wakeup.close()
         if owned:
             pool.close()
 
 
-def _maintenance_config(maintenance: Any) -> Any:
+def _maintenance_config(maintenance: object) -> MaintenanceConfig | None:
     if maintenance is False or maintenance is None:
         return None
-    from .._maintenance._config import MaintenanceConfig
-
     if maintenance is True:
         return MaintenanceConfig()
     if isinstance(maintenance, MaintenanceConfig):
         return maintenance
-    from .._core._errors import ConfigurationError
-
     raise ConfigurationError(
         f"maintenance must be True, False or a MaintenanceConfig, got {maintenance!r}"
     )
 
 
-async def _run_tree(
-    rt: Runtime,
-    maintenance_config: Any,
-    *,
-    task_status: TaskStatus[Tree] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Start every actor; report started once LISTEN is in effect.
-
-    The tree runs shielded: cancelling the host does not reach the actors, so the graceful
-    shutdown still has its completer and handlers; `open_consumer` ends the tree itself by
-    cancelling its scope once shutdown is over.
-    """
-    config = rt.config
-    outcome_send, outcome_receive = anyio.create_memory_object_stream[Outcome](config.batch_size)
-    with anyio.CancelScope(shield=True) as tree_scope, _closed(outcome_send, outcome_receive):
-        await _start_actors(
-            rt, maintenance_config, outcome_send, outcome_receive, tree_scope, task_status
-        )
-
-
-@contextlib.contextmanager
-def _closed(*streams: Any) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for stream in streams:
-            stream.close()
-
-
-async def _start_actors(
-    rt: Runtime,
-    maintenance_config: Any,
-    outcome_send: Any,
-    outcome_receive: Any,
-    tree_scope: anyio.CancelScope,
-    task_status: TaskStatus[Tree],
-) -> None:
-    config = rt.config
-    completer_done = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        await tg.start(_listen_forever, rt)
-        tg.start_soon(supervise, rt, "lease keeper", lambda: run_lease_keeper(rt))
-        tg.start_soon(_complete, rt, outcome_receive, completer_done)
-        tg.start_soon(supervise, rt, "queue sampler", lambda: run_sampler(rt))
-        tg.start_soon(run_watchdog, rt)
-        if maintenance_config is not None:
-            from .._maintenance._run import run_maintenance
-
-            tg.start_soon(
-                lambda: run_maintenance(
-                    rt.pool,
-                    client_id=config.consumer_id,
-                    config=maintenance_config,
-                    retry_policy=rt.policy,
-                )
-            )
-        fetcher_scope = anyio.CancelScope()
-        pipeline = Detached(f"asynqpg-trio pipeline of {config.consumer_id}")
-        pipeline.start(_run_pipeline, rt, fetcher_scope, outcome_send)
-        tg.start_soon(pipeline.watch)
-        task_status.started(Tree(tree_scope, fetcher_scope, pipeline, completer_done))
-
-
-async def _listen_forever(
-    rt: Runtime, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    started = False
-
-    def ready() -> None:
-        nonlocal started
-        if not started:
-            started = True
-            task_status.started()
-
-    # The first connection must succeed (start-up fails otherwise); later losses restart.
-    while True:
-        try:
-            await run_listener(rt, ready)
-            return
-        except TRANSIENT:
-            if not started:
-                raise
-            break
-    await supervise(rt, "listener", lambda: run_listener(rt, ready))
-
-
-async def _complete(rt: Runtime, receive: Any, done: anyio.Event) -> None:
-    await run_completer(rt, receive)
-    done.set()  # every sender closed and every outcome written
-
-
-async def _run_pipeline(rt: Runtime, scope: anyio.CancelScope, outcome_send: Any) -> None:
-    """The fetcher and the handler actors; returns when all handler actors have exited."""
-    config = rt.config
-    chains = {
-        task_type: build_chain(handler.fn, config.middleware + tuple(handler.middleware))
-        for task_type, handler in config.handlers.items()
-    }
-    sends: dict[str, Any] = {}
-    async with outcome_send, _closing(sends), anyio.create_task_group() as workers:
-        for task_type, handler in config.handlers.items():
-            send, receive = anyio.create_memory_object_stream[Lease](config.limit(task_type))
-            sends[task_type] = send
-            async with receive:
-                for _ in range(handler.workers):
-                    workers.start_soon(
-                        run_worker,
-                        rt,
-                        handler,
-                        chains[task_type],
-                        receive.clone(),
-                        outcome_send.clone(),
-                    )
-        with scope:
-            try:
-                await supervise(rt, "fetcher", lambda: run_fetcher(rt, sends))
-            finally:
-                for send in sends.values():
-                    send.close()
-
-
-@asynccontextmanager
-async def _closing(sends: dict[str, Any]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        for send in sends.values():
-            send.close()
+def report_left(parts: Parts) -> None:
+    """Count (``abandoned``) and log the tasks whose lease the consumer still holds at its
+    end: left to the janitor."""
+    leases = parts.book.leases
+    left = parts.counters.abandoned = len(leases)
+    if not left:
+        return
+    stuck = sum(1 for lease in leases.values() if lease.scope is not None)
+    logger.warning(
+        "shutdown: %d task%s left to the janitor (%d still in a handler that ignored"
+        " cancellation, %d outcomes not written): they stay running under this consumer's"
+        " lease until it expires (lease_duration %g s), then they are rescued",
+        left,
+        "" if left == 1 else "s",
+        stuck,
+        parts.completer.pending(),
+        parts.config.lease_duration,
+    )
 
 
 async def serve_consumer(

@@ -16,27 +16,37 @@ this consumer's sample off the gauges.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from .._pg import _tasks_repo as repo
-
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from collections.abc import Sequence
+
+    from .._core._rows import TasksRepository
+    from .._telemetry._gauges import QueueSampler
 
 __all__ = ["run_sampler"]
 
 
-async def run_sampler(rt: Runtime) -> None:
-    """Refresh the queue gauges' sample until cancelled."""
-    types = list(rt.config.handlers)
-    sampler = rt.telemetry.queue_sampler(types)
+class SamplerTelemetry(Protocol):
+    """Where the queue gauges' cache comes from."""
+
+    def queue_sampler(self, types: Sequence[str]) -> QueueSampler | None: ...
+
+
+async def run_sampler(
+    tasks: TasksRepository, telemetry: SamplerTelemetry, types: Sequence[str], interval: float
+) -> None:
+    """Refresh the queue gauges' sample every ``interval`` seconds until cancelled.
+
+    Cancellation: a checkpoint; the gauges keep the last sample until the cache is left.
+    """
+    sampler = telemetry.queue_sampler(types)
     if sampler is None:
         return
     with sampler:
         while True:
             if sampler.wanted():
-                async with rt.pool.connection() as conn:
-                    sampler.update(await repo.queue_depth(conn, types))
-            await anyio.sleep(rt.config.queue_metrics_interval)
+                sampler.update(await tasks.queue_depth(types))
+            await anyio.sleep(interval)

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from .._core._book import Lease
-    from ._runtime import Runtime
 
 __all__ = ["describe_stall", "run_watchdog"]
 
@@ -42,9 +41,32 @@ logger = logging.getLogger("asynqpg_trio.watchdog")
 NAMED = 5
 
 
-async def run_watchdog(rt: Runtime) -> None:
-    """Watch the event loop until cancelled."""
-    threshold = rt.config.stall_threshold
+class WatchedBook(Protocol):
+    """The leases held (their handlers' start times name the suspects)."""
+
+    @property
+    def leases(self) -> Mapping[int, Lease]: ...
+
+
+class StallCounters(Protocol):
+    """What the watchdog counts."""
+
+    loop_stalls: int
+
+
+class StallTelemetry(Protocol):
+    """The metric of loop stalls."""
+
+    def loop_stall(self) -> None: ...
+
+
+async def run_watchdog(
+    threshold: float, book: WatchedBook, counters: StallCounters, telemetry: StallTelemetry
+) -> None:
+    """Watch the event loop until cancelled.
+
+    Cancellation: a checkpoint; it holds nothing.
+    """
     tick = threshold / 4
     while True:
         previous = anyio.current_time()
@@ -52,9 +74,9 @@ async def run_watchdog(rt: Runtime) -> None:
         await anyio.sleep_until(due)
         late = anyio.current_time() - due
         if late > threshold:
-            rt.counts["loop_stalls"] += 1
-            rt.telemetry.loop_stall()
-            leases = list(rt.book.leases.values())
+            counters.loop_stalls += 1
+            telemetry.loop_stall()
+            leases = list(book.leases.values())
             logger.warning("%s", describe_stall(late, threshold, leases, since=previous))
 
 

@@ -1,25 +1,31 @@
 """The queue's SQL, loaded once, and the statements the producer and consumer run.
 
 Every query lives in ``_pg/sql/tasks.sql``; this module only binds parameters and turns rows into
-values.  One method per query; each takes the connection to run on, so callers decide about
-pools and transactions.
+frozen values (`_core._rows`).  One function per query; each takes the connection to run on, so
+callers decide about pools and transactions.  `PgTasks` is the consumer's side of it: the
+`TasksRepository` its actors use, each method on a connection of its own from the pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import psycopg
 
 from .._core._batching import FlushPlan, OutcomeKind
 from .._core._enqueue import BatchPlan, Inserted, read_result
+from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from ._migrate import schema_required
 from ._sql import load
 
-__all__ = ["QUERIES", "LostLease", "TaskQueries"]
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+__all__ = ["CLAIM_COLUMNS", "QUERIES", "LostLease", "PgTasks", "TaskQueries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,8 @@ class TaskQueries:
     lost_leases: str
     next_ready_at: str
     queue_depth: str
+    listen_new: str
+    listen_cancel: str
 
 
 #: The loaded task statements.
@@ -80,11 +88,10 @@ async def claim(
     lease: float,
     takeover_message: str,
     exhausted_message: str,
-) -> list[tuple[Any, ...]]:
+) -> list[ClaimedTask]:
     """Claim up to ``wanted[type]`` ready tasks of each type; return the claimed rows.
 
-    Each row is a tuple in the order of `CLAIM_COLUMNS` (binary results: no text parsing);
-    ``messages`` is None when there are none.
+    Binary results (no text parsing), each row made a `ClaimedTask` by a tuple copy.
     """
     cur = conn.cursor(binary=True)
     await cur.execute(
@@ -98,25 +105,11 @@ async def claim(
             "exhausted_message": exhausted_message,
         },
     )
-    return await cur.fetchall()
+    return list(map(ClaimedTask._make, await cur.fetchall()))
 
 
 #: The claim's RETURNING list, in order: the fields of each row `claim` returns.
-CLAIM_COLUMNS = (
-    "id",
-    "type",
-    "payload",
-    "idempotency_token",
-    "status",
-    "attempts_left",
-    "attempts_elapsed",
-    "created_at",
-    "attempted_at",
-    "messages",
-    "lease_token",
-    "trace_context",
-    "taken_over",
-)
+CLAIM_COLUMNS = ClaimedTask._fields
 
 
 async def next_ready_in(conn: psycopg.AsyncConnection[Any], types: list[str]) -> float | None:
@@ -193,21 +186,6 @@ async def extend_leases(
     return {int(r[0]) for r in await cur.fetchall()}
 
 
-@dataclass(frozen=True, slots=True)
-class LostLease:
-    """A lease no longer held, and what became of its task.
-
-    Attributes:
-        task_id: the task.
-        status: its status now (None: deleted); ``cancelled`` is a client's cancel.
-        owner: the consumer holding its lease now, if any.
-    """
-
-    task_id: int
-    status: str | None
-    owner: str | None
-
-
 async def lost_leases(
     conn: psycopg.AsyncConnection[Any], ids: list[int], tokens: list[int]
 ) -> list[LostLease]:
@@ -216,9 +194,90 @@ async def lost_leases(
     return [LostLease(int(i), status, owner) for i, status, owner in await cur.fetchall()]
 
 
-async def queue_depth(
-    conn: psycopg.AsyncConnection[Any], types: list[str]
-) -> list[tuple[str, int, float]]:
+async def queue_depth(conn: psycopg.AsyncConnection[Any], types: Sequence[str]) -> list[QueueDepth]:
     """Per type: pending tasks ready now, and seconds the oldest of them has been ready."""
-    cur = await conn.execute(QUERIES.queue_depth, {"types": types})
-    return [(str(t), int(n), float(age)) for t, n, age in await cur.fetchall()]
+    cur = await conn.execute(QUERIES.queue_depth, {"types": list(types)})
+    return [QueueDepth(str(t), int(n), float(age)) for t, n, age in await cur.fetchall()]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PgTasks:
+    """The consumer's tasks repository on a pool (a `TasksRepository`): each method checks
+    out a connection of its own for its statements.
+
+    Cancellation: every method is a checkpoint while it waits for a connection; what the
+    database holds when one is cancelled is what its statement had committed (`claim` keeps
+    its statement, once sent, shielded for its ``grace``).
+    """
+
+    pool: Pool
+
+    async def claim(
+        self,
+        wanted: Mapping[str, int],
+        *,
+        owner: str,
+        lease: float,
+        takeover_message: str,
+        exhausted_message: str,
+        grace: float,
+    ) -> list[ClaimedTask]:
+        """`claim` on a pooled connection; the checkout stays cancellable, the statement is
+        shielded for up to ``grace`` seconds once sent."""
+        rows: list[ClaimedTask] = []
+        async with self.pool.connection() as conn:
+            # Once the server has committed a claim its tasks are leased to us, so the reply
+            # must come back; cancelled while it was on its way, the claim would be lost and
+            # its tasks left running until their leases expired, each an attempt poorer.
+            with anyio.move_on_after(grace, shield=True):
+                rows = await claim(
+                    conn,
+                    dict(wanted),
+                    owner=owner,
+                    lease=lease,
+                    takeover_message=takeover_message,
+                    exhausted_message=exhausted_message,
+                )
+        return rows
+
+    async def next_ready_in(self, types: Sequence[str]) -> float | None:
+        """`next_ready_in` on a pooled connection."""
+        async with self.pool.connection() as conn:
+            return await next_ready_in(conn, list(types))
+
+    async def write_outcomes(self, plan: FlushPlan, *, idle_timeout: float | None) -> set[int]:
+        """`write_outcomes` on a pooled connection."""
+        async with self.pool.connection() as conn:
+            return await write_outcomes(conn, plan, idle_timeout=idle_timeout)
+
+    async def extend_leases(self, ids: list[int], tokens: list[int], lease: float) -> set[int]:
+        """`extend_leases` on a pooled connection."""
+        async with self.pool.connection() as conn:
+            return await extend_leases(conn, ids, tokens, lease)
+
+    async def lost_leases(self, ids: list[int], tokens: list[int]) -> list[LostLease]:
+        """`lost_leases` on a pooled connection."""
+        async with self.pool.connection() as conn:
+            return await lost_leases(conn, ids, tokens)
+
+    async def queue_depth(self, types: Sequence[str]) -> list[QueueDepth]:
+        """`queue_depth` on a pooled connection."""
+        async with self.pool.connection() as conn:
+            return await queue_depth(conn, types)
+
+    @asynccontextmanager
+    async def notifications(self) -> AsyncIterator[AsyncIterator[Notice]]:
+        """A dedicated connection (outside the pool) LISTENing on ``asynqpg_new`` and
+        ``asynqpg_cancel``; entered once LISTEN is in effect, closed on exit."""
+        conn = await self.pool.connect()
+        try:
+            await conn.execute(QUERIES.listen_new)
+            await conn.execute(QUERIES.listen_cancel)
+            yield _notices(conn)
+        finally:
+            await conn.close()
+
+
+async def _notices(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[Notice]:
+    async for note in conn.notifies():
+        yield Notice(note.channel, note.payload)

@@ -302,3 +302,13 @@ CROSS JOIN LATERAL (
     FROM asynqpg_tasks t
     WHERE t.type = w.type AND t.status = 'pending' AND t.blocked_till <= asynqpg_now()
 ) AS s
+
+-- name: listen_new
+-- The consumer's LISTEN connection: producers and retries NOTIFY this channel when a task is
+-- ready now (the fetcher wakes).
+LISTEN asynqpg_new
+
+-- name: listen_cancel
+-- The consumer's LISTEN connection: a client cancelling a running task NOTIFYs this channel,
+-- payload the task id (the handler holding its lease is cancelled at once).
+LISTEN asynqpg_cancel

@@ -1,0 +1,126 @@
+"""The consumer's data edge: the frozen rows the tasks repository returns, and its Protocol.
+
+Theory of operation
+-------------------
+The repository (``_pg/_tasks_repo.py``, `PgTasks`) runs the queue's statements and turns what
+the server sends back into the values below; actors read named fields and never see a raw
+tuple.  `ClaimedTask` is on the hot path (one per claimed task), so it is a `NamedTuple` built
+with ``ClaimedTask._make(row)``: a C-level tuple copy, no per-field work.  The others are read
+once per batch or per notification.
+
+`TasksRepository` is what the consumer's actors use of the repository: the fetcher, the
+completer, the lease keeper, the listener and the queue sampler each call a few of its methods.
+Each method checks out its own connection.  Pure: no I/O library is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from ._batching import FlushPlan
+
+__all__ = ["ClaimedTask", "LostLease", "Notice", "QueueDepth", "TasksRepository"]
+
+
+class ClaimedTask(NamedTuple):
+    """One row a claim returned: a task now leased to this consumer (or, when ``status`` is
+    not ``running``, an expired lease taken over and failed for want of attempts).
+
+    The fields follow the claim's RETURNING list, in order.  The stored counters already count
+    this attempt.  ``messages`` is None when there are none.  ``taken_over`` says the row was
+    running under another (dead) consumer's expired lease.
+    """
+
+    id: int
+    type: str
+    payload: bytes
+    idempotency_token: str | None
+    status: str
+    attempts_left: int
+    attempts_elapsed: int
+    created_at: datetime
+    attempted_at: datetime | None
+    messages: list[str] | None
+    lease_token: int
+    trace_context: Any
+    taken_over: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LostLease:
+    """A lease no longer held, and what became of its task.
+
+    Attributes:
+        task_id: the task.
+        status: its status now (None: deleted); ``cancelled`` is a client's cancel.
+        owner: the consumer holding its lease now, if any.
+    """
+
+    task_id: int
+    status: str | None
+    owner: str | None
+
+
+class QueueDepth(NamedTuple):
+    """Per type: pending tasks ready now, and seconds the oldest of them has been ready."""
+
+    type: str
+    ready: int
+    oldest_age: float
+
+
+class Notice(NamedTuple):
+    """One notification heard on the LISTEN connection: its channel and payload."""
+
+    channel: str
+    payload: str
+
+
+class TasksRepository(Protocol):
+    """What the consumer's actors use of the tasks repository (one method per statement)."""
+
+    async def claim(
+        self,
+        wanted: Mapping[str, int],
+        *,
+        owner: str,
+        lease: float,
+        takeover_message: str,
+        exhausted_message: str,
+        grace: float,
+    ) -> list[ClaimedTask]:
+        """Claim up to ``wanted[type]`` ready tasks of each type.
+
+        The statement, once sent, is shielded for up to ``grace`` seconds (a committed claim's
+        reply must come back); checking out the connection stays cancellable.
+        """
+        ...
+
+    async def next_ready_in(self, types: Sequence[str]) -> float | None:
+        """Seconds until the earliest pending task of these types is ready (None if none)."""
+        ...
+
+    async def write_outcomes(self, plan: FlushPlan, *, idle_timeout: float | None) -> set[int]:
+        """Write a flush plan in one transaction, fenced by lease token; return written ids."""
+        ...
+
+    async def extend_leases(self, ids: list[int], tokens: list[int], lease: float) -> set[int]:
+        """Push the leases forward; return the ids still held."""
+        ...
+
+    async def lost_leases(self, ids: list[int], tokens: list[int]) -> list[LostLease]:
+        """Of these leases, those no longer held (cancelled, taken over, rescued, deleted)."""
+        ...
+
+    async def queue_depth(self, types: Sequence[str]) -> list[QueueDepth]:
+        """Per type: pending tasks ready now and the age of the oldest."""
+        ...
+
+    def notifications(self) -> AbstractAsyncContextManager[AsyncIterator[Notice]]:
+        """A dedicated connection LISTENing for wake-ups and cancels: entered once LISTEN is
+        in effect; iterate it for notices."""
+        ...
