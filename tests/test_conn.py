@@ -241,3 +241,45 @@ def test_cancel_at_transaction_exit_returns_an_idle_connection(
     with caplog.at_level("WARNING"):
         run(backend, scenario)
     assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+
+
+_CTRL_C_DURING_A_QUERY = """
+import os, signal, sys, threading
+import trio
+from asynqpg_trio import open_pool
+
+async def main(dsn):
+    async with open_pool(dsn, min_size=1, max_size=1) as pool:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT pg_sleep(30)")
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+                " AND state = 'active'"
+            )
+            print("still running:", (await cur.fetchone())[0], flush=True)
+
+trio.run(main, sys.argv[1])
+"""
+
+
+def test_ctrl_c_during_a_query_cancels_it_on_the_server(dsn: str) -> None:
+    """Ctrl-C (KeyboardInterrupt, not a cancellation) while a query runs: the query is
+    cancelled on the server and the pool goes on with a clean connection, at once."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_DURING_A_QUERY, dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["interrupted", "still running: 0"], proc.stderr
+    assert "Traceback" not in proc.stderr

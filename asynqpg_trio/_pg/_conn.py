@@ -208,11 +208,13 @@ class Connection(psycopg.AsyncConnection[Row]):
         return conn
 
     async def wait(self, gen: PQGen[RV], interval: float = 0.0, timeout: float | None = None) -> RV:
-        """Drive ``gen`` on this connection's socket; cancel server-side work if cancelled."""
+        """Drive ``gen`` on this connection's socket; cancel server-side work if the wait is
+        cancelled or interrupted (Ctrl-C's KeyboardInterrupt, or any other exception thrown
+        into it): the query never runs on after its caller has given up."""
         del interval
         try:
             return await _drive(gen, self.pgconn.socket, timeout)
-        except anyio.get_cancelled_exc_class():
+        except BaseException:
             if not self.closed and self.pgconn.transaction_status == _ACTIVE:
                 await self._cancel_and_drain(gen)
             raise
