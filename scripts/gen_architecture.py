@@ -28,6 +28,10 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "asynqpg_trio"
@@ -37,6 +41,9 @@ TREE_FUNCTION = (ROOT / PACKAGE / "_consumer" / "_tree.py", "serve_tree")
 TASK_GROUP_OPENERS = {"create_task_group", "open_nursery"}
 #: Methods of a task group that start a child.
 STARTERS = {"start_soon", "start"}
+#: The wrapper that restarts an actor after transient errors, and the detached work's handle.
+SUPERVISE = "supervise"
+DETACHED = "Detached"
 
 
 def _layer_names(layer: str) -> list[str]:
@@ -72,91 +79,143 @@ def render_layers(pyproject: Path = ROOT / "pyproject.toml") -> str:
 
 @dataclass
 class _Group:
-    """A task group in the tree function, and what it starts."""
+    """A task group (or the detached work) in the tree function, and what it runs."""
 
-    name: str
+    label: str
     children: list[_Group | str] = field(default_factory=list)
 
 
-def _called_name(node: ast.expr) -> str:
-    """The name of what a starter call runs: ``f`` in ``start_soon(f, ...)``, the function a
-    lambda calls, or the source text."""
+def _func_name(node: ast.expr) -> str:
+    """The name of the function a child runs: ``f`` for ``f``, ``obj.f``, ``partial(f, ...)``
+    or ``lambda: f(...)``."""
     if isinstance(node, ast.Lambda):
         node = node.body
     if isinstance(node, ast.Call):
+        if _name(node.func) == "partial" and node.args:
+            return _func_name(node.args[0])
         node = node.func
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute | ast.Name):
+        return f"{_name(node.value)}.{node.attr}"
+    return _name(node) or ast.unparse(node)
+
+
+def _name(node: ast.expr) -> str:
     if isinstance(node, ast.Attribute):
         return node.attr
     if isinstance(node, ast.Name):
         return node.id
-    return ast.unparse(node)
+    return ""
 
 
-def _opens_group(item: ast.withitem) -> str | None:
-    call = item.context_expr
-    if not isinstance(call, ast.Call):
-        return None
-    func = call.func
-    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-    if name not in TASK_GROUP_OPENERS or not isinstance(item.optional_vars, ast.Name):
-        return None
-    return item.optional_vars.id
+def _child_label(args: list[ast.expr]) -> str:
+    """What ``start_soon(*args)`` (or a direct ``supervise(*args)``) runs, as a label."""
+    if _func_name(args[0]) == SUPERVISE:
+        names = [a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        inner = _func_name(args[-1])
+        return f"{names[0] if names else inner}: {inner} (supervised)"
+    return _func_name(args[0])
 
 
-def _walk(body: list[ast.stmt], groups: dict[str, _Group], current: _Group, loop: str) -> None:
-    for stmt in body:
-        if isinstance(stmt, ast.AsyncWith | ast.With):
-            parent = current
-            for item in stmt.items:
-                name = _opens_group(item)
-                if name is not None:
-                    group = _Group(name)
-                    groups[name] = group
-                    parent.children.append(group)
-                    parent = group
-            _walk(stmt.body, groups, parent, loop)
-            continue
-        if isinstance(stmt, ast.For | ast.AsyncFor):
-            _walk(stmt.body, groups, current, f" (one per {ast.unparse(stmt.target)})")
-            continue
-        if isinstance(stmt, ast.Try):
-            for block in (stmt.body, stmt.orelse, stmt.finalbody):
-                _walk(block, groups, current, loop)
-            for handler in stmt.handlers:
-                _walk(handler.body, groups, current, loop)
-            continue
-        if isinstance(stmt, ast.If):
-            _walk(stmt.body, groups, current, loop)
-            _walk(stmt.orelse, groups, current, loop)
-            continue
+class _TreeReader:
+    """Reads the tree function's source: the task groups it opens, nested as in the code,
+    the children each starts, and the detached work (followed into its own function)."""
+
+    def __init__(self, module: ast.Module) -> None:
+        self.functions = {
+            node.name: node
+            for node in ast.walk(module)
+            if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef)
+        }
+
+    def read(self, function: str) -> _Group:
+        node = self.functions.get(function)
+        if node is None:
+            raise ValueError(f"no function {function!r}")
+        root = _Group(function)
+        self._walk(node.body, {}, {}, root, "")
+        return root
+
+    def _walk(
+        self,
+        body: list[ast.stmt],
+        groups: dict[str, _Group],
+        detached: dict[str, _Group],
+        current: _Group,
+        each: str,
+    ) -> None:
+        for stmt in body:
+            if isinstance(stmt, ast.AsyncWith | ast.With):
+                inner = current
+                for item in stmt.items:
+                    inner = self._enter(item, groups, detached, inner)
+                self._walk(stmt.body, groups, detached, inner, each)
+            elif isinstance(stmt, ast.For | ast.AsyncFor):
+                count = stmt.iter
+                if isinstance(count, ast.Call) and _name(count.func) == "range" and count.args:
+                    count = count.args[-1]
+                self._walk(stmt.body, groups, detached, current, f", {ast.unparse(count)} of them")
+            elif isinstance(stmt, ast.Try):
+                for block in (stmt.body, stmt.orelse, stmt.finalbody):
+                    self._walk(block, groups, detached, current, each)
+            elif isinstance(stmt, ast.If):
+                self._walk(stmt.body, groups, detached, current, each)
+                self._walk(stmt.orelse, groups, detached, current, each)
+            else:
+                self._calls(stmt, groups, detached, current, each)
+
+    def _enter(
+        self,
+        item: ast.withitem,
+        groups: dict[str, _Group],
+        detached: dict[str, _Group],
+        parent: _Group,
+    ) -> _Group:
+        call, target = item.context_expr, item.optional_vars
+        if not isinstance(call, ast.Call) or not isinstance(target, ast.Name):
+            return parent
+        opener = _name(call.func)
+        if opener in TASK_GROUP_OPENERS:
+            group = groups[target.id] = _Group(f"task group: {target.id}")
+        elif opener == DETACHED:  # a handle: the work it starts is shown where it starts
+            detached[target.id] = parent
+            return parent
+        else:
+            return parent
+        parent.children.append(group)
+        return group
+
+    def _calls(
+        self,
+        stmt: ast.stmt,
+        groups: dict[str, _Group],
+        detached: dict[str, _Group],
+        current: _Group,
+        each: str,
+    ) -> None:
         for node in ast.walk(stmt):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in STARTERS
-                and isinstance(node.func.value, ast.Name)
-                and node.func.value.id in groups
-                and node.args
-            ):
-                target = groups[node.func.value.id]
-                target.children.append(_called_name(node.args[0]) + loop)
-
-
-def tree_of(path: Path, function: str) -> _Group:
-    """The task groups opened by ``function`` in ``path``, nested as in its source."""
-    module = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(module):
-        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name == function:
-            root = _Group(function)
-            _walk(node.body, {}, root, "")
-            return root
-    raise ValueError(f"{path}: no function {function!r}")
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            owner = (
+                func.value.id
+                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                else None
+            )
+            if owner in groups and _name(func) in STARTERS:
+                groups[owner].children.append(_child_label(node.args) + each)
+            elif owner in detached and _name(func) == "start":
+                name = _func_name(node.args[0])
+                work = self.read(name)
+                current.children.append(_Group(f"detached: {name}", work.children))
+            elif _name(func) == SUPERVISE:
+                label = _child_label([func, *node.args])
+                current.children.append(f"{label[: -len(')')]}, in the group's body)")
 
 
 def render_tree(path: Path = TREE_FUNCTION[0], function: str = TREE_FUNCTION[1]) -> str:
     """The supervision tree diagram, from the tree function's source."""
-    root = tree_of(path, function)
-    lines = ["flowchart TD"]
+    root = _TreeReader(ast.parse(path.read_text(encoding="utf-8"))).read(function)
+    lines = ["flowchart TD", f'    root(["{function}"])']
     counter = 0
 
     def emit(group: _Group, node_id: str) -> None:
@@ -165,19 +224,18 @@ def render_tree(path: Path = TREE_FUNCTION[0], function: str = TREE_FUNCTION[1])
             counter += 1
             child_id = f"n{counter}"
             if isinstance(child, _Group):
-                lines.append(f'    {child_id}(["task group: {child.name}"])')
+                lines.append(f'    {child_id}(["{child.label}"])')
                 lines.append(f"    {node_id} --> {child_id}")
                 emit(child, child_id)
             else:
                 lines.append(f'    {child_id}["{child}"]')
                 lines.append(f"    {node_id} --> {child_id}")
 
-    lines.append(f'    root(["{function}"])')
     emit(root, "root")
     return "\n".join(lines) + "\n"
 
 
-BLOCKS = {"layers": render_layers, "tree": render_tree}
+BLOCKS: dict[str, Callable[[], str]] = {"layers": render_layers, "tree": render_tree}
 
 
 def splice(text: str, name: str, diagram: str) -> str:

@@ -45,3 +45,49 @@ def test_readme_state_diagram_is_current() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_readme_architecture_diagrams_are_current() -> None:
+    """The README's tree and layer diagrams are drawn from the tree function's source and the
+    import-linter contracts; regenerate them when stale."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "scripts/gen_architecture.py", "--check", "README.md"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_architecture_tree_names_every_actor() -> None:
+    """Every actor the consumer runs appears in the drawn tree (the drawing reads the code)."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        import gen_architecture
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    tree = gen_architecture.render_tree()
+    for actor in (
+        "serve_listener",
+        "run_lease_keeper",
+        "run_sampler",
+        "run_watchdog",
+        "run_maintenance",
+        "completer.run",
+        "run_worker",
+        "run_fetcher",
+    ):
+        assert actor in tree, actor
+    # Nesting is the shutdown order: services hold the completer, which holds the work.
+    assert tree.index("task group: services") < tree.index("task group: completing")
+    assert tree.index("task group: completing") < tree.index("task group: work")
