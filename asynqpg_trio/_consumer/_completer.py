@@ -61,8 +61,11 @@ class CompleterSettings(Protocol):
 class CompleterBook(Protocol):
     """What the completer uses of the lease book."""
 
-    def forget(self, task_id: int, token: int) -> None: ...
-    def type_of(self, task_id: int) -> str: ...
+    def forget(self, task_id: int, token: int) -> None:
+        """Drop the lease of a task whose outcome was written (if it is still that token's)."""
+
+    def type_of(self, task_id: int) -> str:
+        """The task type of a leased task (for the stale-acknowledgement metric)."""
 
 
 class CompleterCounters(Protocol):
@@ -80,11 +83,18 @@ class CompleterCounters(Protocol):
 class FlushTelemetry(Protocol):
     """The metrics of a written plan."""
 
-    def flushed(self, size: int, seconds: float, stale_types: Iterable[str]) -> None: ...
+    def flushed(self, size: int, seconds: float, stale_types: Iterable[str]) -> None:
+        """Record one written plan: its size, how long it took, the types of stale acks."""
 
 
 class Completer:
     """The completer of one consumer: `run` writes outcomes; `pending` counts the unwritten."""
+
+    settings: CompleterSettings
+    tasks: TasksRepository
+    book: CompleterBook
+    counters: CompleterCounters
+    telemetry: FlushTelemetry
 
     def __init__(
         self,

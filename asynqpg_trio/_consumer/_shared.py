@@ -83,7 +83,7 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[None](1)
-        self.kicked = False  # a kick waits in the channel
+        self.kicked: bool = False  # a kick waits in the channel
         self.backlogged: set[str] = set()
 
     def kick(self) -> None:
