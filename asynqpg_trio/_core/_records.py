@@ -83,40 +83,7 @@ class TaskRecord:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskRecord:
         """Build a record from the task columns of a client statement's row, in order."""
-        (
-            task_id,
-            task_type,
-            payload,
-            status,
-            token,
-            messages,
-            blocked_till,
-            attempts_left,
-            attempts_elapsed,
-            created_at,
-            updated_at,
-            finalized_at,
-            attempted_at,
-            lease_token,
-            lease_owner,
-        ) = row
-        return cls(
-            id=int(task_id),
-            type=task_type,
-            payload=bytes(payload),
-            status=TaskStatus(status),
-            idempotency_token=token,
-            messages=tuple(messages or ()),
-            blocked_till=blocked_till,
-            attempts_left=int(attempts_left),
-            attempts_elapsed=int(attempts_elapsed),
-            created_at=created_at,
-            updated_at=updated_at,
-            finalized_at=finalized_at,
-            attempted_at=attempted_at,
-            lease_token=None if lease_token is None else int(lease_token),
-            lease_owner=lease_owner,
-        )
+        return cls(payload=bytes(row[2]), **_shared_fields(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,40 +130,7 @@ class TaskSummary:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskSummary:
         """Build a summary from a summary row's task columns, in order."""
-        (
-            task_id,
-            task_type,
-            payload_size,
-            status,
-            token,
-            messages,
-            blocked_till,
-            attempts_left,
-            attempts_elapsed,
-            created_at,
-            updated_at,
-            finalized_at,
-            attempted_at,
-            lease_token,
-            lease_owner,
-        ) = row
-        return cls(
-            id=int(task_id),
-            type=task_type,
-            payload_size=int(payload_size),
-            status=TaskStatus(status),
-            idempotency_token=token,
-            messages=tuple(messages or ()),
-            blocked_till=blocked_till,
-            attempts_left=int(attempts_left),
-            attempts_elapsed=int(attempts_elapsed),
-            created_at=created_at,
-            updated_at=updated_at,
-            finalized_at=finalized_at,
-            attempted_at=attempted_at,
-            lease_token=None if lease_token is None else int(lease_token),
-            lease_owner=lease_owner,
-        )
+        return cls(payload_size=int(row[2]), **_shared_fields(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,3 +228,41 @@ class ThroughputMinute:
     minute: datetime
     completed: int
     failed: int
+
+
+def _shared_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """The fields a `TaskRecord` and a `TaskSummary` build alike from a client statement's
+    task columns (all but the third: the payload, or its size)."""
+    (
+        task_id,
+        task_type,
+        _payload_or_size,
+        status,
+        token,
+        messages,
+        blocked_till,
+        attempts_left,
+        attempts_elapsed,
+        created_at,
+        updated_at,
+        finalized_at,
+        attempted_at,
+        lease_token,
+        lease_owner,
+    ) = row
+    return {
+        "id": int(task_id),
+        "type": task_type,
+        "status": TaskStatus(status),
+        "idempotency_token": token,
+        "messages": tuple(messages or ()),
+        "blocked_till": blocked_till,
+        "attempts_left": int(attempts_left),
+        "attempts_elapsed": int(attempts_elapsed),
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "finalized_at": finalized_at,
+        "attempted_at": attempted_at,
+        "lease_token": None if lease_token is None else int(lease_token),
+        "lease_owner": lease_owner,
+    }
