@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from .._core._batching import FlushPlan, OutcomeKind
 from .._core._errors import DuplicateTask, TaskNotFound
@@ -336,7 +336,7 @@ class FakeDatabase:
         self._listeners.append(send)
         try:
             with receive:
-                yield _iterate(receive)
+                yield receive
         finally:
             self._listeners.remove(send)
             send.close()
@@ -394,15 +394,10 @@ class FakeDatabase:
             self._datetime(record.created_at),
             None if record.attempted_at is None else self._datetime(record.attempted_at),
             list(record.messages) if record.messages else None,
-            row.lease_token,  # type: ignore[arg-type]  # None when failed, as in SQL
+            row.lease_token,
             record.trace_context,
             taken_over,
         )
 
     def _datetime(self, at: float) -> datetime:
         return self._epoch + timedelta(seconds=at)
-
-
-async def _iterate(receive: MemoryObjectReceiveStream[Notice]) -> AsyncIterator[Notice]:
-    async for notice in receive:
-        yield notice
