@@ -114,4 +114,3 @@ async def pipeline(
         finally:
             nursery.cancel_scope.cancel()
             send.close()
-            s.wakeup.close()

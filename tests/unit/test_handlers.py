@@ -25,11 +25,12 @@ class Backoff:
         return self.delays[min(attempt, len(self.delays)) - 1]
 
 
-async def test_a_30_s_timeout_is_a_failed_attempt_in_virtual_time(autojump_clock: object) -> None:
+async def test_a_30_s_timeout_is_a_failed_attempt_in_virtual_time(
+    autojump_clock: object, shared: Shared
+) -> None:
     async def hang(task: TaskInfo) -> None:
         await trio.sleep_forever()
 
-    shared = Shared()
     task = shared.db.enqueue(TYPE, max_retry=2)
     cfg = config(Handler(hang, workers=1, timeout=30.0))
     started, wall = trio.current_time(), time.perf_counter()
@@ -49,14 +50,13 @@ async def test_a_30_s_timeout_is_a_failed_attempt_in_virtual_time(autojump_clock
     assert time.perf_counter() - wall < 5  # 75 virtual seconds
 
 
-async def test_retries_back_off_as_the_policy_says(autojump_clock: object) -> None:
+async def test_retries_back_off_as_the_policy_says(autojump_clock: object, shared: Shared) -> None:
     runs: list[float] = []
 
     async def flaky(task: TaskInfo) -> None:
         runs.append(trio.current_time())
         raise ValueError(f"attempt {len(runs)}")
 
-    shared = Shared()
     task = shared.db.enqueue(TYPE, max_retry=3)
     policy = Backoff(5.0, 20.0)
     async with pipeline(shared, config(Handler(flaky, workers=1)), policy):
@@ -72,8 +72,9 @@ async def test_retries_back_off_as_the_policy_says(autojump_clock: object) -> No
     assert 20 <= third - second <= 20 + batch_interval + 0.01
 
 
-async def test_a_completed_task_is_written_once_the_batch_is_due(autojump_clock: object) -> None:
-    shared = Shared()
+async def test_a_completed_task_is_written_once_the_batch_is_due(
+    autojump_clock: object, shared: Shared
+) -> None:
     ids = [shared.db.enqueue(TYPE) for _ in range(3)]
     async with pipeline(shared, config()):
         await trio.sleep(1.0)
