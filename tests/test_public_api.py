@@ -2,32 +2,48 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
+import pytest
+
 import asynqpg_trio
+import asynqpg_trio.testing
+
+PUBLIC_MODULES = pytest.mark.parametrize(
+    "module", [asynqpg_trio, asynqpg_trio.testing], ids=lambda m: m.__name__
+)
 
 
-def test_all_matches_public_names() -> None:
+@PUBLIC_MODULES
+def test_all_matches_public_names(module: ModuleType) -> None:
     public = {
         name
-        for name in dir(asynqpg_trio)
+        for name in dir(module)
         if not name.startswith("_")
         and name != "annotations"  # from __future__ import annotations
-        and not isinstance(getattr(asynqpg_trio, name), type(asynqpg_trio))
+        and not isinstance(getattr(module, name), ModuleType)
     }
-    assert set(asynqpg_trio.__all__) == public
+    assert set(module.__all__) == public
 
 
-def test_public_objects_are_documented() -> None:
-    for name in asynqpg_trio.__all__:
-        obj = getattr(asynqpg_trio, name)
+@PUBLIC_MODULES
+def test_public_objects_are_documented(module: ModuleType) -> None:
+    assert module.__doc__
+    for name in module.__all__:
+        obj = getattr(module, name)
         if callable(obj):
             assert obj.__doc__, f"{name} has no docstring"
+        for attr, member in vars(obj).items() if isinstance(obj, type) else ():
+            if callable(member) and not attr.startswith("_"):
+                assert member.__doc__, f"{name}.{attr} has no docstring"
 
 
-def test_no_private_module_leaks() -> None:
-    for name in asynqpg_trio.__all__:
-        obj = getattr(asynqpg_trio, name)
-        module = getattr(obj, "__module__", "asynqpg_trio")
-        assert module.startswith("asynqpg_trio") or module == "builtins" or name.isupper()
+@PUBLIC_MODULES
+def test_no_private_module_leaks(module: ModuleType) -> None:
+    for name in module.__all__:
+        obj = getattr(module, name)
+        where = getattr(obj, "__module__", "asynqpg_trio")
+        assert where.startswith("asynqpg_trio") or where == "builtins" or name.isupper()
 
 
 def test_readme_state_diagram_is_current() -> None:

@@ -180,7 +180,9 @@ def _dispatch(
             row.attempted_at,
             tuple(row.messages) if row.messages else (),
         )
-        lease = Lease(row.id, row.lease_token, task_type, info, left, elapsed, row.trace_context)
+        token = row.lease_token
+        assert token is not None  # a running row holds a lease
+        lease = Lease(row.id, token, task_type, info, left, elapsed, row.trace_context)
         add(lease)
         sends[task_type].send_nowait(lease)
     counters.claimed += claimed

@@ -31,7 +31,8 @@ class ClaimedTask(NamedTuple):
     not ``running``, an expired lease taken over and failed for want of attempts).
 
     The fields follow the claim's RETURNING list, in order.  The stored counters already count
-    this attempt.  ``messages`` is None when there are none.  ``taken_over`` says the row was
+    this attempt.  ``messages`` is None when there are none; ``lease_token`` is None exactly when
+    ``status`` is not ``running`` (nothing is leased).  ``taken_over`` says the row was
     running under another (dead) consumer's expired lease.
     """
 
@@ -45,7 +46,7 @@ class ClaimedTask(NamedTuple):
     created_at: datetime
     attempted_at: datetime | None
     messages: list[str] | None
-    lease_token: int
+    lease_token: int | None
     trace_context: Any
     taken_over: bool
 

@@ -8,8 +8,8 @@ callers decide about pools and transactions.  `PgTasks` is the consumer's side o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -270,14 +270,22 @@ class PgTasks:
         """A dedicated connection (outside the pool) LISTENing on ``asynqpg_new`` and
         ``asynqpg_cancel``; entered once LISTEN is in effect, closed on exit."""
         conn = await self.pool.connect()
+        notices = _notices(conn)
         try:
             await conn.execute(QUERIES.listen_new)
             await conn.execute(QUERIES.listen_cancel)
-            yield _notices(conn)
+            yield notices
         finally:
-            await conn.close()
+            try:
+                # Closed here, in the task that iterated it: left for the garbage collector,
+                # a generator paused between notices is closed from another task, and psycopg
+                # then fails to release its connection lock.
+                await notices.aclose()
+            finally:
+                await conn.close()
 
 
-async def _notices(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[Notice]:
-    async for note in conn.notifies():
-        yield Notice(note.channel, note.payload)
+async def _notices(conn: psycopg.AsyncConnection[Any]) -> AsyncGenerator[Notice]:
+    async with aclosing(conn.notifies()) as notes:
+        async for note in notes:
+            yield Notice(note.channel, note.payload)

@@ -1,0 +1,403 @@
+"""`FakeDatabase`: the consumer's tasks repository in memory, for tests without PostgreSQL.
+
+Theory of operation
+-------------------
+The fake holds one record per task: the `TaskRow` the state table reads and writes, plus the
+columns it does not model (type, payload, messages, lease owner, timestamps).  Every change of
+a row goes through the state table's applier (`_core._state.apply`), so the fake refuses what
+the table refuses: a non-fenced event with no rule raises `IllegalTransition`, and a fenced
+event (a lease holder's write) whose token is stale, or whose row is no longer running, is a
+no-op, as its ``UPDATE ... WHERE lease_token = %(token)s`` is in SQL.  The SQL statements in
+``_pg/sql/tasks.sql`` are the reference: the contract suite (``tests/contract``) runs the same
+tests against both, and where they differ the fake is wrong.
+
+Time is the injected ``clock`` (seconds; by default the event loop's, `anyio.current_time`, so
+Trio's ``autojump_clock`` drives lease expiry and delays); instant ``t`` is the datetime
+``epoch + t seconds``.  Every repository method is a checkpoint and then runs to completion
+without yielding, so it is atomic, like the one transaction it stands for; cancelled at the
+checkpoint, it changes nothing.  Notifications (a ready task enqueued or re-queued: a wake-up;
+a running task cancelled: a cancel with its id) go to every open `notifications` iterator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from .._core._batching import FlushPlan, OutcomeKind
+from .._core._errors import DuplicateTask, TaskNotFound
+from .._core._row import MESSAGES_KEPT, Effect, TaskStatus, TransitionParams
+from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
+from .._core._state import Event, apply, matching_rules
+from ._stored import FakeTask, Record
+
+__all__ = ["EPOCH", "FakeDatabase"]
+
+#: The default ``epoch``: the datetime of instant 0 on the fake's clock.
+EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
+
+_NEW_CHANNEL: Final = "asynqpg_new"
+_CANCEL_CHANNEL: Final = "asynqpg_cancel"
+_WORKING: Final = (TaskStatus.PENDING, TaskStatus.RUNNING)
+#: The repository methods `FakeDatabase.fail_next` can make fail.
+_METHODS: Final = frozenset(
+    {
+        "claim",
+        "next_ready_in",
+        "write_outcomes",
+        "extend_leases",
+        "lost_leases",
+        "queue_depth",
+        "notifications",
+    }
+)
+
+#: The event each outcome kind's statement implements (fail, retry: their twins write alike).
+_EVENT_OF: Final[dict[OutcomeKind, Event]] = {
+    OutcomeKind.COMPLETE: Event.COMPLETE,
+    OutcomeKind.FAIL: Event.FAIL,
+    OutcomeKind.RETRY: Event.RETRY,
+    OutcomeKind.SNOOZE: Event.SNOOZE,
+    OutcomeKind.RELEASE: Event.RELEASE,
+}
+
+
+class FakeDatabase:
+    """An in-memory task table implementing the consumer's tasks repository.
+
+    Pass it where the consumer's actors take their repository; enqueue with `enqueue`, look
+    with `get` and `rows`, act as a client with `cancel`, `retry` and `delete`, and inject a
+    database error with `fail_next`.  See the module docstring for what it guarantees.
+
+    Args:
+        clock: Returns the database's current time in seconds; by default the event loop's
+            clock (`anyio.current_time`), read only inside a running loop.
+        epoch: The datetime of instant 0 on ``clock`` (for the datetimes claims return).
+    """
+
+    def __init__(
+        self, *, clock: Callable[[], float] = anyio.current_time, epoch: datetime = EPOCH
+    ) -> None:
+        self._clock = clock
+        self._epoch = epoch
+        self._records: dict[int, Record] = {}
+        self._next_id = 1
+        self._next_token = 1
+        self._listeners: list[MemoryObjectSendStream[Notice]] = []
+        self._failures: dict[str, BaseException] = {}
+
+    # -- test helpers (synchronous, no checkpoint) ------------------------------------------
+
+    def now(self) -> float:
+        """The database's current time, read from the clock."""
+        return self._clock()
+
+    def enqueue(
+        self,
+        task_type: str,
+        payload: bytes = b"",
+        *,
+        delay: float = 0.0,
+        max_retry: int = 3,
+        idempotency_token: str | None = None,
+        trace_context: Any = None,
+    ) -> int:
+        """Insert a pending task, ready after ``delay`` seconds; return its id.
+
+        ``max_retry`` is the total number of runs allowed (0 acts as 1), as for `Producer`.
+        A task ready now notifies the wake-up channel.
+
+        Raises:
+            DuplicateTask: a task of this type holds ``idempotency_token`` already.
+        """
+        if idempotency_token is not None:
+            for record in self._records.values():
+                if record.type == task_type and record.idempotency_token == idempotency_token:
+                    raise DuplicateTask(task_type, idempotency_token, record.id)
+        now = self.now()
+        params = TransitionParams(now=now, delay=max(delay, 0.0), max_retry=max_retry)
+        row = apply(None, Event.ENQUEUE, params)
+        assert row is not None  # enqueue creates a row
+        task_id, self._next_id = self._next_id, self._next_id + 1
+        self._records[task_id] = Record(
+            task_id, task_type, payload, idempotency_token, trace_context, now, row
+        )
+        if row.blocked_till <= now:
+            self.notify(_NEW_CHANNEL, "")
+        return task_id
+
+    def get(self, task_id: int) -> FakeTask:
+        """A snapshot of one task.
+
+        Raises:
+            TaskNotFound: there is no such task (never enqueued, or deleted).
+        """
+        record = self._records.get(task_id)
+        if record is None:
+            raise TaskNotFound(task_id)
+        return record.snapshot()
+
+    def rows(self) -> list[FakeTask]:
+        """Snapshots of every task, in id order."""
+        return [self._records[i].snapshot() for i in sorted(self._records)]
+
+    def cancel(self, task_id: int) -> FakeTask:
+        """Cancel a task as a client does (a running task's holder is notified at once).
+
+        Raises:
+            IllegalTransition: the task is completed, or missing (the state table's answer).
+        """
+        record = self._records.get(task_id)
+        running = record is not None and record.row.status is TaskStatus.RUNNING
+        self._transition(record, Event.CANCEL, TransitionParams(now=self.now()))
+        if running:
+            self.notify(_CANCEL_CHANNEL, str(task_id))
+        return self.get(task_id)
+
+    def retry(self, task_id: int) -> FakeTask:
+        """Re-queue a failed or cancelled task as a client does (ready now; notifies).
+
+        Raises:
+            IllegalTransition: the task is not failed or cancelled, or missing.
+        """
+        record = self._records.get(task_id)
+        self._transition(record, Event.MANUAL_RETRY, TransitionParams(now=self.now()))
+        self.notify(_NEW_CHANNEL, "")
+        return self.get(task_id)
+
+    def delete(self, task_id: int) -> None:
+        """Delete a task that is not running, as a client does.
+
+        Raises:
+            IllegalTransition: the task is running, or missing.
+        """
+        self._transition(self._records.get(task_id), Event.DELETE, TransitionParams(self.now()))
+
+    def notify(self, channel: str, payload: str) -> None:
+        """Send a notification to every open `notifications` iterator."""
+        for send in list(self._listeners):
+            send.send_nowait(Notice(channel, payload))
+
+    def fail_next(self, method: str, error: BaseException) -> None:
+        """Make the next call of the repository method ``method`` (``"claim"``,
+        ``"write_outcomes"``, ...) raise ``error`` after its checkpoint, changing nothing; for
+        ``"notifications"``, entering it raises."""
+        if method not in _METHODS:
+            raise ValueError(f"not a repository method: {method!r} (one of {sorted(_METHODS)})")
+        self._failures[method] = error
+
+    # -- the TasksRepository ----------------------------------------------------------------
+
+    async def claim(
+        self,
+        wanted: Mapping[str, int],
+        *,
+        owner: str,
+        lease: float,
+        takeover_message: str,
+        exhausted_message: str,
+        grace: float,
+    ) -> list[ClaimedTask]:
+        """Claim up to ``wanted[type]`` due tasks of each type, oldest ``blocked_till`` first
+        (id breaks ties): pending ones are claimed, running ones whose lease expired are taken
+        over (or failed for want of an attempt).
+
+        Cancellation: a checkpoint before anything changes (``grace`` is not needed).
+        """
+        await self._enter("claim")
+        now = self.now()
+        claimed: list[ClaimedTask] = []
+        for task_type, limit in wanted.items():
+            if limit <= 0:
+                continue
+            due = sorted(
+                (
+                    r
+                    for r in self._records.values()
+                    if r.type == task_type
+                    and r.row.status in _WORKING
+                    and r.row.blocked_till <= now
+                ),
+                key=lambda r: (r.row.blocked_till, r.id),
+            )
+            for record in due[:limit]:
+                taken_over = record.row.status is TaskStatus.RUNNING
+                event = Event.LEASE_TAKEOVER if taken_over else Event.CLAIM
+                params = TransitionParams(now=now, new_token=self._next_token, lease=lease)
+                rules = matching_rules(record.row, event, params)
+                runs = bool(rules) and rules[0].target is TaskStatus.RUNNING
+                message = takeover_message if runs else exhausted_message
+                self._transition(record, event, params, message=message, owner=owner)
+                if record.row.lease_token == self._next_token:
+                    self._next_token += 1
+                claimed.append(self._claimed(record, taken_over=taken_over))
+        return claimed
+
+    async def next_ready_in(self, types: Sequence[str]) -> float | None:
+        """Seconds until the earliest pending task (or running task's lease expiry) of these
+        types (None if there is none); negative when it is overdue.
+
+        Cancellation: a checkpoint.
+        """
+        await self._enter("next_ready_in")
+        wanted = set(types)
+        times = [
+            r.row.blocked_till
+            for r in self._records.values()
+            if r.type in wanted and r.row.status in _WORKING
+        ]
+        return None if not times else min(times) - self.now()
+
+    async def write_outcomes(self, plan: FlushPlan, *, idle_timeout: float | None) -> set[int]:
+        """Write a flush plan at once, each outcome fenced by its lease token; return the ids
+        written (the others were stale).
+
+        Cancellation: a checkpoint before anything is written.
+        """
+        await self._enter("write_outcomes")
+        now = self.now()
+        written: set[int] = set()
+        for batch in plan.batches:
+            event = _EVENT_OF[batch.kind]
+            for task_id, token, delay, message in zip(
+                batch.ids, batch.tokens, batch.delays, batch.messages, strict=True
+            ):
+                params = TransitionParams(now=now, delay=delay, token=token)
+                if self._transition(self._records.get(task_id), event, params, message=message):
+                    written.add(task_id)
+        return written
+
+    async def extend_leases(self, ids: list[int], tokens: list[int], lease: float) -> set[int]:
+        """Push the leases forward by ``lease`` from now; return the ids still held.
+
+        Cancellation: a checkpoint before anything changes.
+        """
+        await self._enter("extend_leases")
+        now = self.now()
+        return {
+            task_id
+            for task_id, token in zip(ids, tokens, strict=True)
+            if self._transition(
+                self._records.get(task_id),
+                Event.EXTEND_LEASE,
+                TransitionParams(now=now, token=token, lease=lease),
+            )
+        }
+
+    async def lost_leases(self, ids: list[int], tokens: list[int]) -> list[LostLease]:
+        """Of these leases, those no longer held, with their task's status and owner now.
+
+        Cancellation: a checkpoint.
+        """
+        await self._enter("lost_leases")
+        lost: list[LostLease] = []
+        for task_id, token in zip(ids, tokens, strict=True):
+            record = self._records.get(task_id)
+            if record is None:
+                lost.append(LostLease(task_id, None, None))
+            elif record.row.lease_token != token or record.row.status is not TaskStatus.RUNNING:
+                lost.append(LostLease(task_id, record.row.status.value, record.lease_owner))
+        return lost
+
+    async def queue_depth(self, types: Sequence[str]) -> list[QueueDepth]:
+        """Per type: pending tasks ready now, and seconds the oldest has been ready.
+
+        Cancellation: a checkpoint.
+        """
+        await self._enter("queue_depth")
+        now = self.now()
+        depths: list[QueueDepth] = []
+        for task_type in types:
+            ready = [
+                r.row.blocked_till
+                for r in self._records.values()
+                if r.type == task_type
+                and r.row.status is TaskStatus.PENDING
+                and r.row.blocked_till <= now
+            ]
+            depths.append(QueueDepth(task_type, len(ready), now - min(ready) if ready else 0.0))
+        return depths
+
+    @asynccontextmanager
+    async def notifications(self) -> AsyncIterator[AsyncIterator[Notice]]:
+        """Listen: entered at once (after a checkpoint); iterate the value for notices sent
+        from then on until the block ends.
+
+        Cancellation: a checkpoint on entry and while waiting for a notice.
+        """
+        await self._enter("notifications")
+        send, receive = anyio.create_memory_object_stream[Notice](math.inf)
+        self._listeners.append(send)
+        try:
+            with receive:
+                yield receive
+        finally:
+            self._listeners.remove(send)
+            send.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _enter(self, method: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        error = self._failures.pop(method, None)
+        if error is not None:
+            raise error
+
+    def _transition(
+        self,
+        record: Record | None,
+        event: Event,
+        params: TransitionParams,
+        *,
+        message: str | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Apply ``event`` through the state table; return whether a rule applied (False:
+        a fenced event that changed nothing).  Raises `IllegalTransition` as the table says."""
+        row = None if record is None else record.row
+        new = apply(row, event, params)  # raises for an illegal non-fenced event
+        rules = matching_rules(row, event, params)
+        if not rules:
+            return False
+        assert record is not None  # only enqueue creates, and it does not come here
+        if new is None:
+            del self._records[record.id]
+            return True
+        effects = rules[0].effects
+        if Effect.MESSAGE in effects:
+            text = "" if message is None else message
+            record.messages = [*record.messages, text][-MESSAGES_KEPT:]
+        if Effect.TAKE_LEASE in effects:
+            record.lease_owner = owner
+            record.attempted_at = params.now
+        elif Effect.CLEAR_LEASE in effects:
+            record.lease_owner = None
+        record.row = new
+        return True
+
+    def _claimed(self, record: Record, *, taken_over: bool) -> ClaimedTask:
+        row = record.row
+        return ClaimedTask(
+            record.id,
+            record.type,
+            record.payload,
+            record.idempotency_token,
+            row.status.value,
+            row.attempts_left,
+            row.attempts_elapsed,
+            self._datetime(record.created_at),
+            None if record.attempted_at is None else self._datetime(record.attempted_at),
+            list(record.messages) if record.messages else None,
+            row.lease_token,
+            record.trace_context,
+            taken_over,
+        )
+
+    def _datetime(self, at: float) -> datetime:
+        return self._epoch + timedelta(seconds=at)

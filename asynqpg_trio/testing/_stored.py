@@ -1,0 +1,85 @@
+"""The rows of a `FakeDatabase`: the stored record, and the snapshot tests read (`FakeTask`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._core._row import TaskRow, TaskStatus
+
+__all__ = ["FakeTask", "Record"]
+
+
+@dataclass(frozen=True, slots=True)
+class FakeTask:
+    """A snapshot of one task row of a `FakeDatabase`, from `FakeDatabase.get` or `rows`.
+
+    Times are seconds on the fake's clock.
+
+    Attributes:
+        id: The task's id (ids grow from 1 in enqueue order).
+        type: Its type.
+        payload: Its payload.
+        status: Where it is in its life.
+        attempts_left: Executions still allowed (a claim consumes one).
+        attempts_elapsed: Executions started, minus refunds.
+        messages: Its error history, oldest first (the last 100 are kept).
+        blocked_till: Not claimable before this time; while running, the lease's expiry.
+        finalized_at: When it reached a terminal status, else None.
+        lease_token: The current lease's token; set exactly while running.
+        lease_owner: The consumer holding the lease, if any.
+        idempotency_token: Its idempotency token, if any.
+        created_at: When it was enqueued.
+        attempted_at: When it was last claimed, if ever.
+    """
+
+    id: int
+    type: str
+    payload: bytes
+    status: TaskStatus
+    attempts_left: int
+    attempts_elapsed: int
+    messages: tuple[str, ...]
+    blocked_till: float
+    finalized_at: float | None
+    lease_token: int | None
+    lease_owner: str | None
+    idempotency_token: str | None
+    created_at: float
+    attempted_at: float | None
+
+
+@dataclass(slots=True, eq=False)
+class Record:
+    """One stored task: the modelled row and the columns the state table does not model."""
+
+    id: int
+    type: str
+    payload: bytes
+    idempotency_token: str | None
+    trace_context: Any
+    created_at: float
+    row: TaskRow
+    messages: list[str] = field(default_factory=list)
+    lease_owner: str | None = None
+    attempted_at: float | None = None
+
+    def snapshot(self) -> FakeTask:
+        """This task as a frozen `FakeTask`."""
+        row = self.row
+        return FakeTask(
+            self.id,
+            self.type,
+            self.payload,
+            row.status,
+            row.attempts_left,
+            row.attempts_elapsed,
+            tuple(self.messages),
+            row.blocked_till,
+            row.finalized_at,
+            row.lease_token,
+            self.lease_owner,
+            self.idempotency_token,
+            self.created_at,
+            self.attempted_at,
+        )

@@ -1,0 +1,177 @@
+"""The contract suite's backends: the same tests run against `FakeDatabase` and PostgreSQL.
+
+A backend is a tasks repository (``backend.tasks``, what the consumer's actors call) plus what
+a test needs around it: enqueue, a client's cancel, a clock it can move, and a view of one row
+that reads the same on both (times relative to the backend's now).
+
+* ``fake``: `FakeDatabase` on a clock that moves only when the test says so.
+* ``pg``: `PgTasks` on a fresh database, through a one-connection pool whose session setting
+  ``asynqpg.clock_offset`` shifts ``asynqpg_now()``; moving the clock adds to it.  The server's
+  clock also runs on in real time (milliseconds per test), hence the tolerance of `approx`.
+  Enqueue and cancel go through the public `Producer` and `Client`.
+
+Where the two disagree, the fake is wrong: PostgreSQL is the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pytest
+
+from asynqpg_trio import Client, Producer, Task, open_pool
+from asynqpg_trio._pg._tasks_repo import PgTasks
+from asynqpg_trio.testing import FakeDatabase
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from asynqpg_trio import Pool
+    from asynqpg_trio._core._rows import TasksRepository
+
+#: How far a PostgreSQL time may drift from the expected one within a test (seconds).
+TOLERANCE = 1.0
+
+
+def approx(expected: float) -> Any:
+    """``expected`` give or take `TOLERANCE` (for times read back from a backend)."""
+    return pytest.approx(expected, abs=TOLERANCE)
+
+
+@dataclass(frozen=True)
+class View:
+    """One task row as both backends can report it.
+
+    ``ready_in`` is ``blocked_till`` minus the backend's now (while running: the lease's
+    remaining time).
+    """
+
+    status: str
+    attempts_left: int
+    attempts_elapsed: int
+    messages: tuple[str, ...]
+    leased: bool
+    lease_owner: str | None
+    ready_in: float
+    finalized: bool
+
+
+class Backend(Protocol):
+    """A tasks repository under test, and the test's handles on it."""
+
+    name: str
+    tasks: TasksRepository
+
+    async def enqueue(self, task_type: str = "t", *, delay: float = 0.0, max_retry: int = 3) -> int:
+        """Enqueue a task as a producer does; return its id."""
+        ...
+
+    async def advance(self, seconds: float) -> None:
+        """Move the backend's clock forward."""
+        ...
+
+    async def cancel(self, task_id: int) -> None:
+        """Cancel a task as a client does."""
+        ...
+
+    async def view(self, task_id: int) -> View | None:
+        """The row now (None: no such row)."""
+        ...
+
+
+class FakeBackend:
+    """`FakeDatabase` on a manual clock."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.db = FakeDatabase(clock=lambda: self.now)
+        self.tasks: TasksRepository = self.db
+
+    async def enqueue(self, task_type: str = "t", *, delay: float = 0.0, max_retry: int = 3) -> int:
+        return self.db.enqueue(task_type, delay=delay, max_retry=max_retry)
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def cancel(self, task_id: int) -> None:
+        self.db.cancel(task_id)
+
+    async def view(self, task_id: int) -> View | None:
+        found = [t for t in self.db.rows() if t.id == task_id]
+        if not found:
+            return None
+        (t,) = found
+        return View(
+            t.status.value,
+            t.attempts_left,
+            t.attempts_elapsed,
+            t.messages,
+            t.lease_token is not None,
+            t.lease_owner,
+            t.blocked_till - self.now,
+            t.finalized_at is not None,
+        )
+
+
+READ_VIEW = """
+    SELECT status, attempts_left, attempts_elapsed, messages, lease_token IS NOT NULL,
+           lease_owner, extract(epoch FROM blocked_till - asynqpg_now())::float8,
+           finalized_at IS NOT NULL
+    FROM asynqpg_tasks WHERE id = %(id)s
+"""
+SET_OFFSET = "SELECT set_config('asynqpg.clock_offset', %(offset)s, false)"
+
+
+class PgBackend:
+    """`PgTasks` on a one-connection pool whose session clock is shifted by ``offset``."""
+
+    name = "pg"
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.offset = 0.0
+        self.tasks: TasksRepository = PgTasks(pool)
+        self.producer = Producer(pool)
+        self.client = Client(pool)
+
+    async def enqueue(self, task_type: str = "t", *, delay: float = 0.0, max_retry: int = 3) -> int:
+        return await self.producer.enqueue(Task(task_type, b"", delay=delay, max_retry=max_retry))
+
+    async def advance(self, seconds: float) -> None:
+        self.offset += seconds
+        async with self.pool.connection() as conn:
+            await conn.execute(SET_OFFSET, {"offset": f"{self.offset} seconds"})
+
+    async def cancel(self, task_id: int) -> None:
+        await self.client.cancel_task(task_id)
+
+    async def view(self, task_id: int) -> View | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(READ_VIEW, {"id": task_id})
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        status, left, elapsed, messages, leased, owner, ready_in, finalized = row
+        return View(status, left, elapsed, tuple(messages), leased, owner, ready_in, finalized)
+
+
+@pytest.fixture(params=["fake", "pg"])
+def backend_dsn(request: pytest.FixtureRequest) -> str | None:
+    """None for the fake; for PostgreSQL, a fresh database's DSN (made only for ``pg``)."""
+    if request.param == "fake":
+        return None
+    dsn: str = request.getfixturevalue("dsn")
+    return dsn
+
+
+@pytest.fixture
+async def backend(backend_dsn: str | None) -> AsyncIterator[Backend]:
+    """The backend under test (see the module docstring)."""
+    if backend_dsn is None:
+        yield FakeBackend()
+        return
+    async with open_pool(backend_dsn, min_size=1, max_size=1) as pool:
+        yield PgBackend(pool)
