@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import trio
 
 from asynqpg_trio import Handler, TaskInfo
@@ -33,7 +31,7 @@ async def test_a_30_s_timeout_is_a_failed_attempt_in_virtual_time(
 
     task = shared.db.enqueue(TYPE, max_retry=2)
     cfg = config(Handler(hang, workers=1, timeout=30.0))
-    started, wall = trio.current_time(), time.perf_counter()
+    started = trio.current_time()
     async with pipeline(shared, cfg, Backoff(10.0)):
         await trio.sleep(29.0)
         assert shared.db.get(task).status is TaskStatus.RUNNING  # its lease renewed
@@ -47,7 +45,6 @@ async def test_a_30_s_timeout_is_a_failed_attempt_in_virtual_time(
         row = shared.db.get(task)
         assert row.status is TaskStatus.FAILED
         assert len(row.messages) == 2
-    assert time.perf_counter() - wall < 5  # 75 virtual seconds
 
 
 async def test_retries_back_off_as_the_policy_says(autojump_clock: object, shared: Shared) -> None:
