@@ -34,6 +34,8 @@ from asynqpg_trio import (
     serve_consumer,
 )
 
+from .helpers.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 FAST: dict[str, Any] = {"poll_interval": 0.2, "maintenance": False, "batch_interval": 0.01}
 
@@ -48,12 +50,6 @@ def row(sync_conn: psycopg.Connection[Any], task_id: int) -> dict[str, Any]:
     assert values is not None
     assert cur.description is not None
     return dict(zip([c.name for c in cur.description], values, strict=True))
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.02)
 
 
 def count_status(sync_conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -193,7 +189,7 @@ async def test_timeout_counts_as_failed_attempt(pool: Pool, sync_conn: Any) -> N
     task_id = await Producer(pool).enqueue(Task("slow", b"", max_retry=2))
 
     async def handle(task: TaskInfo) -> None:
-        await anyio.sleep(30)
+        await anyio.sleep_forever()
 
     async with open_consumer(
         pool,
@@ -217,7 +213,7 @@ async def test_timeout_is_a_failed_attempt_however_the_handler_takes_it(
 
     async def handle(task: TaskInfo) -> None:
         try:
-            await anyio.sleep(30)
+            await anyio.sleep_forever()
         except BaseException:
             if then == "return":
                 return
@@ -245,7 +241,7 @@ async def test_shutdown_releases_a_handler_that_swallows_its_cancellation(
     async def handle(task: TaskInfo) -> None:
         started.set()
         try:
-            await anyio.sleep(60)
+            await anyio.sleep_forever()
         except BaseException:
             return
 
@@ -266,7 +262,7 @@ async def test_remote_cancel_of_a_handler_that_swallows_it(pool: Pool, sync_conn
     async def handle(task: TaskInfo) -> None:
         started.set()
         try:
-            await anyio.sleep(60)
+            await anyio.sleep_forever()
         except BaseException:
             return
 
@@ -311,7 +307,7 @@ async def test_remote_cancel_stops_running_handler(pool: Pool, sync_conn: Any) -
     async def handle(task: TaskInfo) -> None:
         started.set()
         try:
-            await anyio.sleep(60)
+            await anyio.sleep_forever()
         finally:
             cancelled_at.append(anyio.current_time())
 
@@ -339,7 +335,7 @@ async def test_periodic_check_catches_cancel_without_notify(pool: Pool, sync_con
 
     async def handle(task: TaskInfo) -> None:
         started.set()
-        await anyio.sleep(60)
+        await anyio.sleep_forever()
 
     async with open_consumer(
         pool, handlers={"long": handle}, cancel_check_interval=0.2, **FAST
@@ -457,7 +453,9 @@ async def test_graceful_shutdown_releases_and_finishes(pool: Pool, sync_conn: An
     async def handle(task: TaskInfo) -> None:
         nonlocal started
         started += 1
-        await anyio.sleep(0.3 if task.payload < b"2" else 60)
+        if task.payload >= b"2":
+            await anyio.sleep_forever()  # until the shutdown gives up on it
+        await anyio.sleep(0.3)
         finished[task.id] += 1
 
     async with open_consumer(
@@ -485,13 +483,13 @@ async def test_cancelling_the_host_still_shuts_down_gracefully(pool: Pool, sync_
     await Producer(pool).enqueue_many([Task("h", b"") for _ in range(10)])
 
     async def handle(task: TaskInfo) -> None:
-        await anyio.sleep(60)
+        await anyio.sleep_forever()
 
     with anyio.move_on_after(1.0):
         async with open_consumer(
             pool, handlers={"h": Handler(handle, workers=3)}, shutdown_timeout=0.2, **FAST
         ):
-            await anyio.sleep(60)
+            await anyio.sleep_forever()
     assert count_status(sync_conn) == {"pending": 10}
     assert sync_conn.execute("SELECT max(attempts_elapsed) FROM asynqpg_tasks").fetchone() == (0,)
 
@@ -614,7 +612,7 @@ async def test_internal_bug_surfaces_as_consumer_error(pool: Pool) -> None:
         async with open_consumer(
             pool, handlers={"a": Handler(handle, middleware=[broken_layer])}, **FAST
         ):
-            await anyio.sleep(5)
+            await anyio.sleep_forever()  # until the tree's failure cancels the block
     cause = info.value.__cause__
     assert isinstance(cause, BaseExceptionGroup)
     assert cause.subgroup(RuntimeError) is not None

@@ -18,13 +18,9 @@ from asynqpg_trio._core._book import LeaseBook
 from asynqpg_trio._core._config import build_config
 from asynqpg_trio._telemetry._telemetry import Telemetry
 
+from .helpers.waiting import wait_until
+
 FAST: dict[str, Any] = {"poll_interval": 0.2, "maintenance": False, "batch_interval": 0.01}
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.02)
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -49,7 +45,7 @@ async def test_lost_lease_is_logged_and_counted_but_a_cancel_is_not(
 
     async def handle(task: TaskInfo) -> None:
         started.add(task.payload)
-        await anyio.sleep(60)
+        await anyio.sleep_forever()
 
     async with open_consumer(
         pool, handlers={"s": handle}, cancel_check_interval=0.1, **FAST

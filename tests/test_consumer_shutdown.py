@@ -13,6 +13,8 @@ import trio
 
 from asynqpg_trio import Handler, Pool, Producer, Task, TaskInfo, open_consumer, open_pool
 
+from .helpers.waiting import wait_until
+
 FAST: dict[str, Any] = {"poll_interval": 0.1, "maintenance": False, "batch_interval": 0.01}
 
 
@@ -81,9 +83,7 @@ async def test_shielded_handler_is_abandoned_at_the_bound_and_rescued(
     async with open_consumer(
         pool, handlers={"stubborn": finish}, consumer_id="second", **FAST
     ) as second:
-        with anyio.fail_after(20):
-            while second.statistics().completed < 1:
-                await anyio.sleep(0.05)
+        await wait_until(lambda: second.statistics().completed >= 1, timeout=20)
     assert second.statistics().lease_takeovers == 1
     status, attempts, _, messages = row(sync_conn, task_id)
     assert (status, attempts, len(messages)) == ("completed", 2, 1)
@@ -149,9 +149,7 @@ async def test_a_clean_shutdown_leaves_nothing(pool: Pool, sync_conn: Any) -> No
         await anyio.sleep(0.01)
 
     async with open_consumer(pool, handlers={"t": handle}, **FAST) as consumer:
-        with anyio.fail_after(20):
-            while consumer.statistics().completed < 20:
-                await anyio.sleep(0.05)
+        await wait_until(lambda: consumer.statistics().completed >= 20, timeout=20)
     assert consumer.statistics().abandoned == 0
 
 

@@ -19,6 +19,8 @@ from asynqpg_trio import (
     open_consumer,
 )
 
+from .helpers.waiting import wait_until
+
 FAST: dict[str, Any] = {"poll_interval": 0.2, "maintenance": False, "batch_interval": 0.01}
 
 
@@ -29,12 +31,6 @@ def statuses(sync_conn: psycopg.Connection[Any], ids: list[Any]) -> list[str]:
         ).fetchall()
     )
     return [str(rows[i]) for i in ids]
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.02)
 
 
 async def test_deadline_moves_to_each_task(pool: Pool, sync_conn: Any) -> None:
@@ -63,7 +59,7 @@ async def test_timeout_in_a_streak_hits_that_task_only(pool: Pool, sync_conn: An
     async def handle(task: TaskInfo) -> None:
         ran.append((task.id, task.payload))
         if task.payload == b"hang":
-            await anyio.sleep(30)
+            await anyio.sleep_forever()
         await anyio.sleep(0)
 
     async with open_consumer(
@@ -91,7 +87,7 @@ async def test_remote_cancel_in_a_streak_spares_the_next_tasks(pool: Pool, sync_
     async def handle(task: TaskInfo) -> None:
         if task.payload == b"long":
             started.set()
-            await anyio.sleep(60)
+            await anyio.sleep_forever()
 
     async with open_consumer(
         pool,

@@ -33,8 +33,10 @@ from asynqpg_trio._maintenance._janitor import clean_finalized, rescue_expired
 from asynqpg_trio._maintenance._run import run_maintenance
 from asynqpg_trio._pg._maintenance_repo import QUERIES, PgMaintenance
 
+from .helpers.waiting import wait_until
+
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from anyio.abc import ByteStream, TaskGroup, TaskStatus
 
@@ -138,16 +140,6 @@ async def admin(dsn: str) -> AsyncIterator[Connection[Any]]:
 def leading(stats: MaintenanceStats) -> bool:
     """Read the flag through a call, so the type checker does not pin it after an assert."""
     return stats.is_leader
-
-
-async def wait_until(check: Callable[[], bool], *, timeout: float, what: str) -> float:
-    """Poll ``check`` every 5 ms; return the seconds it took to become true."""
-    start = anyio.current_time()
-    with anyio.move_on_after(timeout):
-        while not check():
-            await anyio.sleep(0.005)
-        return anyio.current_time() - start
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 @asynccontextmanager
@@ -495,7 +487,9 @@ async def test_graceful_shutdown_hands_over_at_once(dsn: str, sync_conn: SyncCon
         async with instance(tg, dsn, "second", SLOW) as (second, _):
             assert not leading(second)
             first_scope.cancel()
-            took = await wait_until(lambda: second.is_leader, timeout=2, what="takeover")
+            took = await wait_until(
+                lambda: second.is_leader, timeout=2, what="takeover", interval=0.005
+            )
             assert took < 1.0
             assert not leading(first)
             assert first.leadership_lost == 0
@@ -538,7 +532,9 @@ async def test_killed_leader_is_replaced_within_ttl_plus_interval(
             assert not leading(heir)
             victim.send_signal(signal.SIGKILL)
             victim.wait()
-            took = await wait_until(lambda: heir.is_leader, timeout=5, what="takeover")
+            took = await wait_until(
+                lambda: heir.is_leader, timeout=5, what="takeover", interval=0.005
+            )
             assert 2.0 - 0.5 - 0.2 < took < 2.0 + 0.5 + 0.3  # after the lease, within ttl+interval
             assert leader_id(sync_conn) == "heir"
     finally:
@@ -611,8 +607,12 @@ async def test_stalled_leader_stops_before_a_successor_is_elected(
                 await anyio.sleep(0.6)  # a renewal or two
                 proxy.freeze()
                 frozen_at = anyio.current_time()
-                stopped = await wait_until(lambda: not stalled.is_leader, timeout=3, what="stop")
-                elected = await wait_until(lambda: successor.is_leader, timeout=3, what="successor")
+                stopped = await wait_until(
+                    lambda: not stalled.is_leader, timeout=3, what="stop", interval=0.005
+                )
+                elected = await wait_until(
+                    lambda: successor.is_leader, timeout=3, what="successor", interval=0.005
+                )
                 assert stopped <= 0.8 * config.ttl + 0.1  # the local deadline, not a renewal
                 assert elected > 0.2  # the successor waited for the lease: no overlap
                 assert stalled.leadership_lost == 1

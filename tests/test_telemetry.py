@@ -42,6 +42,8 @@ from asynqpg_trio import (
 )
 from asynqpg_trio._telemetry._telemetry import Telemetry
 
+from .helpers.waiting import wait_until
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -99,12 +101,6 @@ def otel() -> Iterator[Otel]:
     yield Otel(reader, exporter, meter_provider, tracer_provider)
     meter_provider.shutdown()
     tracer_provider.shutdown()
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.02)
 
 
 def attrs(span: ReadableSpan) -> dict[str, Any]:
@@ -254,7 +250,7 @@ async def test_every_outcome_status_error_type_and_process_span(pool: Pool, otel
         if task.payload == b"snooze-err":
             raise TaskSnoozeWithError(600, "later")
         if task.payload == b"slow":
-            await anyio.sleep(30)
+            await anyio.sleep_forever()
 
     async with open_consumer(
         pool,
@@ -317,7 +313,7 @@ async def test_remote_cancel_is_cancelled_not_a_timeout(pool: Pool, otel: Otel) 
 
     async def handle(task: TaskInfo) -> None:
         started.set()
-        await anyio.sleep(60)
+        await anyio.sleep_forever()
 
     client = Client(pool, **otel.providers)
     async with open_consumer(pool, handlers={"long": handle}, **otel.providers, **FAST) as consumer:
@@ -340,7 +336,7 @@ async def test_release_at_shutdown_is_not_processed(pool: Pool, otel: Otel) -> N
 
     async def handle(task: TaskInfo) -> None:
         started.set()
-        await anyio.sleep(60)
+        await anyio.sleep_forever()
 
     async with open_consumer(
         pool, handlers={"h": handle}, shutdown_timeout=0, **otel.providers, **FAST
@@ -454,7 +450,7 @@ async def test_lost_lease_and_loop_stall_metrics(pool: Pool, otel: Otel, sync_co
 
     async def wait(task: TaskInfo) -> None:
         started.set()
-        await anyio.sleep(60)
+        await anyio.sleep_forever()
 
     async def block(task: TaskInfo) -> None:
         time.sleep(0.5)  # blocks the event loop

@@ -3,6 +3,8 @@
 Both take a pool or a DSN.  Given a pool, they borrow it and never close it; given a DSN, they
 make a small lazy pool of their own (`_pg._pool.pool_for`: no task needed, so the constructor
 stays synchronous) and close it in `aclose`, which ``async with`` calls on the way out.
+`pool_of` hands the pool to code inside the package that needs it beside its owner (the
+dashboard's health check) without making it an attribute of the public classes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
-__all__ = ["PoolOwner"]
+__all__ = ["PoolOwner", "pool_of"]
 
 
 class PoolOwner:
@@ -43,3 +45,9 @@ class PoolOwner:
         """
         if self._owns_pool:
             self._pool.close()
+
+
+def pool_of(owner: PoolOwner) -> Pool:
+    """The pool ``owner`` runs on (borrowed or its own; `PoolOwner.aclose` decides which it
+    closes)."""
+    return owner._pool

@@ -18,8 +18,9 @@ import sys
 from datetime import datetime
 from typing import Any, NoReturn
 
-from .._core._listing import MAX_LIMIT
+from .._core._listing import MAX_LIMIT, MAX_TASK_ID, STATUS_NAMES
 from .._core._row import TaskStatus
+from .._core._views import split_csv
 from .._pg._server import DSN_ENV
 
 __all__ = [
@@ -39,9 +40,6 @@ __all__ = [
     "task_id",
     "timestamp",
 ]
-
-_MAX_ID = 2**63 - 1
-STATUS_NAMES = ", ".join(s.value for s in TaskStatus)
 
 
 class CommandError(Exception):
@@ -88,14 +86,14 @@ def command(
 
 def task_id(text: str) -> int:
     """A task id: a positive integer that fits a bigint."""
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _MAX_ID:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_TASK_ID:
         raise argparse.ArgumentTypeError(f"invalid task id {text!r}: expected a positive integer")
     return int(text)
 
 
 def split(text: str) -> list[str]:
     """A comma-separated list, items trimmed, empty items dropped."""
-    return [part.strip() for part in text.split(",") if part.strip()]
+    return split_csv(text)
 
 
 def statuses(text: str) -> list[str]:

@@ -8,14 +8,15 @@ carry only ``payload_size``, as lists never read payloads), printed one document
 ``--watch --json`` is JSON Lines.  ``*_table`` functions return rich renderables; times are
 shown in UTC.  With ``full`` (stdout is not a terminal) tables cut nothing: whole type names,
 whole last messages with line breaks written as ``\\n``; else long values are shortened with
-``…`` to fit the terminal.  Nothing here reads the database or the clock, except `age`
-formatting which is given seconds.
+``…`` to fit the terminal.  Nothing here reads the database or the clock: `age` is given
+seconds.  The stats document, UTC times and ages are `_core._views`'s, shared with the
+dashboard.
 """
 
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from rich import box
@@ -25,6 +26,7 @@ from rich.text import Text
 
 from .._core._records import QueueStats, TaskPage, TaskRecord, TaskSummary
 from .._core._row import TaskStatus
+from .._core._views import format_age, format_utc, stats_document
 
 __all__ = [
     "page_json",
@@ -50,10 +52,6 @@ _PREVIEW = 60
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
-
-
-def _utc(moment: datetime | None) -> str:
-    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _text_payload(payload: bytes) -> str | None:
@@ -106,19 +104,7 @@ def page_json(page: TaskPage) -> dict[str, Any]:
 
 def stats_json(stats: QueueStats) -> dict[str, Any]:
     """Queue stats as JSON-ready data (``by_type`` sorted by type)."""
-    return {
-        "total": stats.total,
-        "by_status": dict(stats.by_status),
-        "by_type": [
-            {
-                "type": t.type,
-                "total": t.total,
-                "by_status": dict(t.by_status),
-                "oldest_pending_age": t.oldest_pending_age,
-            }
-            for t in stats.by_type
-        ],
-    }
+    return stats_document(stats)
 
 
 def _status(status: TaskStatus) -> Text:
@@ -139,16 +125,7 @@ def plural(n: int, noun: str) -> str:
 
 def age(seconds: float | None) -> str:
     """Seconds as a short human duration: ``-``, ``42s``, ``3m05s``, ``2h10m``, ``4d03h``."""
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+    return format_age(seconds)
 
 
 def page_table(page: TaskPage, offset: int, *, full: bool = False) -> Group:
@@ -168,8 +145,8 @@ def page_table(page: TaskPage, offset: int, *, full: bool = False) -> Group:
             t.type,
             _status(t.status),
             f"{t.attempts_elapsed}/{t.attempts_elapsed + t.attempts_left}",
-            _utc(t.created_at),
-            _utc(t.blocked_till),
+            format_utc(t.created_at),
+            format_utc(t.blocked_till),
             _preview(t.messages[-1], full=full) if t.messages else "",
         )
     if page.tasks:
@@ -196,11 +173,11 @@ def task_table(task: TaskRecord) -> Table:
         ("payload", f"{payload}  ({len(task.payload)} bytes)"),
         ("idempotency token", task.idempotency_token or "-"),
         ("attempts", f"{task.attempts_elapsed} run, {task.attempts_left} left"),
-        ("created (UTC)", _utc(task.created_at)),
-        ("updated (UTC)", _utc(task.updated_at)),
-        ("blocked till (UTC)", _utc(task.blocked_till)),
-        ("attempted (UTC)", _utc(task.attempted_at)),
-        ("finalized (UTC)", _utc(task.finalized_at)),
+        ("created (UTC)", format_utc(task.created_at)),
+        ("updated (UTC)", format_utc(task.updated_at)),
+        ("blocked till (UTC)", format_utc(task.blocked_till)),
+        ("attempted (UTC)", format_utc(task.attempted_at)),
+        ("finalized (UTC)", format_utc(task.finalized_at)),
         ("lease", "-" if task.lease_token is None else f"{task.lease_token} ({task.lease_owner})"),
     ]
     for number, message in enumerate(task.messages, 1):

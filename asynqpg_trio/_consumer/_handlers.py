@@ -48,7 +48,7 @@ from .._core._settle import DEADLINE_SLACK, Settled, deadline_after, run_error, 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from .._core._book import Lease
+    from .._core._book import CancelScopeLike, Lease
     from .._core._config import ErrorHandler, HandlerFn, Middleware
     from .._core._retry import RetryPolicy
     from .._telemetry._telemetry import QuietRun, TaskRun
@@ -225,7 +225,7 @@ class _Actor:
                 self._finished(lease)
 
     async def _run(
-        self, lease: Lease, run: TaskRun | QuietRun, scope: Any, started: float
+        self, lease: Lease, run: TaskRun | QuietRun, scope: CancelScopeLike, started: float
     ) -> Exception | None:
         """Run the handler chain on ``lease``'s task under ``scope``; return what it raised."""
         info = lease.info

@@ -39,7 +39,7 @@ from .._core._policies import DefaultRetryPolicy
 from .._core._retry import RetryPolicy
 from .._maintenance._config import MaintenanceConfig
 from .._pg._migrate import check_schema
-from .._pg._pool import Pool, pool_for
+from .._pg._pool import Pool, owned_pool
 from .._pg._tasks_repo import PgTasks
 from .._telemetry._telemetry import Telemetry
 from ._tree import Parts, serve_tree
@@ -192,39 +192,37 @@ async def open_consumer(
         stall_threshold=stall_threshold,
     )
     maintenance_config = _maintenance_config(maintenance)
-    pool, owned = pool_for(pool_or_dsn, max_size=6)
-    parts = Parts(
-        config=config,
-        pool=pool,
-        tasks=PgTasks(pool),
-        policy=retry_policy if retry_policy is not None else DefaultRetryPolicy(),
-        error_handler=error_handler,
-        telemetry=Telemetry(meter_provider, tracer_provider),
-        maintenance=maintenance_config,
-    )
-    consumer = Consumer(parts)
-    body_error: BaseException | None = None
-    try:
-        async with pool.connection() as conn:
-            await check_schema(conn)
+    async with owned_pool(pool_or_dsn, max_size=6) as pool:
+        parts = Parts(
+            config=config,
+            pool=pool,
+            tasks=PgTasks(pool),
+            policy=retry_policy if retry_policy is not None else DefaultRetryPolicy(),
+            error_handler=error_handler,
+            telemetry=Telemetry(meter_provider, tracer_provider),
+            maintenance=maintenance_config,
+        )
+        consumer = Consumer(parts)
+        body_error: BaseException | None = None
         try:
-            async with anyio.create_task_group() as root:
-                await root.start(serve_tree, parts)
-                try:
-                    yield consumer
-                except BaseException as exc:  # re-raised below, outside the task group
-                    body_error = exc
-                finally:
-                    parts.control.ending.set()  # the tree shuts down; the join waits for it
-        except BaseExceptionGroup as group:
-            raise ConsumerError(f"the consumer failed: {group!r}") from group
-        report_left(parts)
-        if body_error is not None:
-            raise body_error
-    finally:
-        parts.wakeup.close()
-        if owned:
-            pool.close()
+            async with pool.connection() as conn:
+                await check_schema(conn)
+            try:
+                async with anyio.create_task_group() as root:
+                    await root.start(serve_tree, parts)
+                    try:
+                        yield consumer
+                    except BaseException as exc:  # re-raised below, outside the task group
+                        body_error = exc
+                    finally:
+                        parts.control.ending.set()  # the tree shuts down; the join waits for it
+            except BaseExceptionGroup as group:
+                raise ConsumerError(f"the consumer failed: {group!r}") from group
+            report_left(parts)
+            if body_error is not None:
+                raise body_error
+        finally:
+            parts.wakeup.close()
 
 
 def _maintenance_config(maintenance: object) -> MaintenanceConfig | None:

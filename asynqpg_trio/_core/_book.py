@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -25,7 +25,19 @@ if TYPE_CHECKING:
     from ._task import TaskInfo
 
 
-__all__ = ["Lease", "LeaseBook"]
+__all__ = ["CancelScopeLike", "Lease", "LeaseBook"]
+
+
+class CancelScopeLike(Protocol):
+    """What the book needs of a running handler's cancel scope: that it can be cancelled.
+
+    anyio's `CancelScope` and trio's own both fit; the handler actors pick one per backend
+    (trio's is cheaper on Trio).  A Protocol is static only: nothing is checked or wrapped at
+    run time.
+    """
+
+    def cancel(self) -> None:
+        """Cancel the scope (idempotent; not a checkpoint)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -45,7 +57,7 @@ class Lease:
     attempts_left: int = 0
     attempts_elapsed: int = 0
     trace_context: Any = None
-    scope: Any = None
+    scope: CancelScopeLike | None = None
     started: float = -math.inf
     lost: bool = False
     released: bool = False

@@ -34,7 +34,9 @@ from ._row import TaskStatus
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
+    "MAX_TASK_ID",
     "ORDER_FIELDS",
+    "STATUS_NAMES",
     "Cursor",
     "ListPlan",
     "check_task_id",
@@ -47,10 +49,12 @@ __all__ = [
 ORDER_FIELDS: tuple[str, ...] = ("id", "created_at", "updated_at", "blocked_till")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-_MAX_ID = 2**63 - 1
+#: The largest id a task can have (a bigint); the CLI and the dashboard refuse larger ones.
+MAX_TASK_ID = 2**63 - 1
 _CURSOR_VERSION = 1
 _MAX_CURSOR = 256  # characters; a real cursor is under 150
-_STATUS_NAMES = ", ".join(s.value for s in TaskStatus)
+#: The status names, for messages that list them.
+STATUS_NAMES = ", ".join(s.value for s in TaskStatus)
 
 
 def check_task_id(task_id: object) -> int:
@@ -62,7 +66,7 @@ def check_task_id(task_id: object) -> int:
     """
     if isinstance(task_id, bool) or not isinstance(task_id, int):
         raise InvalidQuery(f"a task id must be an int, got {task_id!r}")
-    if not 1 <= task_id <= _MAX_ID:
+    if not 1 <= task_id <= MAX_TASK_ID:
         raise TaskNotFound(task_id)
     return task_id
 
@@ -155,7 +159,7 @@ def _statuses(value: object) -> list[str] | None:
             out.append(TaskStatus(item).value)
         except ValueError:
             raise InvalidQuery(
-                f"unknown status {item!r}: valid statuses are {_STATUS_NAMES}"
+                f"unknown status {item!r}: valid statuses are {STATUS_NAMES}"
             ) from None
     return out
 
@@ -172,7 +176,7 @@ def _ids(value: object) -> list[int] | None:
     if items is None:
         return None
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= _MAX_ID:
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= MAX_TASK_ID:
             raise InvalidQuery(f"task ids must be ints from 1 to 2**63-1, got {item!r}")
     return items
 
@@ -222,8 +226,8 @@ def plan_list(
     skip = _int(offset, "offset")
     if skip < 0:
         raise InvalidQuery(f"offset must not be negative, got {skip}")
-    if skip > _MAX_ID:
-        raise InvalidQuery(f"offset must be at most {_MAX_ID}")
+    if skip > MAX_TASK_ID:
+        raise InvalidQuery(f"offset must be at most {MAX_TASK_ID}")
     params: dict[str, Any] = {
         "statuses": _statuses(statuses),
         "types": _types(types),

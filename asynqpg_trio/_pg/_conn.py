@@ -31,8 +31,8 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import asynccontextmanager
-from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -65,7 +65,7 @@ _ACTIVE = pq.TransactionStatus.ACTIVE
 async def _wait_fd(fileno: int, wait: int, deadline: float | None) -> int:
     """Sleep until ``fileno`` is ready for what ``wait`` asks; return the `Ready` mask.
 
-    Returns 0 when the deadline passes first.
+    Returns 0 when the deadline (on the event loop's clock, `anyio.current_time`) passes first.
     """
     if deadline is None:
         if wait == Wait.R:
@@ -75,9 +75,7 @@ async def _wait_fd(fileno: int, wait: int, deadline: float | None) -> int:
             await anyio.wait_writable(fileno)
             return Ready.W
     ready = 0
-    with anyio.move_on_after(
-        max(0.0, deadline - monotonic()) if deadline is not None else float("inf")
-    ):
+    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
         if wait == Wait.R:
             await anyio.wait_readable(fileno)
             return Ready.R
@@ -103,7 +101,7 @@ async def _wait_fd(fileno: int, wait: int, deadline: float | None) -> int:
 
 async def _drive(gen: PQGen[RV], fileno: int, timeout: float | None) -> RV:
     """Run a psycopg generator bound to one socket to completion."""
-    deadline = None if timeout is None else monotonic() + timeout
+    deadline = None if timeout is None else anyio.current_time() + timeout
     try:
         state = next(gen)
         while True:
@@ -119,7 +117,7 @@ async def _drive(gen: PQGen[RV], fileno: int, timeout: float | None) -> RV:
 
 async def _drive_conn(gen: PQGenConn[RV], timeout: float | None) -> RV:
     """Run a psycopg connection generator (whose socket may change) to completion."""
-    deadline = None if timeout is None else monotonic() + timeout
+    deadline = None if timeout is None else anyio.current_time() + timeout
     try:
         fileno, state = next(gen)
         while True:

@@ -15,6 +15,10 @@ ping fails.  A failed connect is retried
 with exponential back-off for up to ``reconnect_timeout`` seconds before the error reaches the
 caller, as `ConnectionFailed`.  A DSN that cannot be parsed is refused at construction.
 
+Time: idle ages, the reconnect deadline and the back-off read the event loop's clock
+(`anyio.current_time`), never the wall or the process clock, so under Trio's ``autojump_clock``
+they all pass in virtual time, and so do the connection's own deadlines (``_conn``).
+
 On return a connection goes back to the idle stack only when it is open and idle; a leftover
 transaction is committed (clean exit) or rolled back (error), shielded and bounded by
 ``return_timeout``; anything else is closed and its slot freed.
@@ -27,7 +31,6 @@ import select
 from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from time import monotonic
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
@@ -210,7 +213,7 @@ class Pool:
     async def _take(self) -> Connection[Any]:
         while self._idle:
             conn, since = self._idle.pop()
-            if await self._healthy(conn, monotonic() - since):
+            if await self._healthy(conn, anyio.current_time() - since):
                 return conn
             self._discard(conn)
         return await self._connect_with_backoff()
@@ -222,21 +225,23 @@ class Pool:
             # Data on an idle socket is unsolicited: usually the server saying it is
             # terminating this backend.  Ping to find out.
             readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-            if readable or idle_for >= self._check_idle_after:
+            # A negative age is a stamp from another event loop's clock (a lazy pool reused
+            # by a later run): unknown, so ping too.
+            if readable or not 0.0 <= idle_for < self._check_idle_after:
                 await conn.execute(SCHEMA.ping)
         except (OSError, psycopg.Error):
             return False
         return True
 
     async def _connect_with_backoff(self) -> Connection[Any]:
-        deadline = monotonic() + self._reconnect_timeout
+        deadline = anyio.current_time() + self._reconnect_timeout
         delay = 0.05
         while True:
             try:
                 conn: Connection[Any] = await Connection.connect(self._dsn, **self._connect_kwargs)
             except psycopg.OperationalError as ex:
                 self._connect_failures += 1
-                if monotonic() + delay > deadline:
+                if anyio.current_time() + delay > deadline:
                     raise _ConnectionFailed(str(ex).strip()) from ex
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -260,7 +265,7 @@ class Pool:
                     logger.warning("could not end a transaction left open (%s)", ex)
             status = conn.pgconn.transaction_status
         if status == _IDLE and not conn.closed:
-            self._idle.append((conn, monotonic()))
+            self._idle.append((conn, anyio.current_time()))
         else:
             self._discard(conn)
 
@@ -270,7 +275,7 @@ class Pool:
 
     async def _fill(self) -> None:
         for _ in range(self._min_size):
-            self._idle.append((await self._connect_with_backoff(), monotonic()))
+            self._idle.append((await self._connect_with_backoff(), anyio.current_time()))
 
     def close(self) -> None:
         """Close the idle connections and refuse new checkouts (not a checkpoint).

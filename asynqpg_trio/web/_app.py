@@ -8,8 +8,8 @@ OAuth routes (OAuth mode only), the pages and the static files, all mounted unde
 built).  A path that misses only by a trailing slash is redirected with a relative
 ``Location`` (Starlette's own redirect is absolute, built from the ``Host`` header).
 Starlette runs on Trio through anyio, so the handlers use the Trio-native pool and `Client`
-directly.  A pool made from a DSN belongs to the app and is closed at lifespan shutdown; a
-pool passed in stays the caller's.
+directly.  A pool made from a DSN belongs to the app's `Client` and is closed at lifespan
+shutdown; a pool passed in stays the caller's.
 
 `serve_dashboard` runs the app on Hypercorn's Trio worker until cancelled, reporting the
 bound URL through ``task_status`` (so ``port=0`` picks a free port).  Cancelling it closes
@@ -36,8 +36,9 @@ from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from .._api._client import Client
+from .._api._owner import pool_of
 from .._core._errors import ConfigurationError
-from .._pg._pool import Pool, pool_for
+from .._pg._pool import Pool
 from ._api import api_routes
 from ._auth import BasicAuth, OAuth
 from ._headers import SecurityHeaders
@@ -211,11 +212,14 @@ def create_app(
         throughput_minutes=throughput_minutes,
         title=title,
     )
-    pool, owned = pool_for(pool_or_dsn)
+    # The pool must exist now, not at lifespan startup: an app driven without lifespan
+    # events (an ASGI test transport) still serves.  So the client owns it (`PoolOwner`: a
+    # DSN's pool is lazy and needs no task), and the lifespan's end closes it if it made it.
+    client = Client(pool_or_dsn)
     codec = SessionCodec(
         _secret(secret_key), max_age=settings.session_max_age, secure=settings.secure_cookies
     )
-    site = Site(settings, pool, Client(pool), codec, make_templates())
+    site = Site(settings, pool_of(client), client, codec, make_templates())
     inner: list[BaseRoute] = [*api_routes(site)]
     if isinstance(auth, OAuth):
         inner += oauth_routes(site, auth)
@@ -236,8 +240,7 @@ def create_app(
         try:
             yield
         finally:
-            if owned:
-                pool.close()
+            await client.aclose()
 
     app = Starlette(
         routes=routes,

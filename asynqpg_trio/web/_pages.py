@@ -30,6 +30,7 @@ from .._core._errors import InvalidQuery, PayloadTooLarge, TaskNotFound
 from .._core._listing import ORDER_FIELDS
 from .._core._records import TaskPage
 from .._core._row import TaskStatus
+from .._core._views import format_age, format_utc
 from ._auth import OAuth
 from ._oauth import safe_next
 from ._params import BadParam, list_query, task_id
@@ -54,23 +55,8 @@ _LOGIN_ERRORS: Final = {
 }
 
 
-def _when(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
+    return format_age(seconds, sep=" ")
 
 
 def make_templates() -> Jinja2Templates:
@@ -81,7 +67,7 @@ def make_templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["when"] = _when
+    env.filters["when"] = format_utc
     env.filters["age"] = _age
     return Jinja2Templates(env=env)
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .._core._listing import MAX_LIMIT, ORDER_FIELDS
+from .._core._listing import MAX_LIMIT, MAX_TASK_ID, ORDER_FIELDS
 from .._core._records import QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from .._core._row import TaskStatus
+from .._core._views import split_csv, stats_document
 
 __all__ = [
     "BadParam",
@@ -36,7 +37,6 @@ __all__ = [
     "timestamp",
 ]
 
-_MAX_ID: Final = 2**63 - 1
 _STATUSES: Final = frozenset(s.value for s in TaskStatus)
 
 
@@ -50,7 +50,7 @@ def _number(text: str) -> int | None:
     if not (text.isascii() and text.isdigit()):
         return None
     digits = text.lstrip("0") or "0"
-    return _MAX_ID + 1 if len(digits) > 19 else min(int(digits), _MAX_ID + 1)
+    return MAX_TASK_ID + 1 if len(digits) > 19 else min(int(digits), MAX_TASK_ID + 1)
 
 
 def task_id(text: str) -> int:
@@ -58,13 +58,9 @@ def task_id(text: str) -> int:
     if not text:
         raise BadParam("missing task id")
     number = _number(text)
-    if number is None or not 1 <= number <= _MAX_ID:
+    if number is None or not 1 <= number <= MAX_TASK_ID:
         raise BadParam(f"invalid task id: {text}")
     return number
-
-
-def _items(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _when(query: Mapping[str, str], name: str) -> datetime | None:
@@ -122,15 +118,15 @@ def list_query(
         number = _number(offset_text)
         if number is None:
             raise BadParam("offset must be a non-negative integer")
-        if number > _MAX_ID:
-            raise BadParam(f"offset must be at most {_MAX_ID}")
+        if number > MAX_TASK_ID:
+            raise BadParam(f"offset must be at most {MAX_TASK_ID}")
         offset = number
-    statuses = _items(query.get("status", ""))
+    statuses = split_csv(query.get("status", ""))
     for status in statuses:
         if status not in _STATUSES:
             raise BadParam(f"invalid status: {status}")
     ids: list[int] = []
-    for item in _items(query.get("id", "")):
+    for item in split_csv(query.get("id", "")):
         try:
             ids.append(task_id(item))
         except BadParam:
@@ -143,7 +139,7 @@ def list_query(
         raise BadParam("order must be ASC or DESC")
     kwargs: dict[str, Any] = {
         "statuses": statuses or None,
-        "types": _items(query.get("type", "")) or None,
+        "types": split_csv(query.get("type", "")) or None,
         "ids": ids or None,
         "created_after": _when(query, "created_after"),
         "created_before": _when(query, "created_before"),
@@ -200,20 +196,7 @@ def detail_json(task: TaskRecord | TaskSummary, payload: bytes | None) -> dict[s
 def stats_json(stats: QueueStats) -> dict[str, Any]:
     """The Go dashboard's stats object, ``by_type`` sorted by type, plus queue lag."""
     ages = [t.oldest_pending_age for t in stats.by_type if t.oldest_pending_age is not None]
-    return {
-        "total": stats.total,
-        "by_status": dict(stats.by_status),
-        "by_type": [
-            {
-                "type": t.type,
-                "total": t.total,
-                "by_status": dict(t.by_status),
-                "oldest_pending_age": t.oldest_pending_age,
-            }
-            for t in stats.by_type
-        ],
-        "oldest_pending_age": max(ages, default=None),
-    }
+    return stats_document(stats) | {"oldest_pending_age": max(ages, default=None)}
 
 
 def throughput_json(minutes: tuple[ThroughputMinute, ...]) -> list[dict[str, Any]]:
