@@ -3,16 +3,15 @@ clock, so under Trio's ``autojump_clock`` they pass in virtual time.
 
 No database: `Connection.connect` is replaced by a stand-in whose connections hold only a
 socket pair (the pool's health check selects on the socket), or, for the connection's own
-connect deadline, a local socket that listens and never answers.  Each test also checks the
-wall clock, so a deadline read from `time.monotonic` (which the virtual clock does not move)
-would show as a test that takes its full timeout, or never times out, instead of finishing at
-once.
+connect deadline, a local socket that listens and never answers.  Each test asserts what
+happened in virtual time (when a wait gave up, how many attempts fitted before a deadline): a
+deadline read from `time.monotonic`, which the virtual clock does not move, would give other
+figures.  (The database-backed pool tests are in test_conn.py.)
 """
 
 from __future__ import annotations
 
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -28,9 +27,6 @@ from asynqpg_trio._pg._sql import SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-#: Real seconds a virtual-time test may take; far below every virtual timeout used here.
-REAL_LIMIT = 5.0
 
 
 class _PgConn:
@@ -104,7 +100,6 @@ async def test_waiting_on_an_exhausted_pool_gives_up_in_virtual_time(
     autojump_clock: trio.testing.MockClock, server: _Server
 ) -> None:
     pool = _small_pool(max_size=1)
-    wall = time.monotonic()
     async with pool.connection():
         start = trio.current_time()
         with trio.move_on_after(30) as waited:
@@ -116,7 +111,6 @@ async def test_waiting_on_an_exhausted_pool_gives_up_in_virtual_time(
     async with pool.connection():  # the cancelled wait took nothing from the pool
         assert pool.statistics().in_use == 1
     pool.close()
-    assert time.monotonic() - wall < REAL_LIMIT
 
 
 async def test_reconnect_back_off_and_deadline_run_on_the_loop_clock(
@@ -124,7 +118,6 @@ async def test_reconnect_back_off_and_deadline_run_on_the_loop_clock(
 ) -> None:
     server.failures = float("inf")
     pool = _small_pool(reconnect_timeout=30.0)
-    wall = time.monotonic()
     start = trio.current_time()
     with pytest.raises(ConnectionFailed, match="stand-in"):
         async with pool.connection():
@@ -133,7 +126,6 @@ async def test_reconnect_back_off_and_deadline_run_on_the_loop_clock(
     # Back-off 0.05, 0.1, ... 1.6, then 2 s steps; the last sleep would pass the deadline.
     assert 28.0 <= spent <= 30.0
     assert server.attempts == pool.statistics().connect_failures == 20
-    assert time.monotonic() - wall < REAL_LIMIT
     pool.close()
 
 
@@ -175,14 +167,12 @@ async def test_connect_timeout_passes_in_virtual_time(
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         port = silent.getsockname()[1]
-        wall = time.monotonic()
         start = trio.current_time()
         with pytest.raises(psycopg.errors.ConnectionTimeout):
             await Connection.connect(
                 f"host=127.0.0.1 port={port} user=x dbname=x connect_timeout=20 sslmode=disable"
             )
         assert trio.current_time() - start == pytest.approx(20, abs=0.5)
-        assert time.monotonic() - wall < REAL_LIMIT
 
 
 async def test_connect_timeout_is_one_deadline_over_many_waits(

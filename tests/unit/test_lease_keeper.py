@@ -77,6 +77,7 @@ async def test_a_cancelled_task_is_marked_lost_and_its_handler_cancelled(
         shared.db.cancel(lease.task_id)
         await trio.sleep(1.5)
         assert lease.lost
+        assert isinstance(lease.scope, trio.CancelScope)
         assert lease.scope.cancel_called
     assert shared.counters.leases_lost == 0  # a client's cancel is no loss
 
@@ -91,6 +92,7 @@ async def test_a_lease_taken_over_is_lost(autojump_clock: object, shared: Shared
     async with keeper(shared):
         await trio.sleep(LEASE / 3 + 0.1)
         assert lease.lost
+        assert isinstance(lease.scope, trio.CancelScope)
         assert lease.scope.cancel_called
     assert shared.counters.leases_lost == 1
     assert shared.db.get(lease.task_id).status is TaskStatus.RUNNING  # the other holds it
