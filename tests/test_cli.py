@@ -217,7 +217,13 @@ def test_stats_watch_until_ctrl_c(dsn: str) -> None:
         assert proc.stdout is not None
         lines = [json.loads(proc.stdout.readline()) for _ in range(2)]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        try:
+            status = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"stats --watch ignored SIGINT for 30 s; stderr: {err.decode()!r}")
+        assert status == 0, proc.communicate()[1].decode()
     assert all(line["total"] == 0 for line in lines)
 
 

@@ -244,13 +244,24 @@ def test_cancel_at_transaction_exit_returns_an_idle_connection(
 
 
 _CTRL_C_DURING_A_QUERY = """
-import os, signal, sys, threading
+import os, signal, sys, threading, time
+import psycopg
 import trio
 from asynqpg_trio import open_pool
 
+def interrupt_once_running(dsn):
+    # Ctrl-C while the query runs: wait until the server shows it, then send SIGINT.
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        while not watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+            " AND state = 'active'"
+        ).fetchone()[0]:
+            time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGINT)
+
 async def main(dsn):
     async with open_pool(dsn, min_size=1, max_size=1) as pool:
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        threading.Thread(target=interrupt_once_running, args=(dsn,), daemon=True).start()
         try:
             async with pool.connection() as conn:
                 await conn.execute("SELECT pg_sleep(30)")
