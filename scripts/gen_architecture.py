@@ -253,16 +253,16 @@ def splice(text: str, name: str, diagram: str) -> str:
     return text[:start] + block + text[end:]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_cli(blocks: dict[str, Callable[[], str]], argv: list[str] | None, description: str) -> int:
+    """The command line of a diagram script: print the ``blocks`` (marker name -> renderer),
+    or splice them into a Markdown file between their markers, or ``--check`` that file."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("path", nargs="?", type=Path, help="Markdown file to update")
     parser.add_argument("--check", action="store_true", help="fail if PATH is out of date")
     args = parser.parse_args(argv)
-    diagrams = {name: render() for name, render in BLOCKS.items()}
+    diagrams = {name: render() for name, render in blocks.items()}
     if args.path is None:
-        for diagram in diagrams.values():
-            sys.stdout.write(diagram + "\n")
+        sys.stdout.write("\n".join(diagrams.values()))
         return 0
     path: Path = args.path
     try:
@@ -275,12 +275,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.check:
         if new != old:
-            sys.stderr.write(f"{path}: architecture diagrams are out of date\n")
+            sys.stderr.write(f"{path}: {', '.join(diagrams)} out of date\n")
             return 1
         return 0
     if new != old:
         path.write_text(new, encoding="utf-8")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    return run_cli(BLOCKS, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
