@@ -19,6 +19,7 @@ from asynqpg_trio import (
     migrate,
 )
 from asynqpg_trio._pg._migrate import MIGRATIONS, check_schema
+from asynqpg_trio._pg._migration_files import Migration, Step, split_steps
 
 
 def _schema(dsn: str) -> dict[str, Any]:
@@ -127,3 +128,63 @@ def test_four_processes_migrate_at_once(empty_dsn: str) -> None:
     with psycopg.connect(empty_dsn) as c:
         rows = c.execute("SELECT version, checksum FROM asynqpg_migrations ORDER BY 1").fetchall()
     assert rows == [(m.version, m.checksum) for m in MIGRATIONS]
+
+
+# --- The file syntax (pure: no database) ---------------------------------------------------
+
+
+def test_a_file_without_directives_is_one_transaction() -> None:
+    (first,) = MIGRATIONS[0].steps
+    assert first == Step(MIGRATIONS[0].sql, in_transaction=True)
+
+
+def test_sections_split_into_steps() -> None:
+    text = """-- version N: a column, two indexes, a constraint using one of them.
+ALTER TABLE t ADD COLUMN a int;
+ALTER TABLE t ADD COLUMN b int;
+
+-- asynqpg: concurrently
+-- comment lines are ignored
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS Public.T_A_Idx
+    ON t (a);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS t_b_idx ON t (b) WHERE b > 0;
+-- asynqpg: transaction
+ALTER TABLE t ADD CONSTRAINT t_a_key UNIQUE USING INDEX t_a_idx;
+"""
+    steps = split_steps(text)
+    assert [(s.in_transaction, s.index) for s in steps] == [
+        (True, None),
+        (False, "public.t_a_idx"),
+        (False, "t_b_idx"),
+        (True, None),
+    ]
+    assert steps[0].sql.startswith("-- version N") and steps[0].sql.endswith("b int;\n\n")
+    assert (
+        steps[1].sql
+        == "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS Public.T_A_Idx\n    ON t (a)"
+    )
+    assert steps[2].sql.endswith("WHERE b > 0")
+    # A file may start with its concurrently section: no empty transaction first.
+    (only,) = split_steps("-- asynqpg: concurrently\nDROP INDEX CONCURRENTLY IF EXISTS x;\n")
+    assert only == Step("DROP INDEX CONCURRENTLY IF EXISTS x", in_transaction=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("-- asynqpg: concurrently\nCREATE INDEX CONCURRENTLY i ON t (a);", "IF NOT EXISTS"),
+        ("-- asynqpg: concurrently\nCREATE INDEX CONCURRENTLY ON t (a);", "IF NOT EXISTS"),
+        (
+            '-- asynqpg: concurrently\nCREATE INDEX CONCURRENTLY IF NOT EXISTS "I" ON t (a);',
+            "plain",
+        ),
+        ("-- asynqpg: concurrently\nDROP INDEX CONCURRENTLY a; DROP INDEX CONCURRENTLY b;", "one"),
+        ("-- asynqpg: concurrently\nDROP INDEX CONCURRENTLY IF EXISTS a", "closing ';'"),
+        ("SELECT 1;\n-- asynqpg: concurrently\n-- nothing\n", "without statements"),
+        ("SELECT 1;\n-- asynqpg: concurrent\nCREATE INDEX i ON t (a);", "unknown directive"),
+        ("-- only a comment\n", "no statements"),
+    ],
+)
+def test_malformed_files_are_refused_when_loaded(text: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Migration(9, "bad", text)

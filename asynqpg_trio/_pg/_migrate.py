@@ -13,17 +13,15 @@ all in one transaction: a failure leaves the schema as it was.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
 from .._core._errors import SchemaError, SchemaMissing, SchemaTooNew
+from ._migration_files import LATEST_VERSION, MIGRATIONS, Migration
 from ._pool import Pool, owned_pool
-from ._sql import SCHEMA, migration_files, read_migration
+from ._sql import SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,40 +40,6 @@ __all__ = [
 
 # An arbitrary constant: the key of the advisory lock that serialises migrations.
 _LOCK_KEY = 0x61_73_79_6E_71_70_67  # "asynqpg"
-_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One schema version: its number, name, SQL text and checksum."""
-
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        """SHA-256 of the SQL text."""
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-def _load() -> tuple[Migration, ...]:
-    found: list[Migration] = []
-    for filename in migration_files():
-        match = _FILE.match(filename)
-        if match:
-            found.append(Migration(int(match[1]), match[2], read_migration(filename)))
-    found.sort(key=lambda m: m.version)
-    expected = list(range(1, len(found) + 1))
-    if [m.version for m in found] != expected:
-        raise RuntimeError(f"migration files must be numbered 1..n without gaps: {found}")
-    return tuple(found)
-
-
-#: Every migration this package ships, in order.
-MIGRATIONS: tuple[Migration, ...] = _load()
-#: The schema version this package needs.
-LATEST_VERSION: int = MIGRATIONS[-1].version
 
 
 async def migrate_conn(conn: Connection[Any]) -> list[int]:
