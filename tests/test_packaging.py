@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: never edited, reformatted or re-encoded: moving them is fine, changing a byte is not.
 PINNED = {
     "0001_initial.sql": "b2c527ee2a0605320536bd0809237ed4e34592e201844056b72c46aeef0d573a",
+    "0002_queues.sql": "5a7c2f3ff4cb490e1adaa9d11e4ce02d9e7117bc2dc9a9407c263a07611472ce",
 }
 
 SQL_FILES = {
@@ -27,7 +28,9 @@ SQL_FILES = {
     "asynqpg_trio/_pg/sql/maintenance.sql",
     "asynqpg_trio/_pg/sql/schema.sql",
     "asynqpg_trio/_pg/sql/tasks.sql",
+    "asynqpg_trio/_pg/sql/queues.sql",
     "asynqpg_trio/_pg/migrations/0001_initial.sql",
+    "asynqpg_trio/_pg/migrations/0002_queues.sql",
 }
 
 
