@@ -20,6 +20,7 @@ from ._core._errors import DuplicateTask as DuplicateTask
 from ._core._errors import IllegalTransition as IllegalTransition
 from ._core._errors import InvalidQuery as InvalidQuery
 from ._core._errors import InvalidTask as InvalidTask
+from ._core._errors import MigrationBlocked as MigrationBlocked
 from ._core._errors import PayloadTooLarge as PayloadTooLarge
 from ._core._errors import SchemaError as SchemaError
 from ._core._errors import SchemaMissing as SchemaMissing
@@ -78,6 +79,7 @@ __all__ = (
     "InvalidTask",
     "LATEST_VERSION",
     "MaintenanceConfig",
+    "MigrationBlocked",
     "PayloadTooLarge",
     "Pool",
     "PoolStatistics",

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Config", "main"]
 
-STEPS = ("ceiling", "pgqueuer", "procrastinate", "ours", "scaling", "rss")
+STEPS = ("ceiling", "pgqueuer", "procrastinate", "ours", "scaling", "rss", "queues")
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -55,7 +55,7 @@ class Config:
     #: Runs of each system (round-robin); the table shows the median.
     repeat: int = 1
     budget: float = 540.0  # seconds; later steps are skipped past it
-    steps: tuple[str, ...] = STEPS
+    steps: tuple[str, ...] = STEPS[:-1]  # "queues" runs only when asked for (--only queues)
     sweep: bool = False
     json_path: Path = DEFAULT_JSON
 
@@ -244,7 +244,7 @@ def _plan(
             latency=lambda d, c: peer_procrastinate.idle_latency(d, c, pro, gap),
         )
         plan.append(("procrastinate", systems["procrastinate"], step))
-    if {"ours", "scaling", "rss"} & set(config.steps):
+    if {"ours", "scaling", "rss", "queues"} & set(config.steps):
         ours_out: dict[str, Any] = {"available": ours.AVAILABLE}
         systems["ours"] = ours_out
         if not ours.AVAILABLE:
@@ -348,6 +348,16 @@ def _run_ours_extras(server: str, config: Config, clock: Clock, results: dict[st
             clock.log(f"ours: scaling {scaling['burn_down_per_s']}")
 
         _guard(clock, "scaling", scaling, do_scaling)
+    if "queues" in config.steps:
+        from . import queues
+
+        by_queue: dict[str, Any] = {}
+        results["queues"] = by_queue
+
+        def do_queues() -> None:
+            by_queue.update(queues.run(server, config.n, clock.log))
+
+        _guard(clock, "queues", by_queue, do_queues)
     if "rss" in config.steps:
         rss: dict[str, Any] = {"window_s": config.rss_window}
         results["rss"] = rss

@@ -40,25 +40,21 @@ def server_dsn() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_db(server_dsn: str) -> Iterator[str]:
-    """Name of a database with the schema applied, used as the template for every test."""
-    from asynqpg_trio._pg._migrate import MIGRATIONS
+    """Name of a database with the schema applied, used as the template for every test.
+
+    The schema is applied by `migrate` itself, on a loop of its own: the same code path as in
+    production, so a migration with a ``concurrently`` section (which cannot run in the one
+    multi-statement query that used to apply each file here) is applied as users get it.
+    """
+    import trio
+
+    from asynqpg_trio import migrate
 
     name = f"asynqpg_tpl_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        with psycopg.connect(_with_db(server_dsn, name), autocommit=True) as conn:
-            conn.execute(
-                """CREATE TABLE asynqpg_migrations (version integer PRIMARY KEY,
-                   name text NOT NULL, checksum text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            for m in MIGRATIONS:
-                conn.execute(m.sql.encode())
-                conn.execute(
-                    "INSERT INTO asynqpg_migrations (version, name, checksum) VALUES (%s,%s,%s)",
-                    (m.version, m.name, m.checksum),
-                )
+        trio.run(migrate, _with_db(server_dsn, name))
         yield name
     finally:
         _drop(server_dsn, name)

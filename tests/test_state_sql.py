@@ -109,8 +109,12 @@ def test_claim_columns_name_what_the_claim_returns(sync_conn: psycopg.Connection
         cur.execute(
             repo.QUERIES.claim,
             {
+                "queues": ["default"],
                 "types": ["x"],
                 "limits": [1],
+                "room_scopes": ["type"],
+                "room_names": ["x"],
+                "room_n": [1],
                 "owner": "o",
                 "lease": 1.0,
                 "takeover_message": "t",

@@ -31,8 +31,7 @@ refusals are answers, not failures.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -50,10 +49,9 @@ from .._core._records import QueueStats, TaskPage, TaskRecord, TaskSummary, Thro
 from .._core._row import TaskStatus
 from .._core._state import Event, allowed_pairs
 from .._pg import _client_repo as repo
-from .._pg._migrate import schema_required
 from .._pg._pool import Pool
 from .._telemetry._telemetry import Telemetry
-from ._owner import PoolOwner
+from ._queues import QueueAdmin
 
 if TYPE_CHECKING:
     import psycopg
@@ -89,7 +87,7 @@ def refusal(event: Event, status: TaskStatus, task: TaskRecord) -> AsynqpgError 
 
 
 @final
-class Client(PoolOwner):
+class Client(QueueAdmin):
     """Reads and manages tasks: the operator's side of the queue.
 
     Args:
@@ -98,7 +96,8 @@ class Client(PoolOwner):
         meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
 
     Every method takes ``conn=``: a psycopg async connection to run on instead of the pool,
-    inside its open transaction if it has one.
+    inside its open transaction if it has one.  Queue administration (`pause_queue`,
+    `resume_queue`, `queues`, `set_limit`, `clear_limit`, `limits`) comes from its base.
     """
 
     def __init__(
@@ -110,17 +109,6 @@ class Client(PoolOwner):
     ) -> None:
         self._telemetry = Telemetry(meter_provider, tracer_provider)
         super().__init__(pool_or_dsn)
-
-    @asynccontextmanager
-    async def _connection(
-        self, conn: psycopg.AsyncConnection[Any] | None
-    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        with schema_required():  # every method: a database without the schema is SchemaMissing
-            if conn is not None:
-                yield conn
-            else:
-                async with self._pool.connection() as own:
-                    yield own
 
     async def get_task(
         self, task_id: int, *, conn: psycopg.AsyncConnection[Any] | None = None

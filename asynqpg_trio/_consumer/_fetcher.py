@@ -4,18 +4,23 @@ Theory of operation
 -------------------
 Each cycle asks, per type, for as many tasks as it has free capacity (its workers plus its
 prefetch buffer, minus what it already holds), but only when at least half that capacity is
-free or the type holds nothing (the pure `_core._pacing.plan_claim` decides): claims come in
-batches rather than one per finished task.  One ``claim`` statement serves all types (``FOR NO
-KEY UPDATE SKIP LOCKED``, oldest ``blocked_till`` first, id as tie-breaker).  Claimed tasks go
-into the type's bounded memory channel, whose size is that capacity, so sending never blocks.
+free or the type holds nothing, from each queue the consumer serves, within the queue's own
+cap if it has one (the pure `_core._pacing.plan_claim` decides): claims come in batches rather
+than one per finished task.  One ``claim`` statement serves all (queue, type) pairs (``FOR NO
+KEY UPDATE SKIP LOCKED``, larger priority first, then oldest ``blocked_till``, id as
+tie-breaker), leaves paused queues out and stays within the cluster-wide limits.  Claimed
+tasks go into the type's bounded memory channel, whose size is that capacity, so sending
+never blocks.
 
 When a type got all it asked for, more may be waiting: it is marked backlogged, and a handler
 finishing a task of that type wakes the fetcher.  When nothing was left, the fetcher sleeps
 until a NOTIFY (from producers, through the listener), the poll interval, or the moment the
-earliest delayed task becomes ready, whichever comes first.  It asks when that moment is only
-when a cycle claimed nothing or the previous deadline has passed: after a claim that took
-tasks the query would delay the handlers' start (the server competes for the CPU), and the
-previous deadline still covers what was due.
+earliest delayed task becomes ready, whichever comes first.  When tasks are due but the claim
+could not take them (a cluster-wide limit is reached, or other consumers hold them), it looks
+again after `BLOCKED_RETRY` seconds (or the poll interval, if shorter).  It asks when that
+moment is only when a cycle claimed nothing or the previous deadline has passed: after a claim
+that took tasks the query would delay the handlers' start (the server competes for the CPU), and
+the previous deadline still covers what was due.
 
 Cancellation: the fetcher stops between statements.  A claim is not cancelled once sent (it
 is shielded for up to `CLAIM_GRACE` seconds): a claim the server has committed leases its
@@ -42,7 +47,7 @@ if TYPE_CHECKING:
 
     from .._core._rows import ClaimedTask, TasksRepository
 
-__all__ = ["CLAIM_GRACE", "plan_claim", "run_fetcher"]
+__all__ = ["BLOCKED_RETRY", "CLAIM_GRACE", "plan_claim", "run_fetcher"]
 
 logger = logging.getLogger("asynqpg_trio.fetcher")
 
@@ -56,6 +61,8 @@ class FetchSettings(Protocol):
     def lease_duration(self) -> float: ...
     @property
     def poll_interval(self) -> float: ...
+    @property
+    def queues(self) -> Mapping[str, int | None]: ...
     def limit(self, task_type: str) -> int: ...
 
 
@@ -64,6 +71,8 @@ class FetchBook(Protocol):
 
     @property
     def busy(self) -> Mapping[str, int]: ...
+    @property
+    def busy_queues(self) -> Mapping[str, int]: ...
     def add(self, lease: Lease) -> None: ...
 
 
@@ -91,6 +100,8 @@ class TakeoverTelemetry(Protocol):
 
 #: The longest a claim may delay a stop (it is shielded from cancellation; see run_fetcher).
 CLAIM_GRACE = 5.0
+#: Seconds before looking again when due tasks could not be claimed (limits, other consumers).
+BLOCKED_RETRY = 0.05
 TAKEOVER_MESSAGE = "lease expired: the consumer running this attempt stopped renewing its lease"
 EXHAUSTED_MESSAGE = TAKEOVER_MESSAGE + "; no attempt left"
 
@@ -111,15 +122,18 @@ async def run_fetcher(
     """
     types = list(sends)
     limits = {t: settings.limit(t) for t in types}
-    busy = book.busy
+    queues = dict(settings.queues)
+    pairs = [(q, t) for q in queues for t in types]
+    busy, busy_queues = book.busy, book.busy_queues
     wake_at = -math.inf  # when to look again without a wake-up
     while True:
         await anyio.lowlevel.checkpoint()  # where a stop reaches the fetcher (see below)
-        wanted = plan_claim({t: limits[t] - busy.get(t, 0) for t in types}, busy, limits)
+        free = {t: limits[t] - busy.get(t, 0) for t in types}
+        plan = plan_claim(free, busy, limits, queues, busy_queues)
         got: dict[str, int] = {}
-        if wanted:
+        if plan.pairs:
             rows = await tasks.claim(
-                wanted,
+                plan,
                 owner=settings.consumer_id,
                 lease=settings.lease_duration,
                 takeover_message=TAKEOVER_MESSAGE,
@@ -129,8 +143,12 @@ async def run_fetcher(
             for row in rows:
                 got[row.type] = got.get(row.type, 0) + 1
             _dispatch(book, counters, telemetry, sends, rows)
-        backlogged = wakeup.backlogged = {t for t, n in wanted.items() if got.get(t, 0) >= n}
-        if backlogged and any(limits[t] - busy.get(t, 0) > 0 for t in backlogged):
+        # Types that got all they asked for may have more waiting; those that had more
+        # waiting but no room to ask now wait for a handler to finish (it wakes the fetcher).
+        full = {t for t in plan.type_room if got.get(t, 0) >= plan.wanted_of(t) > 0}
+        waiting = {t for t in wakeup.backlogged if plan.wanted_of(t) == 0}
+        backlogged = wakeup.backlogged = full | waiting
+        if full and any(limits[t] - busy.get(t, 0) > 0 for t in full):
             continue
         now = anyio.current_time()
         if backlogged:
@@ -141,9 +159,11 @@ async def run_fetcher(
             # it is known; anything newer is found by that poll), which keeps this query off
             # the path from a wake-up to the handlers starting.
             timeout = settings.poll_interval
-            ready_in = await tasks.next_ready_in(types)
+            ready_in = await tasks.next_ready_in(pairs)
             if ready_in is not None:
-                timeout = min(timeout, max(ready_in, 0.001))
+                # Due already, yet not claimed: held by a limit or by another consumer.
+                wait = ready_in if ready_in > 0 else BLOCKED_RETRY
+                timeout = min(timeout, max(wait, 0.001))
             wake_at = anyio.current_time() + timeout
         await wakeup.wait(wake_at)
 
@@ -179,10 +199,14 @@ def _dispatch(
             row.created_at,
             row.attempted_at,
             tuple(row.messages) if row.messages else (),
+            row.queue,
+            row.priority,
         )
         token = row.lease_token
         assert token is not None  # a running row holds a lease
-        lease = Lease(row.id, token, task_type, info, left, elapsed, row.trace_context)
+        lease = Lease(
+            row.id, token, task_type, info, left, elapsed, row.trace_context, queue=row.queue
+        )
         add(lease)
         sends[task_type].send_nowait(lease)
     counters.claimed += claimed

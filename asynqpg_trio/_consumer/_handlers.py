@@ -64,7 +64,7 @@ class HandlerBook(Protocol):
     @property
     def leases(self) -> Mapping[int, Lease]: ...
     def forget(self, task_id: int, token: int) -> None: ...
-    def finished(self, task_type: str) -> None: ...
+    def finished(self, lease: Lease) -> None: ...
 
 
 class HandlerWakeup(Protocol):
@@ -288,7 +288,7 @@ class _Actor:
         return False
 
     def _finished(self, lease: Lease) -> None:
-        self.book.finished(lease.type)
+        self.book.finished(lease)
         if lease.type in self.wakeup.backlogged:
             self.wakeup.kick()
 

@@ -118,6 +118,7 @@ async def open_consumer(
     tracer_provider: TracerProvider | None = None,
     queue_metrics_interval: float | timedelta = 5.0,
     stall_threshold: float | timedelta | None = None,
+    queues: Mapping[str, int | None] | Sequence[str] | None = None,
 ) -> AsyncIterator[Consumer]:
     """Process tasks while the block runs; shut down gracefully when it ends.
 
@@ -159,6 +160,12 @@ async def open_consumer(
         stall_threshold: seconds the event loop may run nothing else (a handler blocking it)
             before a warning names the handlers that may have done it (default: a quarter
             of ``lease_duration``).  A loop blocked for ``lease_duration`` loses its leases.
+        queues: the queues this consumer serves: a list of names, or a dict of name -> cap
+            (the most tasks of that queue it holds at once, whatever their type; None for no
+            cap of its own).  Default: the queue ``"default"`` only, where tasks go when
+            `Task.queue` is not set (and where every row a Go producer inserts lands).
+            Paused queues (`Client.pause_queue`) are not claimed; cluster-wide limits
+            (`Client.set_limit`) hold across every consumer.
 
     Raises:
         ConfigurationError: a setting is invalid (before anything starts).
@@ -190,6 +197,7 @@ async def open_consumer(
         message_limit=message_limit,
         queue_metrics_interval=queue_metrics_interval,
         stall_threshold=stall_threshold,
+        queues=queues,
     )
     maintenance_config = _maintenance_config(maintenance)
     async with owned_pool(pool_or_dsn, max_size=6) as pool:

@@ -6,7 +6,8 @@ A task enters the book when the fetcher claims it and leaves when the completer 
 outcome (or found the write stale), or when its lease is found lost.  While it is in the book
 the lease keeper renews its lease, so a task whose outcome waits in the completer (the database
 being down, say) is never rescued by a janitor meanwhile.  ``busy`` counts, per type, the
-claimed tasks not yet finished by a handler: the fetcher claims only into free capacity.
+claimed tasks not yet finished by a handler, and ``busy_queues`` the same per queue: the
+fetcher claims only into free capacity.
 
 Marking a lease lost (cancelled by a client, taken over, deleted) cancels its handler's scope
 if one is running; the handler then writes nothing, because any write would be stale.
@@ -61,6 +62,7 @@ class Lease:
     started: float = -math.inf
     lost: bool = False
     released: bool = False
+    queue: str = "default"
 
     def is_lost(self) -> bool:
         """Whether the lease was found lost (read after an await: it may have changed)."""
@@ -69,19 +71,22 @@ class Lease:
 
 @dataclass(slots=True)
 class LeaseBook:
-    """Every lease this consumer holds, and per-type busy counts."""
+    """Every lease this consumer holds, and busy counts per type and per queue."""
 
     leases: dict[int, Lease] = field(default_factory=dict)
     busy: dict[str, int] = field(default_factory=dict)
+    busy_queues: dict[str, int] = field(default_factory=dict)
 
     def add(self, lease: Lease) -> None:
         """Record a new claim."""
         self.leases[lease.task_id] = lease
         self.busy[lease.type] = self.busy.get(lease.type, 0) + 1
+        self.busy_queues[lease.queue] = self.busy_queues.get(lease.queue, 0) + 1
 
-    def finished(self, task_type: str) -> None:
-        """A handler slot of ``task_type`` is free again."""
-        self.busy[task_type] -= 1
+    def finished(self, lease: Lease) -> None:
+        """A handler slot of ``lease``'s type and queue is free again."""
+        self.busy[lease.type] -= 1
+        self.busy_queues[lease.queue] -= 1
 
     def forget(self, task_id: int, token: int) -> None:
         """Drop a lease whose outcome is written (or whose write was stale)."""

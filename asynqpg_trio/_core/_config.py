@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._checks import count, seconds, storable
 from ._errors import ConfigurationError
-from ._task import MAX_TYPE_LENGTH
+from ._task import DEFAULT_QUEUE, MAX_QUEUE_LENGTH, MAX_TYPE_LENGTH
 
 if TYPE_CHECKING:
     from ._task import TaskInfo
@@ -82,6 +82,7 @@ class ConsumerConfig:
     message_limit: int
     queue_metrics_interval: float = 5.0
     stall_threshold: float = 7.5
+    queues: dict[str, int | None] = field(default_factory=lambda: {DEFAULT_QUEUE: None})
 
     def limit(self, task_type: str) -> int:
         """Most tasks of a type held at once: its workers plus its prefetch buffer."""
@@ -139,7 +140,43 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
             raw.get("queue_metrics_interval", 5.0), "queue_metrics_interval"
         ),
         stall_threshold=stall_threshold,
+        queues=check_queues(raw.get("queues")),
     )
+
+
+def check_queues(queues: Any) -> dict[str, int | None]:
+    """``open_consumer``'s ``queues``: None (the default queue only), names, or a mapping of
+    name -> cap (None: no cap of its own); raise `ConfigurationError` with the reason."""
+    if queues is None:
+        return {DEFAULT_QUEUE: None}
+    if isinstance(queues, str):
+        raise ConfigurationError(
+            f"queues must be a list of queue names or a dict of name -> cap, got the string"
+            f" {queues!r} (write [{queues!r}])"
+        )
+    pairs: list[tuple[Any, Any]]
+    if isinstance(queues, Mapping):
+        pairs = list(queues.items())
+    elif isinstance(queues, Iterable):
+        pairs = [(name, None) for name in queues]
+    else:
+        raise ConfigurationError(
+            f"queues must be a list of queue names or a dict of name -> cap, got {queues!r}"
+        )
+    if not pairs:
+        raise ConfigurationError("queues must name at least one queue")
+    checked: dict[str, int | None] = {}
+    for name, cap in pairs:
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_QUEUE_LENGTH:
+            raise ConfigurationError(
+                f"a queue name must be 1 to {MAX_QUEUE_LENGTH} characters, got {name!r}"
+            )
+        if not storable(name):
+            raise ConfigurationError(
+                f"a queue name must be text without NUL or lone surrogates, got {name!r}"
+            )
+        checked[name] = None if cap is None else count(cap, f"the cap of queue {name!r}")
+    return checked
 
 
 @dataclass(frozen=True, slots=True)

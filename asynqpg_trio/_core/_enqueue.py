@@ -10,10 +10,10 @@ invalid value, takes the per-task path, which is the definition of valid and nam
 the first bad task; the column path accepts exactly what it accepts (it calls the same checks).
 
 Parameters: the payloads always go as an array (they give the row count).  Every other column
-(type, token, delay, process_at, attempts) goes as ONE scalar when every task has the same
-value, else as an array with a NULL scalar; the statement reads ``coalesce(array element,
-scalar)``, so a uniform column costs neither a Python list nor a per-row array element.  The
-trace context is per call, always a scalar.
+(type, token, delay, process_at, attempts, queue, priority) goes as ONE scalar when every task
+has the same value, else as an array with a NULL scalar; the statement reads ``coalesce(array
+element, scalar)``, so a uniform column costs neither a Python list nor a per-row array element.
+The trace context is per call, always a scalar.
 
 Mapping rule: the insert runs ``ORDER BY ord`` so ids grow with input position.  When no task
 has a token every task is inserted and the statement returns only the ids, in id order, one per
@@ -36,7 +36,9 @@ from ._task import (
     Task,
     attempts_for,
     check_delay,
+    check_priority,
     check_process_at,
+    check_queue,
     check_token,
     check_type,
     validate_task,
@@ -94,6 +96,8 @@ class _Columns:
     delays: list[float]
     process_at: list[datetime | None]
     attempts: list[int]
+    queues: list[str]
+    priorities: list[int]
 
 
 def plan_batch(tasks: Sequence[Any], default_max_retry: int) -> BatchPlan:
@@ -109,6 +113,8 @@ def plan_batch(tasks: Sequence[Any], default_max_retry: int) -> BatchPlan:
         ("delays", "delay", columns.delays),
         ("process_ats", "process_at", columns.process_at),
         ("attempts", "attempt", columns.attempts),
+        ("queues", "queue", columns.queues),
+        ("priorities", "priority", columns.priorities),
     )
     for array, scalar, values in by_column:
         first = values[0]
@@ -138,6 +144,8 @@ def _checked_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns:
         delays=[v.delay for v in valid],
         process_at=[v.process_at for v in valid],
         attempts=[v.attempts for v in valid],
+        queues=[v.queue for v in valid],
+        priorities=[v.priority for v in valid],
     )
 
 
@@ -158,7 +166,15 @@ def _plain_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns | N
     types = [t.type for t in tasks]
     tokens = [t.idempotency_token for t in tasks]
     process_at = [t.process_at for t in tasks]
+    queues = [t.queue for t in tasks]
+    priorities = [t.priority for t in tasks]
+    if not set(map(type, priorities)) <= {int}:
+        return None
     try:
+        for value in set(queues):
+            check_queue(value)
+        for value in set(priorities):
+            check_priority(value)
         for value in set(types):
             check_type(value)
         for value in set(tokens):
@@ -176,6 +192,8 @@ def _plain_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns | N
         delays=_normalised(delays, seconds),
         process_at=process_at,
         attempts=_normalised(retries, attempts),
+        queues=queues,
+        priorities=priorities,
     )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "IllegalTransition",
     "InvalidQuery",
     "InvalidTask",
+    "MigrationBlocked",
     "PayloadTooLarge",
     "SchemaError",
     "SchemaMissing",
@@ -182,6 +183,18 @@ class SchemaMissing(SchemaError):
 
 class SchemaTooNew(SchemaError):
     """The database was migrated by a newer asynqpg-trio; upgrade this package."""
+
+
+class MigrationBlocked(AsynqpgError):
+    """`migrate` could not get the table locks a migration step needs.
+
+    Raised by `migrate` when a transactional step waited ``lock_timeout`` for its locks, on
+    every one of its attempts, because another session holds a conflicting lock (typically a
+    long-running or idle-in-transaction session).  The step was rolled back; the versions and
+    steps before it stay applied and recorded, and running `migrate` again resumes there.
+    Differs from `SchemaError` and its subclasses, which say the schema itself is wrong: this
+    one says the database was busy.
+    """
 
 
 class ConsumerError(AsynqpgError):

@@ -20,13 +20,14 @@ imported here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from ._batching import FlushPlan
+from ._pacing import ClaimPlan
 from ._rescue import ExpiredLease, RescueBatch, RescuePlan
 
 __all__ = [
@@ -62,6 +63,8 @@ class ClaimedTask(NamedTuple):
     lease_token: int | None
     trace_context: Any
     taken_over: bool
+    queue: str
+    priority: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +102,7 @@ class TasksRepository(Protocol):
 
     async def claim(
         self,
-        wanted: Mapping[str, int],
+        plan: ClaimPlan,
         *,
         owner: str,
         lease: float,
@@ -107,15 +110,17 @@ class TasksRepository(Protocol):
         exhausted_message: str,
         grace: float,
     ) -> list[ClaimedTask]:
-        """Claim up to ``wanted[type]`` ready tasks of each type.
+        """Claim ready tasks as ``plan`` says: per (queue, type) pair, within the type's and
+        the queue's room and the cluster-wide limits; paused queues are left out.
 
         The statement, once sent, is shielded for up to ``grace`` seconds (a committed claim's
         reply must come back); checking out the connection stays cancellable.
         """
         ...
 
-    async def next_ready_in(self, types: Sequence[str]) -> float | None:
-        """Seconds until the earliest pending task of these types is ready (None if none)."""
+    async def next_ready_in(self, pairs: Sequence[tuple[str, str]]) -> float | None:
+        """Seconds until the earliest task of these (queue, type) pairs is ready (None if
+        none), paused queues left out."""
         ...
 
     async def write_outcomes(self, plan: FlushPlan, *, idle_timeout: float | None) -> set[int]:

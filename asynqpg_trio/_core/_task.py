@@ -15,13 +15,19 @@ from ._checks import seconds, storable
 from ._errors import InvalidTask
 
 __all__ = [
+    "DEFAULT_QUEUE",
     "MAX_ATTEMPTS",
+    "MAX_PRIORITY",
+    "MAX_QUEUE_LENGTH",
+    "MIN_PRIORITY",
     "MAX_TYPE_LENGTH",
     "Task",
     "TaskInfo",
     "attempts_for",
     "check_delay",
+    "check_priority",
     "check_process_at",
+    "check_queue",
     "check_token",
     "check_type",
     "validate_task",
@@ -31,6 +37,14 @@ __all__ = [
 MAX_TYPE_LENGTH = 255
 #: The largest ``max_retry`` the ``attempts_left`` column (smallint) holds.
 MAX_ATTEMPTS = 32767
+#: The queue of a task enqueued without one (and of every row a Go producer inserts).
+DEFAULT_QUEUE = "default"
+#: The longest queue name, in characters.
+MAX_QUEUE_LENGTH = 128
+#: The most urgent priority: among due tasks the claim takes larger priorities first.
+MAX_PRIORITY = 5
+#: The least urgent priority.
+MIN_PRIORITY = -5
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +60,10 @@ class Task:
             both mean once).  None takes the producer's default.
         process_at: an aware `datetime` at which the task becomes ready; overrides ``delay``;
             a time in the past means now.
+        queue: the named queue it goes on (1 to 128 characters; default ``"default"``);
+            only consumers serving that queue claim it.
+        priority: from -5 (least urgent) to 5 (most urgent), default 0.  Among due tasks of
+            a queue, a claim takes larger priorities first, then earlier due times.
     """
 
     type: str
@@ -54,6 +72,8 @@ class Task:
     delay: float | timedelta = 0.0
     max_retry: int | None = None
     process_at: datetime | None = None
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
 
 
 @dataclass(slots=True)
@@ -75,6 +95,8 @@ class TaskInfo:
         created_at: when it was enqueued (database clock).
         attempted_at: when this attempt was claimed (database clock).
         messages: error messages of earlier attempts, oldest first.
+        queue: the queue it was enqueued on.
+        priority: its priority (larger runs first).
     """
 
     id: int
@@ -86,6 +108,8 @@ class TaskInfo:
     created_at: datetime
     attempted_at: datetime | None
     messages: tuple[str, ...]
+    queue: str = "default"
+    priority: int = 0
 
 
 def _text(value: Any, field: str) -> str:
@@ -108,6 +132,30 @@ class ValidTask:
     delay: float
     process_at: datetime | None
     attempts: int
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+
+
+def check_queue(value: Any, field: str = "queue") -> str:
+    """A queue name: non-empty text of at most `MAX_QUEUE_LENGTH` characters."""
+    name = _text(value, field)
+    if not 0 < len(name) <= MAX_QUEUE_LENGTH:
+        raise InvalidTask(
+            f"{field} must be 1 to {MAX_QUEUE_LENGTH} characters long, got {len(name)}"
+        )
+    return name
+
+
+def check_priority(value: Any) -> int:
+    """A priority: an int from `MIN_PRIORITY` to `MAX_PRIORITY`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTask(f"priority must be an int, got {value!r}")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidTask(
+            f"priority must be between {MIN_PRIORITY} (least urgent) and {MAX_PRIORITY}"
+            f" (most urgent), got {value}"
+        )
+    return value
 
 
 def check_type(value: Any) -> str:
@@ -182,4 +230,6 @@ def validate_task(task: Any, default_max_retry: int) -> ValidTask:
         delay=delay,
         process_at=process_at,
         attempts=attempts,
+        queue=check_queue(task.queue),
+        priority=check_priority(task.priority),
     )

@@ -117,10 +117,18 @@ def read_migration(filename: str) -> str:
 class SchemaQueries:
     """The statements of ``sql/schema.sql``: the migrator's bookkeeping and the pool's ping."""
 
-    migration_lock: str
+    migration_try_lock: str
+    migration_unlock: str
+    set_lock_timeout: str
     create_bookkeeping: str
     recorded_versions: str
     record_version: str
+    create_progress: str
+    progress: str
+    record_progress: str
+    clear_progress: str
+    index_is_invalid: str
+    drop_index: str
     has_bookkeeping: str
     ping: str
 

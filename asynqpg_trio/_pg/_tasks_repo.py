@@ -8,7 +8,7 @@ callers decide about pools and transactions.  `PgTasks` is the consumer's side o
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ import psycopg
 
 from .._core._batching import FlushPlan, OutcomeKind
 from .._core._enqueue import BatchPlan, Inserted, read_result
+from .._core._pacing import ClaimPlan
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from ._migrate import schema_required
 from ._sql import load
@@ -82,14 +83,14 @@ async def find_by_token(
 
 async def claim(
     conn: psycopg.AsyncConnection[Any],
-    wanted: dict[str, int],
+    plan: ClaimPlan,
     *,
     owner: str,
     lease: float,
     takeover_message: str,
     exhausted_message: str,
 ) -> list[ClaimedTask]:
-    """Claim up to ``wanted[type]`` ready tasks of each type; return the claimed rows.
+    """Claim ready tasks as ``plan`` says; return the claimed rows.
 
     Binary results (no text parsing), each row made a `ClaimedTask` by a tuple copy.
     """
@@ -97,8 +98,12 @@ async def claim(
     await cur.execute(
         QUERIES.claim,
         {
-            "types": list(wanted),
-            "limits": list(wanted.values()),
+            "queues": [queue for queue, _ in plan.pairs],
+            "types": [task_type for _, task_type in plan.pairs],
+            "limits": list(plan.pairs.values()),
+            "room_scopes": ["type"] * len(plan.type_room) + ["queue"] * len(plan.queue_room),
+            "room_names": [*plan.type_room, *plan.queue_room],
+            "room_n": [*plan.type_room.values(), *plan.queue_room.values()],
             "owner": owner,
             "lease": lease,
             "takeover_message": takeover_message,
@@ -112,9 +117,12 @@ async def claim(
 CLAIM_COLUMNS = ClaimedTask._fields
 
 
-async def next_ready_in(conn: psycopg.AsyncConnection[Any], types: list[str]) -> float | None:
-    """Seconds until the earliest pending task of these types is ready (None if none)."""
-    cur = await conn.execute(QUERIES.next_ready_at, {"types": types})
+async def next_ready_in(
+    conn: psycopg.AsyncConnection[Any], pairs: Sequence[tuple[str, str]]
+) -> float | None:
+    """Seconds until the earliest task of these (queue, type) pairs is ready (None if none)."""
+    params = {"queues": [q for q, _ in pairs], "types": [t for _, t in pairs]}
+    cur = await conn.execute(QUERIES.next_ready_at, params)
     row = await cur.fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
@@ -214,7 +222,7 @@ class PgTasks:
 
     async def claim(
         self,
-        wanted: Mapping[str, int],
+        plan: ClaimPlan,
         *,
         owner: str,
         lease: float,
@@ -232,7 +240,7 @@ class PgTasks:
             with anyio.move_on_after(grace, shield=True):
                 rows = await claim(
                     conn,
-                    dict(wanted),
+                    plan,
                     owner=owner,
                     lease=lease,
                     takeover_message=takeover_message,
@@ -240,10 +248,10 @@ class PgTasks:
                 )
         return rows
 
-    async def next_ready_in(self, types: Sequence[str]) -> float | None:
+    async def next_ready_in(self, pairs: Sequence[tuple[str, str]]) -> float | None:
         """`next_ready_in` on a pooled connection."""
         async with self.pool.connection() as conn:
-            return await next_ready_in(conn, list(types))
+            return await next_ready_in(conn, pairs)
 
     async def write_outcomes(self, plan: FlushPlan, *, idle_timeout: float | None) -> set[int]:
         """`write_outcomes` on a pooled connection."""

@@ -19,17 +19,20 @@ go to every open `notifications` iterator.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, Final
 
 import anyio
 
 from .._core._batching import FlushPlan, OutcomeKind
 from .._core._errors import DuplicateTask, TaskNotFound
+from .._core._pacing import ClaimPlan
 from .._core._row import TaskStatus, TransitionParams
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from .._core._state import Event, apply, matching_rules
+from ._claiming import FakeLimit, choose
 from ._fake_maintenance import FakeMaintenance
 from ._stored import FakeTask, Record
 from ._table import EPOCH
@@ -65,6 +68,13 @@ class FakeDatabase(FakeMaintenance):
         epoch: The datetime of instant 0 on ``clock`` (for the datetimes claims return).
     """
 
+    def __init__(
+        self, *, clock: Callable[[], float] = anyio.current_time, epoch: datetime = EPOCH
+    ) -> None:
+        super().__init__(clock=clock, epoch=epoch)
+        self._paused: set[str] = set()
+        self._limits: dict[tuple[str, str], FakeLimit] = {}
+
     # -- test helpers (synchronous, no checkpoint) ------------------------------------------
 
     def enqueue(
@@ -76,6 +86,8 @@ class FakeDatabase(FakeMaintenance):
         max_retry: int = 3,
         idempotency_token: str | None = None,
         trace_context: Any = None,
+        queue: str = "default",
+        priority: int = 0,
     ) -> int:
         """Insert a pending task, ready after ``delay`` seconds; return its id.
 
@@ -97,6 +109,8 @@ class FakeDatabase(FakeMaintenance):
         self._records[task_id] = Record(
             task_id, task_type, payload, idempotency_token, trace_context, now, row
         )
+        self._records[task_id].queue = queue
+        self._records[task_id].priority = priority
         if row.blocked_till <= now:
             self.notify(_NEW_CHANNEL, "")
         return task_id
@@ -148,11 +162,38 @@ class FakeDatabase(FakeMaintenance):
         """
         self._transition(self._records.get(task_id), Event.DELETE, TransitionParams(self.now()))
 
+    def pause(self, queue: str) -> None:
+        """Pause a queue: claims leave it out until `resume`."""
+        self._paused.add(queue)
+
+    def resume(self, queue: str) -> None:
+        """Resume a paused queue (notifies the wake-up channel)."""
+        self._paused.discard(queue)
+        self.notify(_NEW_CHANNEL, "")
+
+    def set_limit(
+        self,
+        scope: str,
+        name: str,
+        *,
+        max_running: int | None = None,
+        rate: tuple[int, float] | None = None,
+        burst: int | None = None,
+    ) -> None:
+        """Set a cluster-wide limit on a queue or type (``scope`` ``"queue"`` or ``"type"``):
+        at most ``max_running`` running, and ``rate`` = (starts, per seconds) in bursts of up
+        to ``burst`` (default: the starts), the bucket full now."""
+        starts, period = rate if rate is not None else (None, None)
+        full = burst if burst is not None else starts
+        self._limits[(scope, name)] = FakeLimit(
+            max_running, starts, period, full, float(full or 0), self.now()
+        )
+
     # -- the TasksRepository ----------------------------------------------------------------
 
     async def claim(
         self,
-        wanted: Mapping[str, int],
+        plan: ClaimPlan,
         *,
         owner: str,
         lease: float,
@@ -160,53 +201,57 @@ class FakeDatabase(FakeMaintenance):
         exhausted_message: str,
         grace: float,
     ) -> list[ClaimedTask]:
-        """Claim up to ``wanted[type]`` due tasks of each type, oldest ``blocked_till`` first
-        (id breaks ties): pending ones are claimed, running ones whose lease expired are taken
-        over (or failed for want of an attempt).
+        """Claim due tasks as ``plan`` says (see `_claiming.choose`): pending ones are
+        claimed, running ones whose lease expired are taken over (or failed for want of an
+        attempt).
 
         Cancellation: a checkpoint before anything changes (``grace`` is not needed).
         """
         await self._enter("claim")
         now = self.now()
         claimed: list[ClaimedTask] = []
-        for task_type, limit in wanted.items():
-            if limit <= 0:
-                continue
-            due = sorted(
-                (
-                    r
-                    for r in self._records.values()
-                    if r.type == task_type
-                    and r.row.status in _WORKING
-                    and r.row.blocked_till <= now
-                ),
-                key=lambda r: (r.row.blocked_till, r.id),
-            )
-            for record in due[:limit]:
-                taken_over = record.row.status is TaskStatus.RUNNING
-                event = Event.LEASE_TAKEOVER if taken_over else Event.CLAIM
-                params = TransitionParams(now=now, new_token=self._next_token, lease=lease)
-                rules = matching_rules(record.row, event, params)
-                runs = bool(rules) and rules[0].target is TaskStatus.RUNNING
-                message = takeover_message if runs else exhausted_message
-                self._transition(record, event, params, message=message, owner=owner)
-                if record.row.lease_token == self._next_token:
-                    self._next_token += 1
-                claimed.append(self._claimed(record, taken_over=taken_over))
+        chosen = choose(
+            self._records.values(), plan, now, self._paused, self._limits, self._running
+        )
+        for record in chosen:
+            taken_over = record.row.status is TaskStatus.RUNNING
+            event = Event.LEASE_TAKEOVER if taken_over else Event.CLAIM
+            params = TransitionParams(now=now, new_token=self._next_token, lease=lease)
+            rules = matching_rules(record.row, event, params)
+            runs = bool(rules) and rules[0].target is TaskStatus.RUNNING
+            message = takeover_message if runs else exhausted_message
+            self._transition(record, event, params, message=message, owner=owner)
+            if record.row.lease_token == self._next_token:
+                self._next_token += 1
+                for (scope, name), limit in self._limits.items():
+                    if (record.queue if scope == "queue" else record.type) == name:
+                        limit.tokens -= 1
+            claimed.append(self._claimed(record, taken_over=taken_over))
         return claimed
 
-    async def next_ready_in(self, types: Sequence[str]) -> float | None:
+    def _running(self, scope: str, name: str) -> int:
+        return sum(
+            1
+            for r in self._records.values()
+            if r.row.status is TaskStatus.RUNNING
+            and (r.queue if scope == "queue" else r.type) == name
+        )
+
+    async def next_ready_in(self, pairs: Sequence[tuple[str, str]]) -> float | None:
         """Seconds until the earliest pending task (or running task's lease expiry) of these
-        types (None if there is none); negative when it is overdue.
+        (queue, type) pairs (None if there is none), paused queues left out; negative when
+        it is overdue.
 
         Cancellation: a checkpoint.
         """
         await self._enter("next_ready_in")
-        wanted = set(types)
+        wanted = set(pairs)
         times = [
             r.row.blocked_till
             for r in self._records.values()
-            if r.type in wanted and r.row.status in _WORKING
+            if (r.queue, r.type) in wanted
+            and r.queue not in self._paused
+            and r.row.status in _WORKING
         ]
         return None if not times else min(times) - self.now()
 
@@ -315,4 +360,6 @@ class FakeDatabase(FakeMaintenance):
             row.lease_token,
             record.trace_context,
             taken_over,
+            record.queue,
+            record.priority,
         )

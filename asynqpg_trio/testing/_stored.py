@@ -32,6 +32,8 @@ class FakeTask:
         idempotency_token: Its idempotency token, if any.
         created_at: When it was enqueued.
         attempted_at: When it was last claimed, if ever.
+        queue: The queue it is on.
+        priority: Its priority (larger runs first).
     """
 
     id: int
@@ -48,6 +50,8 @@ class FakeTask:
     idempotency_token: str | None
     created_at: float
     attempted_at: float | None
+    queue: str = "default"
+    priority: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -64,6 +68,8 @@ class Record:
     messages: list[str] = field(default_factory=list)
     lease_owner: str | None = None
     attempted_at: float | None = None
+    queue: str = "default"
+    priority: int = 0
 
     def snapshot(self) -> FakeTask:
         """This task as a frozen `FakeTask`."""
@@ -83,6 +89,8 @@ class Record:
             self.idempotency_token,
             self.created_at,
             self.attempted_at,
+            self.queue,
+            self.priority,
         )
 
 

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from asynqpg_trio._core._batching import Outcome, OutcomeKind
+from asynqpg_trio._core._pacing import ClaimPlan
 from asynqpg_trio._core._policies import ConstantRetryPolicy
 from asynqpg_trio._core._rescue import ExpiredLease, RescueBatch, RescuePlan, plan_rescue
 
@@ -49,7 +50,7 @@ async def claimed(
     """Enqueue ``n`` tasks and claim them as consumer ``owner``; the rows, in id order."""
     ids = [await backend.enqueue(max_retry=max_retry) for _ in range(n)]
     rows = await backend.tasks.claim(
-        {"t": n},
+        ClaimPlan.of({"t": n}),
         owner=owner,
         lease=LEASE,
         takeover_message="taken over",

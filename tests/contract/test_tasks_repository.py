@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from asynqpg_trio._core._batching import Outcome, OutcomeKind
+from asynqpg_trio._core._pacing import ClaimPlan
 from asynqpg_trio._core._rows import ClaimedTask, LostLease, Notice
 
 from ..helpers.state_db import plan
@@ -29,7 +30,7 @@ EXHAUSTED = "lease expired; no attempt left"
 
 async def claim(backend: Backend, wanted: Mapping[str, int], owner: str = "A") -> list[ClaimedTask]:
     rows = await backend.tasks.claim(
-        wanted,
+        ClaimPlan.of(wanted),
         owner=owner,
         lease=LEASE,
         takeover_message=TAKEOVER,
@@ -90,14 +91,14 @@ async def test_claim_goes_by_ready_time_then_id(backend: Backend) -> None:
 
 
 async def test_next_ready_in_and_queue_depth(backend: Backend) -> None:
-    assert await backend.tasks.next_ready_in(["t"]) is None
+    assert await backend.tasks.next_ready_in([("default", "t")]) is None
     await backend.enqueue(delay=30)
-    assert await backend.tasks.next_ready_in(["t"]) == approx(30)
-    assert await backend.tasks.next_ready_in(["other"]) is None
+    assert await backend.tasks.next_ready_in([("default", "t")]) == approx(30)
+    assert await backend.tasks.next_ready_in([("default", "other")]) is None
     await backend.enqueue()
     await backend.enqueue()
     await backend.advance(10)
-    ready_in = await backend.tasks.next_ready_in(["t", "other"])
+    ready_in = await backend.tasks.next_ready_in([("default", "t"), ("default", "other")])
     assert ready_in == approx(-10)
     depth = await backend.tasks.queue_depth(["t", "other"])
     assert [(d.type, d.ready) for d in depth] == [("t", 2), ("other", 0)]

@@ -3,7 +3,8 @@
 Usage: python -m tests.helpers.consumer_proc DSN MODE OUTFILE [SECONDS]
 
 MODE ``record``: handle type ``work`` by appending the task id to OUTFILE, until the queue has
-no pending or running ``work`` task left (or SECONDS pass).  MODE ``crash``: the handler ends
+no pending or running ``work`` task left (or SECONDS pass).  MODE ``slow``: the same, each
+task taking 20 ms.  MODE ``crash``: the handler ends
 the process at once (os._exit), leaving its task running with a lease.
 """
 
@@ -24,12 +25,16 @@ async def main(dsn: str, mode: str, outfile: str, seconds: float) -> None:
         async def record(task: TaskInfo) -> None:
             out.write(f"{task.id}\n")
 
+        async def slow(task: TaskInfo) -> None:
+            await trio.sleep(0.02)
+            out.write(f"{task.id}\n")
+
         async def crash(task: TaskInfo) -> None:
             out.write(f"{task.id}\n")
             out.flush()
             os._exit(3)
 
-        handler = record if mode == "record" else crash
+        handler = {"record": record, "slow": slow}.get(mode, crash)
         async with open_consumer(
             dsn,
             handlers={"work": Handler(handler, workers=8)},

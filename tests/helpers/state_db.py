@@ -30,6 +30,7 @@ from asynqpg_trio._core._errors import (
     TaskNotFound,
     TaskRunning,
 )
+from asynqpg_trio._core._pacing import ClaimPlan
 from asynqpg_trio._core._row import TaskRow, TaskStatus
 from asynqpg_trio._core._state import Event
 from asynqpg_trio._maintenance._janitor import (
@@ -209,7 +210,7 @@ async def claim(conn: psycopg.AsyncConnection[Any], n: int, lease: float) -> lis
     """Claim up to ``n`` due tasks of `TYPE` (and take over expired leases)."""
     rows = await repo.claim(
         conn,
-        {TYPE: n},
+        ClaimPlan.of({TYPE: n}),
         owner=OWNER,
         lease=lease,
         takeover_message=TAKEOVER_MESSAGE,

@@ -13,6 +13,7 @@ import trio
 from asynqpg_trio._consumer._completer import Completer
 from asynqpg_trio._core._batching import Outcome, OutcomeKind
 from asynqpg_trio._core._book import Lease
+from asynqpg_trio._core._pacing import ClaimPlan
 from asynqpg_trio._core._row import TaskStatus
 
 from .harness import TYPE, Shared, config
@@ -28,7 +29,12 @@ async def claimed(shared: Shared, n: int) -> list[Lease]:
     for _ in range(n):
         shared.db.enqueue(TYPE)
     rows = await shared.db.claim(
-        {TYPE: n}, owner="unit", lease=30.0, takeover_message="", exhausted_message="", grace=1
+        ClaimPlan.of({TYPE: n}),
+        owner="unit",
+        lease=30.0,
+        takeover_message="",
+        exhausted_message="",
+        grace=1,
     )
     leases = []
     for row in rows:

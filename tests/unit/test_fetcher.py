@@ -53,8 +53,7 @@ async def test_claims_only_into_free_slots(autojump_clock: object, shared: Share
         assert shared.book.busy[TYPE] == 2
         assert shared.wakeup.backlogged == {TYPE}  # it got all it asked for
         # A handler takes a task and finishes it: a slot frees and the backlog kicks.
-        await leases.receive()
-        shared.book.finished(TYPE)
+        shared.book.finished(await leases.receive())
         shared.wakeup.kick()
         await trio.sleep(0.001)
         assert statuses(shared).count(TaskStatus.RUNNING) == 3

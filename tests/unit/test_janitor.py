@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from asynqpg_trio._core._batching import Outcome, OutcomeKind
+from asynqpg_trio._core._pacing import ClaimPlan
 from asynqpg_trio._core._policies import ConstantRetryPolicy
 from asynqpg_trio._core._row import TaskStatus
 from asynqpg_trio._maintenance._config import MaintenanceConfig, MaintenanceStats
@@ -49,7 +50,12 @@ CONFIG = MaintenanceConfig(
 async def claim(db: FakeDatabase, n: int, *, lease: float = LEASE) -> list[ClaimedTask]:
     """Claim ``n`` ready tasks as consumer ``W``."""
     rows = await db.claim(
-        {TYPE: n}, owner="W", lease=lease, takeover_message="", exhausted_message="", grace=1
+        ClaimPlan.of({TYPE: n}),
+        owner="W",
+        lease=lease,
+        takeover_message="",
+        exhausted_message="",
+        grace=1,
     )
     assert len(rows) == n
     return rows

@@ -10,6 +10,7 @@ import trio
 
 from asynqpg_trio._consumer._lease_keeper import run_lease_keeper
 from asynqpg_trio._core._book import Lease
+from asynqpg_trio._core._pacing import ClaimPlan
 from asynqpg_trio._core._row import TaskStatus
 
 from .harness import TYPE, Shared, config
@@ -24,7 +25,12 @@ async def hold(shared: Shared, *, lease: float = LEASE, owner: str = "unit") -> 
     """Enqueue and claim one task; its lease, in the book, with a handler scope running."""
     shared.db.enqueue(TYPE)
     (row,) = await shared.db.claim(
-        {TYPE: 1}, owner=owner, lease=lease, takeover_message="", exhausted_message="", grace=1
+        ClaimPlan.of({TYPE: 1}),
+        owner=owner,
+        lease=lease,
+        takeover_message="",
+        exhausted_message="",
+        grace=1,
     )
     assert row.lease_token is not None
     held = Lease(row.id, row.lease_token, TYPE, scope=trio.CancelScope())
@@ -56,7 +62,7 @@ async def test_it_renews_every_third_of_the_lease(autojump_clock: object, shared
         await trio.sleep(600.0)
         assert (
             await shared.db.claim(
-                {TYPE: 1},
+                ClaimPlan.of({TYPE: 1}),
                 owner="other",
                 lease=LEASE,
                 takeover_message="",
@@ -86,7 +92,12 @@ async def test_a_lease_taken_over_is_lost(autojump_clock: object, shared: Shared
     lease = await hold(shared, lease=1.0)  # expires before the keeper's first renewal
     await trio.sleep(2.0)
     (taken,) = await shared.db.claim(
-        {TYPE: 1}, owner="other", lease=LEASE, takeover_message="", exhausted_message="", grace=1
+        ClaimPlan.of({TYPE: 1}),
+        owner="other",
+        lease=LEASE,
+        takeover_message="",
+        exhausted_message="",
+        grace=1,
     )
     assert taken.taken_over
     async with keeper(shared):

@@ -17,25 +17,27 @@
 WITH batch AS MATERIALIZED (
     SELECT n.now, %(type)b::text AS type, %(token)b::text AS token, %(delay)b::float8 AS delay,
            %(process_at)b::timestamptz AS process_at, %(attempt)b::smallint AS attempts,
-           %(trace)b::jsonb AS trace
+           %(trace)b::jsonb AS trace, %(queue)b::text AS queue, %(priority)b::smallint AS priority
     FROM (SELECT asynqpg_now() AS now) AS n
 ), input AS (
     SELECT *
     FROM unnest(
         %(payloads)b::bytea[], %(types)b::text[], %(tokens)b::text[], %(delays)b::float8[],
-        %(process_ats)b::timestamptz[], %(attempts)b::smallint[]
-    ) WITH ORDINALITY AS i(payload, type, token, delay, process_at, attempts, ord)
+        %(process_ats)b::timestamptz[], %(attempts)b::smallint[], %(queues)b::text[],
+        %(priorities)b::smallint[]
+    ) WITH ORDINALITY AS i(payload, type, token, delay, process_at, attempts, queue, priority, ord)
 ), ins AS (
     INSERT INTO asynqpg_tasks AS t (
         type, payload, idempotency_token, blocked_till, attempts_left, trace_context,
-        created_at, updated_at
+        created_at, updated_at, queue, priority
     )
     SELECT
         coalesce(i.type, b.type), i.payload, coalesce(i.token, b.token),
         CASE WHEN coalesce(i.process_at, b.process_at) IS NOT NULL
              THEN greatest(b.now, coalesce(i.process_at, b.process_at))
              ELSE b.now + make_interval(secs => coalesce(i.delay, b.delay)) END,
-        coalesce(i.attempts, b.attempts), b.trace, b.now, b.now
+        coalesce(i.attempts, b.attempts), b.trace, b.now, b.now, coalesce(i.queue, b.queue),
+        coalesce(i.priority, b.priority)
     FROM input i CROSS JOIN batch b
     ORDER BY i.ord
     ON CONFLICT DO NOTHING
@@ -57,25 +59,27 @@ ORDER BY ins.id
 WITH batch AS MATERIALIZED (
     SELECT n.now, %(type)b::text AS type, %(token)b::text AS token, %(delay)b::float8 AS delay,
            %(process_at)b::timestamptz AS process_at, %(attempt)b::smallint AS attempts,
-           %(trace)b::jsonb AS trace
+           %(trace)b::jsonb AS trace, %(queue)b::text AS queue, %(priority)b::smallint AS priority
     FROM (SELECT asynqpg_now() AS now) AS n
 ), input AS (
     SELECT *
     FROM unnest(
         %(payloads)b::bytea[], %(types)b::text[], %(tokens)b::text[], %(delays)b::float8[],
-        %(process_ats)b::timestamptz[], %(attempts)b::smallint[]
-    ) WITH ORDINALITY AS i(payload, type, token, delay, process_at, attempts, ord)
+        %(process_ats)b::timestamptz[], %(attempts)b::smallint[], %(queues)b::text[],
+        %(priorities)b::smallint[]
+    ) WITH ORDINALITY AS i(payload, type, token, delay, process_at, attempts, queue, priority, ord)
 ), ins AS (
     INSERT INTO asynqpg_tasks AS t (
         type, payload, idempotency_token, blocked_till, attempts_left, trace_context,
-        created_at, updated_at
+        created_at, updated_at, queue, priority
     )
     SELECT
         coalesce(i.type, b.type), i.payload, coalesce(i.token, b.token),
         CASE WHEN coalesce(i.process_at, b.process_at) IS NOT NULL
              THEN greatest(b.now, coalesce(i.process_at, b.process_at))
              ELSE b.now + make_interval(secs => coalesce(i.delay, b.delay)) END,
-        coalesce(i.attempts, b.attempts), b.trace, b.now, b.now
+        coalesce(i.attempts, b.attempts), b.trace, b.now, b.now, coalesce(i.queue, b.queue),
+        coalesce(i.priority, b.priority)
     FROM input i CROSS JOIN batch b
     ORDER BY i.ord
     RETURNING t.id, t.blocked_till
@@ -95,34 +99,93 @@ SELECT id FROM asynqpg_tasks WHERE type = %(type)b AND idempotency_token = %(tok
 -- claim: pending -> running; lease_takeover: running with an expired lease -> running, or ->
 -- failed when no attempt is left.  A running row without a lease token was claimed by a Go
 -- consumer, whose claim consumed no attempt: its dead attempt is charged here as well (so
--- the takeover needs two attempts left to run it again).  One round trip for every type: for each
--- (type, n) take up to n ready rows, oldest blocked_till first, id as tie-breaker, skipping
--- rows other consumers hold.  The claim consumes an attempt and draws a fresh lease token.
+-- the takeover needs two attempts left to run it again).  One round trip for every (queue,
+-- type) pair the consumer has room for: for each pair take up to n ready rows, larger
+-- priority first, then oldest blocked_till, id as tie-breaker, skipping rows other consumers
+-- hold.  Each priority level is its own short range scan of asynqpg_tasks_queue_ready_idx
+-- (the levels are few and fixed), so rows not yet due never sit in the way.  Paused queues
+-- are left out.  Of the rows picked, per type and per queue only the most urgent up to the
+-- consumer's room are kept, and up to what the cluster-wide limits allow (asynqpg_limits,
+-- read through asynqpg_limit_allowance, which locks each limit: claims under one limit take
+-- turns); the rate limits' buckets are charged for the tasks started.  The rest of the picked
+-- rows are left as they were (their row locks end with the statement's transaction).
+-- The claim consumes an attempt and draws a fresh lease token.
 -- The claim commits without waiting for its WAL flush (synchronous_commit off for this one
 -- transaction): a claim lost in a server crash only puts its task back to pending, as a crashed
 -- consumer would, and any later fenced write of that task flushes the WAL, claim included,
 -- before it is acknowledged.  This saves an fsync on the enqueue-to-start path.
 WITH async_commit AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'off', true)
-), wanted AS (
-    SELECT w.type, w.n FROM unnest(%(types)b::text[], %(limits)b::int[]) AS w(type, n)
+), wanted AS MATERIALIZED (
+    SELECT w.queue, w.type, w.n
+    FROM unnest(%(queues)b::text[], %(types)b::text[], %(limits)b::int[]) AS w(queue, type, n)
     CROSS JOIN async_commit
     WHERE w.n > 0
+      AND NOT EXISTS (SELECT 1 FROM asynqpg_queues q WHERE q.name = w.queue AND q.paused)
+), allowance AS MATERIALIZED (
+    -- What the cluster-wide limits on the wanted queues and types allow now.
+    SELECT l.scope, l.name, a.running_free, a.tokens, a.at
+    FROM (
+        SELECT l.scope, l.name FROM asynqpg_limits l
+        WHERE (l.scope = 'queue' AND l.name IN (SELECT w.queue FROM wanted w))
+           OR (l.scope = 'type' AND l.name IN (SELECT w.type FROM wanted w))
+        ORDER BY l.scope, l.name  -- one lock order for every claim
+    ) l
+    CROSS JOIN LATERAL asynqpg_limit_allowance(l.scope, l.name) a
+), room AS MATERIALIZED (
+    -- The consumer's own room per type and per capped queue, then the limits' allowances.
+    SELECT r.scope, r.name, r.n::float8 AS n
+    FROM unnest(%(room_scopes)b::text[], %(room_names)b::text[], %(room_n)b::int[])
+        AS r(scope, name, n)
+    UNION ALL
+    SELECT a.scope, a.name,
+           least(coalesce(a.running_free::float8, 'Infinity'), coalesce(floor(a.tokens), 'Infinity'))
+    FROM allowance a
 ), picked AS MATERIALIZED (
-    SELECT c.id, c.status AS old_status, c.charge,
+    SELECT c.id, c.queue, c.type, c.priority, c.blocked_till, c.status AS old_status, c.charge,
            (c.status = 'running' AND c.attempts_left < 1 + c.charge) AS exhausted
     FROM wanted w
     CROSS JOIN LATERAL (
-        SELECT t.id, t.status, t.attempts_left,
-               (t.status = 'running' AND t.lease_token IS NULL)::int AS charge
-        FROM asynqpg_tasks t
-        WHERE t.type = w.type
-          AND t.status IN ('pending', 'running')
-          AND t.blocked_till <= asynqpg_now()
-        ORDER BY t.blocked_till, t.id
+        SELECT c.*
+        FROM generate_series(5, -5, -1) AS p(priority)
+        CROSS JOIN LATERAL (
+            SELECT t.id, t.queue, t.type, t.priority, t.blocked_till, t.status,
+                   t.attempts_left, (t.status = 'running' AND t.lease_token IS NULL)::int AS charge
+            FROM asynqpg_tasks t
+            WHERE t.queue = w.queue AND t.type = w.type AND t.priority = p.priority
+              AND t.status IN ('pending', 'running')
+              AND t.blocked_till <= asynqpg_now()
+            ORDER BY t.blocked_till, t.id
+            LIMIT w.n
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) c
         LIMIT w.n
-        FOR NO KEY UPDATE SKIP LOCKED
     ) c
+), ranked AS (
+    SELECT p.*,
+           row_number() OVER (PARTITION BY p.type
+                              ORDER BY p.priority DESC, p.blocked_till, p.id) AS type_rank,
+           row_number() OVER (PARTITION BY p.queue
+                              ORDER BY p.priority DESC, p.blocked_till, p.id) AS queue_rank
+    FROM picked p
+), chosen AS MATERIALIZED (
+    SELECT r.* FROM ranked r
+    WHERE NOT EXISTS (
+        SELECT 1 FROM room m
+        WHERE (m.scope = 'type' AND m.name = r.type AND r.type_rank > m.n)
+           OR (m.scope = 'queue' AND m.name = r.queue AND r.queue_rank > m.n)
+    )
+), spend AS (
+    -- Charge each rate limit's bucket for the tasks this claim starts under it.
+    UPDATE asynqpg_limits l SET
+        tokens = a.tokens - (
+            SELECT count(*) FROM chosen c
+            WHERE NOT c.exhausted
+              AND CASE WHEN a.scope = 'queue' THEN c.queue = a.name ELSE c.type = a.name END
+        ),
+        refilled_at = a.at
+    FROM allowance a
+    WHERE l.scope = a.scope AND l.name = a.name AND a.tokens IS NOT NULL
 )
 UPDATE asynqpg_tasks t SET
     status = CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
@@ -144,16 +207,16 @@ UPDATE asynqpg_tasks t SET
         WHEN d.exhausted THEN (t.messages || %(exhausted_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
         ELSE (t.messages || %(takeover_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
     END
-FROM picked d
+FROM chosen d
 -- The ANY(ARRAY(...)) hands the planner the ids up front: a primary-key lookup per claimed
 -- row, never a join over the whole table.
-WHERE t.id = d.id AND t.id = ANY(ARRAY(SELECT p.id FROM picked p))
+WHERE t.id = d.id AND t.id = ANY(ARRAY(SELECT c.id FROM chosen c))
 -- No messages (the common case) come back as NULL: an empty array costs the client more to
 -- load than the rest of the row.
 RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_left,
           t.attempts_elapsed, t.created_at, t.attempted_at,
           nullif(t.messages, '{}'::text[]) AS messages, t.lease_token,
-          t.trace_context, (d.old_status = 'running') AS taken_over
+          t.trace_context, (d.old_status = 'running') AS taken_over, t.queue, t.priority
 
 -- name: bound_idle_in_transaction
 -- The first statement of the consumer's and the janitor's multi-statement transactions: should
@@ -281,15 +344,19 @@ LEFT JOIN asynqpg_tasks t ON t.id = u.id
 WHERE t.id IS NULL OR t.lease_token IS DISTINCT FROM u.token OR t.status <> 'running'
 
 -- name: next_ready_at
--- When the earliest pending task of these types becomes ready (for the fetcher's sleep).
+-- When the earliest task of these (queue, type) pairs becomes ready (for the fetcher's sleep),
+-- paused queues left out: the first row of each priority level of each pair.
 -- (Subtracting epochs, not timestamps: a row written by hand may hold +-infinity there.)
 SELECT (extract(epoch FROM min(first.blocked_till)) - extract(epoch FROM asynqpg_now()))::float8
-FROM unnest(%(types)b::text[]) AS w(type)
+FROM unnest(%(queues)b::text[], %(types)b::text[]) AS w(queue, type)
+CROSS JOIN generate_series(5, -5, -1) AS p(priority)
 CROSS JOIN LATERAL (
     SELECT t.blocked_till FROM asynqpg_tasks t
-    WHERE t.type = w.type AND t.status IN ('pending', 'running')
+    WHERE t.queue = w.queue AND t.type = w.type AND t.priority = p.priority
+      AND t.status IN ('pending', 'running')
     ORDER BY t.blocked_till LIMIT 1
 ) AS first
+WHERE NOT EXISTS (SELECT 1 FROM asynqpg_queues q WHERE q.name = w.queue AND q.paused)
 
 -- name: queue_depth
 -- For the queue gauges (read-only, sampled every few seconds): per type, the pending tasks

@@ -1,0 +1,98 @@
+"""Which rows a `FakeDatabase` claim takes: the claim statement's choice, in memory (pure).
+
+The reference is the ``claim`` statement in ``_pg/sql/tasks.sql``: per (queue, type) pair of
+the plan, paused queues left out, the due rows (pending, or running with an expired lease),
+larger priority first, then oldest ``blocked_till``, id as tie-breaker, up to the pair's
+number; then, over all pairs, per type and per capped queue only the most urgent rows up to
+the consumer's room, and per cluster-wide limit only as many as it allows now.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .._core._row import TaskStatus
+
+if TYPE_CHECKING:
+    from .._core._pacing import ClaimPlan
+    from ._stored import Record
+
+__all__ = ["FakeLimit", "choose"]
+
+_WORKING = (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+
+@dataclass(slots=True)
+class FakeLimit:
+    """A cluster-wide limit of a fake database (see `FakeDatabase.set_limit`)."""
+
+    max_running: int | None = None
+    rate: int | None = None
+    period: float | None = None
+    burst: int | None = None
+    tokens: float = 0.0
+    refilled_at: float = 0.0
+
+    def allowance(self, running: int, now: float) -> float:
+        """How many starts the limit allows now (refilling the bucket first)."""
+        allowed = math.inf
+        if self.max_running is not None:
+            allowed = self.max_running - running
+        if self.rate is not None and self.period is not None and self.burst is not None:
+            elapsed = max(now - self.refilled_at, 0.0)
+            self.tokens = min(float(self.burst), self.tokens + elapsed * self.rate / self.period)
+            self.refilled_at = now
+            allowed = min(allowed, math.floor(self.tokens))
+        return allowed
+
+
+def _urgency(record: Record) -> tuple[int, float, int]:
+    return (-record.priority, record.row.blocked_till, record.id)
+
+
+def choose(
+    records: Iterable[Record],
+    plan: ClaimPlan,
+    now: float,
+    paused: set[str],
+    limits: Mapping[tuple[str, str], FakeLimit],
+    running: Callable[[str, str], int],
+) -> list[Record]:
+    """The records a claim takes, most urgent first (limits' buckets are refilled, not
+    charged: the caller charges them for what it starts)."""
+    by_pair: dict[tuple[str, str], list[Record]] = {}
+    for record in records:
+        key = (record.queue, record.type)
+        if (
+            key in plan.pairs
+            and record.queue not in paused
+            and record.row.status in _WORKING
+            and record.row.blocked_till <= now
+        ):
+            by_pair.setdefault(key, []).append(record)
+    picked: list[Record] = []
+    for key, due in by_pair.items():
+        picked.extend(sorted(due, key=_urgency)[: plan.pairs[key]])
+    room: dict[tuple[str, str], float] = {("type", t): n for t, n in plan.type_room.items()}
+    room.update({("queue", q): n for q, n in plan.queue_room.items()})
+    for (scope, name), limit in limits.items():
+        if any(_in_scope(r, scope, name) for r in picked):
+            allowed = limit.allowance(running(scope, name), now)
+            room[(scope, name)] = min(room.get((scope, name), math.inf), allowed)
+    taken: dict[tuple[str, str], int] = {}
+    chosen: list[Record] = []
+    for record in sorted(picked, key=_urgency):
+        keys = (("type", record.type), ("queue", record.queue))
+        ranks = {k: taken.get(k, 0) + 1 for k in keys}
+        for k in keys:
+            taken[k] = ranks[k]
+        if all(ranks[k] <= room.get(k, math.inf) for k in keys):
+            chosen.append(record)
+    return chosen
+
+
+def _in_scope(record: Record, scope: str, name: str) -> bool:
+    return (record.queue if scope == "queue" else record.type) == name

@@ -1,0 +1,164 @@
+"""Named queues and priorities under load: the figures issue #18 asks for.
+
+- *Burn-down, one queue*: as the ``ours`` step (same settings), for the ratio in the same run.
+- *Burn-down, 10 queues*: the same N tasks spread round-robin over 10 queues with priorities
+  cycling through -5..5; each consumer process serves all 10 queues.
+- *Urgent latency*: `URGENT_BACKLOG` due priority-0 tasks, one consumer draining them; every
+  `URGENT_GAP` seconds a priority-5 task is enqueued and the time from just before its enqueue
+  to its handler's start is taken, in the same process.  Compare with the idle latency of the
+  ``ours`` step: an urgent task waits for one claim (its handler slot frees as the claim
+  before it is dispatched), not for the backlog.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import ours
+from .common import ConsumerGroup, analyze, counting_remaining, fresh_database, percentile
+
+if TYPE_CHECKING:
+    from .common import Signals
+
+__all__ = ["QUEUES", "run"]
+
+QUEUES = [f"q{i}" for i in range(10)]
+URGENT_BACKLOG = 100_000
+URGENT_COUNT = 50
+URGENT_GAP = 0.02
+
+
+def _enqueue_spread(dsn: str, n: int) -> None:
+    from asynqpg_trio import Producer, Task, open_pool
+
+    async def main() -> None:
+        async with open_pool(dsn, min_size=1, max_size=2) as pool:
+            producer = Producer(pool)
+            for start in range(0, n, ours.ENQUEUE_CHUNK):
+                size = min(ours.ENQUEUE_CHUNK, n - start)
+                await producer.enqueue_many(
+                    [
+                        Task(
+                            ours.TASK_TYPE,
+                            ours.PAYLOAD,
+                            queue=QUEUES[i % len(QUEUES)],
+                            priority=i % 11 - 5,
+                        )
+                        for i in range(start, start + size)
+                    ]
+                )
+
+    trio.run(main)
+
+
+def _child(signals: Signals, dsn: str) -> None:
+    try:
+        trio.run(_consume, signals, dsn)
+    except BaseException:
+        signals.failed()
+        raise
+
+
+async def _consume(signals: Signals, dsn: str) -> None:
+    from asynqpg_trio import Handler, open_consumer, open_pool
+
+    async def noop(task: Any) -> None:
+        signals.bump()
+
+    async with open_pool(dsn) as pool:
+        signals.ready()
+        await trio.to_thread.run_sync(signals.go.wait, 600.0)
+        if signals.stop.is_set():
+            return
+        async with open_consumer(
+            pool,
+            handlers={ours.TASK_TYPE: Handler(noop, workers=ours.WORKERS)},
+            prefetch=ours.BURN_PREFETCH,
+            batch_size=ours.BURN_BATCH,
+            batch_interval=ours.BURN_INTERVAL,
+            queues=QUEUES,
+        ):
+            await trio.to_thread.run_sync(signals.stop.wait, 600.0)
+
+
+def burn_down_queues(server: str, n: int) -> float:
+    """Tasks/s burning N tasks spread over 10 queues with mixed priorities."""
+    with fresh_database(server, "ours_queues") as dsn:
+        ours.setup(dsn)
+        _enqueue_spread(dsn, n)
+        analyze(dsn)
+        remaining, close = counting_remaining(
+            dsn, "SELECT count(*) FROM asynqpg_tasks WHERE status IN ('pending', 'running')"
+        )
+        try:
+            with ConsumerGroup(_child, [(dsn,)] * ours.PROCESSES) as group:
+                return n / group.run_to_empty(n, remaining, 300.0)
+        finally:
+            close()
+
+
+def burn_down_one_queue(server: str, n: int) -> float:
+    """Tasks/s of the ``ours`` burn-down (one queue, default priority), for the ratio."""
+    with fresh_database(server, "ours_onequeue") as dsn:
+        ours.setup(dsn)
+        ours.enqueue_batch(dsn, n)
+        analyze(dsn)
+        return ours.burn_down(dsn, n)
+
+
+def urgent_latency(server: str) -> tuple[float, float]:
+    """(p50, p99) ms from enqueue to start of priority-5 tasks behind a due backlog."""
+    from asynqpg_trio import Handler, Producer, Task, open_consumer, open_pool
+
+    with fresh_database(server, "ours_urgent") as dsn:
+        ours.setup(dsn)
+        ours.enqueue_batch(dsn, URGENT_BACKLOG)
+        analyze(dsn)
+
+        async def main() -> tuple[float, float]:
+            send, receive = trio.open_memory_channel[float](URGENT_COUNT + 1)
+
+            async def handle(task: Any) -> None:
+                if task.priority == 5:
+                    send.send_nowait(time.perf_counter())
+
+            latencies: list[float] = []
+            async with (
+                open_pool(dsn) as pool,
+                open_consumer(pool, handlers={ours.TASK_TYPE: Handler(handle, workers=50)}),
+            ):
+                producer = Producer(pool)
+                await trio.sleep(0.5)  # the consumer is busy with the backlog by now
+                for _ in range(URGENT_COUNT):
+                    before = time.perf_counter()
+                    await producer.enqueue(Task(ours.TASK_TYPE, ours.PAYLOAD, priority=5))
+                    with trio.fail_after(10):
+                        started = await receive.receive()
+                    latencies.append((started - before) * 1000.0)
+                    await trio.sleep(URGENT_GAP)
+            return percentile(latencies, 50), percentile(latencies, 99)
+
+        return trio.run(main)
+
+
+def run(server: str, n: int, log: Any) -> dict[str, Any]:
+    """Every figure of this step, logged as it comes."""
+    out: dict[str, Any] = {"n": n, "queues": len(QUEUES), "urgent_backlog": URGENT_BACKLOG}
+    out["one_queue_per_s"] = burn_down_one_queue(server, n)
+    log(f"queues: burn-down, one queue {out['one_queue_per_s']:,.0f} tasks/s")
+    out["ten_queues_per_s"] = burn_down_queues(server, n)
+    out["ten_over_one"] = out["ten_queues_per_s"] / out["one_queue_per_s"]
+    log(
+        f"queues: burn-down, 10 queues, mixed priorities {out['ten_queues_per_s']:,.0f} tasks/s"
+        f" ({out['ten_over_one']:.2f}x one queue)"
+    )
+    p50, p99 = urgent_latency(server)
+    out["urgent_p50_ms"], out["urgent_p99_ms"] = p50, p99
+    log(
+        f"queues: priority-5 task behind {URGENT_BACKLOG:,} due ones:"
+        f" p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    )
+    return out
