@@ -161,7 +161,7 @@ async def instance(
             try:
                 with scope:
                     await run_maintenance(
-                        pool,
+                        PgMaintenance(pool),
                         client_id=client_id,
                         config=config,
                         stats=stats,
@@ -233,7 +233,7 @@ def test_client_id_validation() -> None:
 
 async def test_run_maintenance_rejects_bad_client_id(pool: Pool) -> None:
     with pytest.raises(ConfigurationError, match="at most 127"):
-        await run_maintenance(pool, client_id="x" * 128, config=FAST)
+        await run_maintenance(PgMaintenance(pool), client_id="x" * 128, config=FAST)
     assert pool.statistics().checkouts == 0
 
 
@@ -460,7 +460,13 @@ async def test_one_leader_among_three(dsn: str, sync_conn: SyncConn) -> None:
     ):
         for name, pool in zip(everyone, (pa, pb, pc), strict=True):  # all campaign at once
             tg.start_soon(
-                partial(run_maintenance, pool, client_id=name, config=FAST, stats=everyone[name])
+                partial(
+                    run_maintenance,
+                    PgMaintenance(pool),
+                    client_id=name,
+                    config=FAST,
+                    stats=everyone[name],
+                )
             )
         await wait_until(
             lambda: sum(s.is_leader for s in everyone.values()) == 1, timeout=2, what="a leader"
@@ -502,11 +508,12 @@ import trio
 from asynqpg_trio import open_pool
 from asynqpg_trio import MaintenanceConfig
 from asynqpg_trio._maintenance._run import run_maintenance
+from asynqpg_trio._pg._maintenance_repo import PgMaintenance
 
 async def main():
     config = MaintenanceConfig(ttl=2, renew_interval=0.5, janitor_interval=60, cleaner_interval=60)
     async with open_pool(sys.argv[1], min_size=0, max_size=4) as pool:
-        await run_maintenance(pool, client_id="victim", config=config)
+        await run_maintenance(PgMaintenance(pool), client_id="victim", config=config)
 
 trio.run(main)
 """

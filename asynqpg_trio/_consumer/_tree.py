@@ -54,6 +54,7 @@ from anyio.abc import TaskStatus
 from .._core._batching import Outcome
 from .._core._book import Lease, LeaseBook
 from .._maintenance._run import run_maintenance
+from .._pg._maintenance_repo import PgMaintenance
 from ._completer import Completer
 from ._detached import Detached
 from ._fetcher import run_fetcher
@@ -140,7 +141,7 @@ async def serve_tree(
                 services.start_soon(
                     functools.partial(
                         run_maintenance,
-                        p.pool,
+                        PgMaintenance(p.pool),
                         client_id=config.consumer_id,
                         config=p.maintenance,
                         retry_policy=p.policy,

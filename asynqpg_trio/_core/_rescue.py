@@ -22,7 +22,14 @@ if TYPE_CHECKING:
 
     from ._retry import RetryPolicy
 
-__all__ = ["MAX_RESCUE_DELAY", "ExpiredLease", "RescuePlan", "charged", "plan_rescue"]
+__all__ = [
+    "MAX_RESCUE_DELAY",
+    "ExpiredLease",
+    "RescueBatch",
+    "RescuePlan",
+    "charged",
+    "plan_rescue",
+]
 
 #: The longest back-off a rescue applies, whatever the policy says (one year).
 MAX_RESCUE_DELAY = 366 * 86400.0
@@ -48,6 +55,21 @@ class RescuePlan:
     statuses: tuple[str, ...]
     delays: tuple[float, ...]
     messages: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RescueBatch:
+    """What one rescue batch found and did (the maintenance repository's ``rescue_batch``).
+
+    Attributes:
+        locked: expired leases the batch locked (fewer than asked: the backlog is worked off).
+        rescued: tasks put back to pending (a retry is due after the back-off).
+        failed: tasks failed because no attempt was left.
+    """
+
+    locked: int
+    rescued: int
+    failed: int
 
 
 def charged(row: ExpiredLease) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The consumer's data edge: the frozen rows the tasks repository returns, and its Protocol.
+"""The data edge as the actors see it: the repositories' Protocols and the rows they return.
 
 Theory of operation
 -------------------
@@ -10,12 +10,17 @@ once per batch or per notification.
 
 `TasksRepository` is what the consumer's actors use of the repository: the fetcher, the
 completer, the lease keeper, the listener and the queue sampler each call a few of its methods.
-Each method checks out its own connection.  Pure: no I/O library is imported here.
+`MaintenanceRepository` is what the elector, the janitor and the cleaner use of the
+maintenance repository (``_pg/_maintenance_repo.py``, `PgMaintenance`): election, resignation,
+rescue and clean, every write fenced on the leader row.  Each method of either checks out its
+own connection.  `FakeDatabase` (``asynqpg_trio.testing``) implements both in memory, and the
+contract suite (``tests/contract``) holds it to what PostgreSQL does.  Pure: no I/O library is
+imported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +28,16 @@ from typing import Any, NamedTuple, Protocol
 
 from ._batching import FlushPlan
 from ._pacing import ClaimPlan
+from ._rescue import ExpiredLease, RescueBatch, RescuePlan
 
-__all__ = ["ClaimedTask", "LostLease", "Notice", "QueueDepth", "TasksRepository"]
+__all__ = [
+    "ClaimedTask",
+    "LostLease",
+    "MaintenanceRepository",
+    "Notice",
+    "QueueDepth",
+    "TasksRepository",
+]
 
 
 class ClaimedTask(NamedTuple):
@@ -129,4 +142,54 @@ class TasksRepository(Protocol):
     def notifications(self) -> AbstractAsyncContextManager[AsyncIterator[Notice]]:
         """A dedicated connection LISTENing for wake-ups and cancels: entered once LISTEN is
         in effect; iterate it for notices."""
+        ...
+
+
+class MaintenanceRepository(Protocol):
+    """What the elector, the janitor and the cleaner need of the database.
+
+    Every write is fenced on the leader row: it happens only while ``me`` holds an unexpired
+    lease on ``group``, so a caller that lost the leadership without knowing it changes nothing.
+    """
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connections are gone (the owner closed the pool)."""
+        ...
+
+    async def elect(self, group: str, me: str, ttl: float) -> float | None:
+        """Try once to win or renew the lease of ``group`` for ``ttl`` seconds.
+
+        Returns:
+            The `anyio.current_time` reading taken just before the statement was sent, when
+            ``me`` leads afterwards; None when another instance holds the lease.
+        """
+        ...
+
+    async def resign(self, group: str, me: str) -> bool:
+        """Give the lease up (if held) and NOTIFY the followers; return whether it was held."""
+        ...
+
+    def resignations(self, group: str) -> AbstractAsyncContextManager[AsyncIterator[None]]:
+        """An async context manager listening (on a connection of its own) for resignations
+        in ``group``: once entered, LISTEN is in effect; it yields an iterator that yields
+        once per resignation."""
+        ...
+
+    async def rescue_batch(
+        self,
+        group: str,
+        me: str,
+        batch_size: int,
+        decide: Callable[[Sequence[ExpiredLease]], RescuePlan],
+        idle_timeout: float | None,
+    ) -> RescueBatch:
+        """Lock up to ``batch_size`` expired leases, ``decide`` their fate, write it."""
+        ...
+
+    async def clean_batch(
+        self, group: str, me: str, status: str, retention: float, batch_size: int
+    ) -> int:
+        """Delete up to ``batch_size`` tasks of ``status`` finalized longer than ``retention``
+        seconds ago; return how many."""
         ...

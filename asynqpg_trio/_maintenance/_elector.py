@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from .._pg._maintenance_repo import MaintenanceRepository
+    from .._core._rows import MaintenanceRepository
 
 __all__ = ["MAX_CLIENT_ID_LENGTH", "SAFETY_FRACTION", "Elector", "LeaderCounters"]
 

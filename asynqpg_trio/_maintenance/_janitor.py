@@ -5,7 +5,8 @@ Theory of operation
 Both jobs run only on the leader (`_maintenance` calls them once per interval while this
 instance holds the lease) and every write is fenced in SQL on the leader row, so a janitor
 that lost the leadership without knowing it changes nothing.  They run no SQL themselves: the
-statements are the maintenance repository's (`_pg._maintenance_repo`).
+statements are the maintenance repository's (a `MaintenanceRepository`: `PgMaintenance` on
+PostgreSQL, `FakeDatabase` in the unit tests).
 
 *Rescue* (design.md, event ``rescue``): a task is ``running`` with ``blocked_till`` not after now
 when the consumer holding it stopped renewing its lease (crashed, hung, or partitioned away).
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .._core._retry import RetryPolicy
-    from .._pg._maintenance_repo import MaintenanceRepository
+    from .._core._rows import MaintenanceRepository
 
 __all__ = ["FINAL_STATUSES", "RescueResult", "clean_finalized", "rescue_expired"]
 

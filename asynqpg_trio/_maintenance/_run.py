@@ -28,7 +28,6 @@ import anyio
 import psycopg
 
 from .._core._policies import DefaultRetryPolicy
-from .._pg._maintenance_repo import PgMaintenance
 from ._config import MaintenanceStats
 from ._elector import Elector, validate_client_id
 from ._janitor import clean_finalized, rescue_expired
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from .._core._retry import RetryPolicy
-    from .._pg._pool import Pool
+    from .._core._rows import MaintenanceRepository
     from ._config import MaintenanceConfig
 
 __all__ = ["run_maintenance"]
@@ -48,7 +47,7 @@ logger = logging.getLogger("asynqpg_trio.maintenance")
 
 
 async def run_maintenance(
-    pool: Pool,
+    repo: MaintenanceRepository,
     *,
     client_id: str,
     config: MaintenanceConfig,
@@ -62,9 +61,10 @@ async def run_maintenance(
     election has been tried (the LISTEN connection for resignations is set up by then).
 
     Args:
-        pool: connection pool on the queue's database.  Up to three connections are checked
-            out at once (election, janitor, cleaner); one more, for LISTEN, is opened with
-            `Pool.connect` and closed on exit.
+        repo: where the election, rescue and clean statements run: ``PgMaintenance(pool)``
+            on the queue's database (up to three of the pool's connections are checked out at
+            once, for the election, the janitor and the cleaner; one more, for LISTEN, is
+            opened with `Pool.connect` and closed on exit), or a `FakeDatabase` in tests.
         client_id: this instance's id, unique in the group (non-empty, < 128 characters);
             also the name the janitor signs rescue messages with.
         config: the election and maintenance settings.
@@ -82,7 +82,6 @@ async def run_maintenance(
     case its lease expires within ``config.ttl`` seconds.
     """
     me = validate_client_id(client_id)
-    repo = PgMaintenance(pool)
     policy: RetryPolicy = retry_policy if retry_policy is not None else DefaultRetryPolicy()
     counters = stats if stats is not None else MaintenanceStats()
     retentions = {

@@ -5,7 +5,8 @@ Theory of operation
 Every query lives in ``_pg/sql/maintenance.sql`` (loaded by the one loader, `_sql.load`); this
 module binds parameters, checks out its own connections and turns rows into frozen values, so
 the elector, the janitor and the cleaner (``_maintenance/``) run no SQL and hold no connection.
-`MaintenanceRepository` is the part of it they use; `PgMaintenance` implements it on a `Pool`.
+`PgMaintenance` implements, on a `Pool`, the part of it they use: the `MaintenanceRepository`
+Protocol (``_core/_rows.py``, beside the tasks repository's).
 
 Every write is fenced in SQL on the leader row (see the SQL file): a caller that lost the
 leadership without knowing it changes nothing.  Rescue is decide-in-Python: `rescue_batch`
@@ -21,29 +22,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
-from .._core._rescue import ExpiredLease
+from .._core._rescue import ExpiredLease, RescueBatch
 from ._sql import load
 from ._tasks_repo import bounded_transaction
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from contextlib import AbstractAsyncContextManager
 
     from .._core._rescue import RescuePlan
     from ._conn import Connection
     from ._pool import Pool
 
-__all__ = [
-    "QUERIES",
-    "MaintenanceQueries",
-    "MaintenanceRepository",
-    "PgMaintenance",
-    "RescueBatch",
-]
+__all__ = ["QUERIES", "MaintenanceQueries", "PgMaintenance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,67 +54,6 @@ class MaintenanceQueries:
 
 #: The loaded maintenance statements.
 QUERIES: MaintenanceQueries = load(MaintenanceQueries, "maintenance.sql")
-
-
-@dataclass(frozen=True, slots=True)
-class RescueBatch:
-    """What one rescue batch found and did.
-
-    Attributes:
-        locked: expired leases the batch locked (fewer than asked: the backlog is worked off).
-        rescued: tasks put back to pending (a retry is due after the back-off).
-        failed: tasks failed because no attempt was left.
-    """
-
-    locked: int
-    rescued: int
-    failed: int
-
-
-class MaintenanceRepository(Protocol):
-    """What the elector, the janitor and the cleaner need of the database."""
-
-    @property
-    def closed(self) -> bool:
-        """Whether the connections are gone (the owner closed the pool)."""
-        ...
-
-    async def elect(self, group: str, me: str, ttl: float) -> float | None:
-        """Try once to win or renew the lease of ``group`` for ``ttl`` seconds.
-
-        Returns:
-            The `anyio.current_time` reading taken just before the statement was sent, when
-            ``me`` leads afterwards; None when another instance holds the lease.
-        """
-        ...
-
-    async def resign(self, group: str, me: str) -> bool:
-        """Give the lease up (if held) and NOTIFY the followers; return whether it was held."""
-        ...
-
-    def resignations(self, group: str) -> AbstractAsyncContextManager[AsyncIterator[None]]:
-        """An async context manager listening (on a connection of its own) for resignations
-        in ``group``: once entered, LISTEN is in effect; it yields an iterator that yields
-        once per resignation."""
-        ...
-
-    async def rescue_batch(
-        self,
-        group: str,
-        me: str,
-        batch_size: int,
-        decide: Callable[[Sequence[ExpiredLease]], RescuePlan],
-        idle_timeout: float | None,
-    ) -> RescueBatch:
-        """Lock up to ``batch_size`` expired leases, ``decide`` their fate, write it."""
-        ...
-
-    async def clean_batch(
-        self, group: str, me: str, status: str, retention: float, batch_size: int
-    ) -> int:
-        """Delete up to ``batch_size`` tasks of ``status`` finalized longer than ``retention``
-        seconds ago; return how many."""
-        ...
 
 
 @final

@@ -1,22 +1,19 @@
-"""`FakeDatabase`: the consumer's tasks repository in memory, for tests without PostgreSQL.
+"""`FakeDatabase`: the consumer's repositories in memory, for tests without PostgreSQL.
 
 Theory of operation
 -------------------
-The fake holds one record per task: the `TaskRow` the state table reads and writes, plus the
-columns it does not model (type, payload, messages, lease owner, timestamps).  Every change of
-a row goes through the state table's applier (`_core._state.apply`), so the fake refuses what
-the table refuses: a non-fenced event with no rule raises `IllegalTransition`, and a fenced
-event (a lease holder's write) whose token is stale, or whose row is no longer running, is a
-no-op, as its ``UPDATE ... WHERE lease_token = %(token)s`` is in SQL.  The SQL statements in
-``_pg/sql/tasks.sql`` are the reference: the contract suite (``tests/contract``) runs the same
-tests against both, and where they differ the fake is wrong.
+`FakeDatabase` is the tasks repository the consumer's actors use, built on the maintenance
+repository (`FakeMaintenance`, ``_fake_maintenance.py``) and the tables under both
+(`FakeTable`, ``_table.py``, where every row change goes through the state table's applier).
+The SQL statements in ``_pg/sql/tasks.sql`` are the reference: the contract suite
+(``tests/contract``) runs the same tests against both, and where they differ the fake is wrong.
 
 Time is the injected ``clock`` (seconds; by default the event loop's, `anyio.current_time`, so
-Trio's ``autojump_clock`` drives lease expiry and delays); instant ``t`` is the datetime
-``epoch + t seconds``.  Every repository method is a checkpoint and then runs to completion
-without yielding, so it is atomic, like the one transaction it stands for; cancelled at the
-checkpoint, it changes nothing.  Notifications (a ready task enqueued or re-queued: a wake-up;
-a running task cancelled: a cancel with its id) go to every open `notifications` iterator.
+Trio's ``autojump_clock`` drives lease expiry and delays).  Every repository method is a
+checkpoint and then runs to completion without yielding, so it is atomic, like the one
+transaction it stands for; cancelled at the checkpoint, it changes nothing.  Notifications (a
+ready task enqueued or re-queued: a wake-up; a running task cancelled: a cancel with its id)
+go to every open `notifications` iterator.
 """
 
 from __future__ import annotations
@@ -24,41 +21,27 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .._core._batching import FlushPlan, OutcomeKind
 from .._core._errors import DuplicateTask, TaskNotFound
 from .._core._pacing import ClaimPlan
-from .._core._row import MESSAGES_KEPT, Effect, TaskStatus, TransitionParams
+from .._core._row import TaskStatus, TransitionParams
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from .._core._state import Event, apply, matching_rules
 from ._claiming import FakeLimit, choose
+from ._fake_maintenance import FakeMaintenance
 from ._stored import FakeTask, Record
+from ._table import EPOCH
 
 __all__ = ["EPOCH", "FakeDatabase"]
-
-#: The default ``epoch``: the datetime of instant 0 on the fake's clock.
-EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
 _NEW_CHANNEL: Final = "asynqpg_new"
 _CANCEL_CHANNEL: Final = "asynqpg_cancel"
 _WORKING: Final = (TaskStatus.PENDING, TaskStatus.RUNNING)
-#: The repository methods `FakeDatabase.fail_next` can make fail.
-_METHODS: Final = frozenset(
-    {
-        "claim",
-        "next_ready_in",
-        "write_outcomes",
-        "extend_leases",
-        "lost_leases",
-        "queue_depth",
-        "notifications",
-    }
-)
 
 #: The event each outcome kind's statement implements (fail, retry: their twins write alike).
 _EVENT_OF: Final[dict[OutcomeKind, Event]] = {
@@ -70,12 +53,14 @@ _EVENT_OF: Final[dict[OutcomeKind, Event]] = {
 }
 
 
-class FakeDatabase:
-    """An in-memory task table implementing the consumer's tasks repository.
+class FakeDatabase(FakeMaintenance):
+    """An in-memory task table implementing the consumer's tasks repository and the
+    maintenance repository (leader election, rescue of expired leases, cleaning).
 
-    Pass it where the consumer's actors take their repository; enqueue with `enqueue`, look
-    with `get` and `rows`, act as a client with `cancel`, `retry` and `delete`, and inject a
-    database error with `fail_next`.  See the module docstring for what it guarantees.
+    Pass it where the consumer's actors or its maintenance (the elector, the janitor and the
+    cleaner) take their repository; enqueue with `enqueue`, look with `get`, `rows` and
+    `leader`, act as a client with `cancel`, `retry` and `delete`, and inject a database error
+    with `fail_next`.  See the module docstrings for what it guarantees.
 
     Args:
         clock: Returns the database's current time in seconds; by default the event loop's
@@ -86,21 +71,11 @@ class FakeDatabase:
     def __init__(
         self, *, clock: Callable[[], float] = anyio.current_time, epoch: datetime = EPOCH
     ) -> None:
-        self._clock = clock
-        self._epoch = epoch
-        self._records: dict[int, Record] = {}
-        self._next_id = 1
-        self._next_token = 1
-        self._listeners: list[MemoryObjectSendStream[Notice]] = []
-        self._failures: dict[str, BaseException] = {}
+        super().__init__(clock=clock, epoch=epoch)
         self._paused: set[str] = set()
         self._limits: dict[tuple[str, str], FakeLimit] = {}
 
     # -- test helpers (synchronous, no checkpoint) ------------------------------------------
-
-    def now(self) -> float:
-        """The database's current time, read from the clock."""
-        return self._clock()
 
     def enqueue(
         self,
@@ -213,19 +188,6 @@ class FakeDatabase:
         self._limits[(scope, name)] = FakeLimit(
             max_running, starts, period, full, float(full or 0), self.now()
         )
-
-    def notify(self, channel: str, payload: str) -> None:
-        """Send a notification to every open `notifications` iterator."""
-        for send in list(self._listeners):
-            send.send_nowait(Notice(channel, payload))
-
-    def fail_next(self, method: str, error: BaseException) -> None:
-        """Make the next call of the repository method ``method`` (``"claim"``,
-        ``"write_outcomes"``, ...) raise ``error`` after its checkpoint, changing nothing; for
-        ``"notifications"``, entering it raises."""
-        if method not in _METHODS:
-            raise ValueError(f"not a repository method: {method!r} (one of {sorted(_METHODS)})")
-        self._failures[method] = error
 
     # -- the TasksRepository ----------------------------------------------------------------
 
@@ -382,44 +344,6 @@ class FakeDatabase:
 
     # -- internals --------------------------------------------------------------------------
 
-    async def _enter(self, method: str) -> None:
-        await anyio.lowlevel.checkpoint()
-        error = self._failures.pop(method, None)
-        if error is not None:
-            raise error
-
-    def _transition(
-        self,
-        record: Record | None,
-        event: Event,
-        params: TransitionParams,
-        *,
-        message: str | None = None,
-        owner: str | None = None,
-    ) -> bool:
-        """Apply ``event`` through the state table; return whether a rule applied (False:
-        a fenced event that changed nothing).  Raises `IllegalTransition` as the table says."""
-        row = None if record is None else record.row
-        new = apply(row, event, params)  # raises for an illegal non-fenced event
-        rules = matching_rules(row, event, params)
-        if not rules:
-            return False
-        assert record is not None  # only enqueue creates, and it does not come here
-        if new is None:
-            del self._records[record.id]
-            return True
-        effects = rules[0].effects
-        if Effect.MESSAGE in effects:
-            text = "" if message is None else message
-            record.messages = [*record.messages, text][-MESSAGES_KEPT:]
-        if Effect.TAKE_LEASE in effects:
-            record.lease_owner = owner
-            record.attempted_at = params.now
-        elif Effect.CLEAR_LEASE in effects:
-            record.lease_owner = None
-        record.row = new
-        return True
-
     def _claimed(self, record: Record, *, taken_over: bool) -> ClaimedTask:
         row = record.row
         return ClaimedTask(
@@ -439,6 +363,3 @@ class FakeDatabase:
             record.queue,
             record.priority,
         )
-
-    def _datetime(self, at: float) -> datetime:
-        return self._epoch + timedelta(seconds=at)

@@ -1,4 +1,5 @@
-"""The rows of a `FakeDatabase`: the stored record, and the snapshot tests read (`FakeTask`)."""
+"""The rows of a `FakeDatabase`: the stored task record, the snapshot tests read (`FakeTask`),
+and a leadership lease (`Leader`, a row of ``asynqpg_leader``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from .._core._row import TaskRow, TaskStatus
 
-__all__ = ["FakeTask", "Record"]
+__all__ = ["FakeTask", "Leader", "Record"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +92,18 @@ class Record:
             self.queue,
             self.priority,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Leader:
+    """One group's leadership lease, as a row of ``asynqpg_leader`` holds it (fake's clock).
+
+    Attributes:
+        leader_id: The instance holding it.
+        elected_at: When that instance won it (kept on renewal).
+        expires_at: When it lapses unless renewed; live while the clock reads less.
+    """
+
+    leader_id: str
+    elected_at: float
+    expires_at: float

@@ -1,12 +1,15 @@
 """The contract suite's backends: the same tests run against `FakeDatabase` and PostgreSQL.
 
-A backend is a tasks repository (``backend.tasks``, what the consumer's actors call) plus what
-a test needs around it: enqueue, a client's cancel, a clock it can move, and a view of one row
-that reads the same on both (times relative to the backend's now).
+A backend is a tasks repository (``backend.tasks``, what the consumer's actors call) and a
+maintenance repository (``backend.maintenance``, what the elector, the janitor and the cleaner
+call) plus what a test needs around them: enqueue, a client's cancel, a clock it can move, a
+view of one row that reads the same on both (times relative to the backend's now), and who
+leads a group.
 
 * ``fake``: `FakeDatabase` on a clock that moves only when the test says so.
-* ``pg``: `PgTasks` on a fresh database, through a one-connection pool whose session setting
-  ``asynqpg.clock_offset`` shifts ``asynqpg_now()``; moving the clock adds to it.  The server's
+* ``pg``: `PgTasks` and `PgMaintenance` on a fresh database, through a one-connection pool
+  whose session setting ``asynqpg.clock_offset`` shifts ``asynqpg_now()``; moving the clock
+  adds to it (LISTEN takes a connection of its own, whose clock does not matter).  The server's
   clock also runs on in real time (milliseconds per test), hence the tolerance of `approx`.
   Enqueue and cancel go through the public `Producer` and `Client`.
 
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 from asynqpg_trio import Client, Producer, Task, open_pool
+from asynqpg_trio._pg._maintenance_repo import PgMaintenance
 from asynqpg_trio._pg._tasks_repo import PgTasks
 from asynqpg_trio.testing import FakeDatabase
 
@@ -28,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from asynqpg_trio import Pool
-    from asynqpg_trio._core._rows import TasksRepository
+    from asynqpg_trio._core._rows import MaintenanceRepository, TasksRepository
 
 #: How far a PostgreSQL time may drift from the expected one within a test (seconds).
 TOLERANCE = 1.0
@@ -58,10 +62,11 @@ class View:
 
 
 class Backend(Protocol):
-    """A tasks repository under test, and the test's handles on it."""
+    """The repositories under test, and the test's handles on them."""
 
     name: str
     tasks: TasksRepository
+    maintenance: MaintenanceRepository
 
     async def enqueue(self, task_type: str = "t", *, delay: float = 0.0, max_retry: int = 3) -> int:
         """Enqueue a task as a producer does; return its id."""
@@ -79,6 +84,10 @@ class Backend(Protocol):
         """The row now (None: no such row)."""
         ...
 
+    async def leader(self, group: str) -> str | None:
+        """Who holds an unexpired lease on ``group`` now (None: nobody)."""
+        ...
+
 
 class FakeBackend:
     """`FakeDatabase` on a manual clock."""
@@ -89,6 +98,7 @@ class FakeBackend:
         self.now = 1000.0
         self.db = FakeDatabase(clock=lambda: self.now)
         self.tasks: TasksRepository = self.db
+        self.maintenance: MaintenanceRepository = self.db
 
     async def enqueue(self, task_type: str = "t", *, delay: float = 0.0, max_retry: int = 3) -> int:
         return self.db.enqueue(task_type, delay=delay, max_retry=max_retry)
@@ -115,6 +125,9 @@ class FakeBackend:
             t.finalized_at is not None,
         )
 
+    async def leader(self, group: str) -> str | None:
+        return self.db.leader(group)
+
 
 READ_VIEW = """
     SELECT status, attempts_left, attempts_elapsed, messages, lease_token IS NOT NULL,
@@ -123,10 +136,14 @@ READ_VIEW = """
     FROM asynqpg_tasks WHERE id = %(id)s
 """
 SET_OFFSET = "SELECT set_config('asynqpg.clock_offset', %(offset)s, false)"
+READ_LEADER = """
+    SELECT leader_id FROM asynqpg_leader WHERE name = %(group)s AND expires_at > asynqpg_now()
+"""
 
 
 class PgBackend:
-    """`PgTasks` on a one-connection pool whose session clock is shifted by ``offset``."""
+    """`PgTasks` and `PgMaintenance` on a one-connection pool whose session clock is shifted
+    by ``offset``."""
 
     name = "pg"
 
@@ -134,6 +151,7 @@ class PgBackend:
         self.pool = pool
         self.offset = 0.0
         self.tasks: TasksRepository = PgTasks(pool)
+        self.maintenance: MaintenanceRepository = PgMaintenance(pool)
         self.producer = Producer(pool)
         self.client = Client(pool)
 
@@ -156,6 +174,12 @@ class PgBackend:
             return None
         status, left, elapsed, messages, leased, owner, ready_in, finalized = row
         return View(status, left, elapsed, tuple(messages), leased, owner, ready_in, finalized)
+
+    async def leader(self, group: str) -> str | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(READ_LEADER, {"group": group})
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
 
 
 @pytest.fixture(params=["fake", "pg"])
