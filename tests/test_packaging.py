@@ -20,14 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 #: never edited, reformatted or re-encoded: moving them is fine, changing a byte is not.
 PINNED = {
     "0001_initial.sql": "b2c527ee2a0605320536bd0809237ed4e34592e201844056b72c46aeef0d573a",
+    "0002_schedules.sql": "8e2199083f3e80f4dce2c052ca0e9adb43653b2ba244e0c9752d484034ada5dc",
 }
 
 SQL_FILES = {
     "asynqpg_trio/_pg/sql/client.sql",
     "asynqpg_trio/_pg/sql/maintenance.sql",
+    "asynqpg_trio/_pg/sql/schedules.sql",
     "asynqpg_trio/_pg/sql/schema.sql",
     "asynqpg_trio/_pg/sql/tasks.sql",
     "asynqpg_trio/_pg/migrations/0001_initial.sql",
+    "asynqpg_trio/_pg/migrations/0002_schedules.sql",
 }
 
 
