@@ -17,11 +17,10 @@ from asynqpg_trio import ConfigurationError, Schedule, TaskInfo
 from asynqpg_trio._core._schedule import (
     MAX_CATCH_UP,
     check_schedules,
-    fired_at,
     fires_after,
     plan_fires,
-    token,
 )
+from asynqpg_trio._core._schedule_spec import token
 
 BERLIN = "Europe/Berlin"
 
@@ -189,10 +188,9 @@ def test_names_tokens_and_fire_times() -> None:
         == "asynqpg-schedule:report.daily cron 0 6 * * * Europe/Berlin@2026-03-29T04:00:00Z"
     )
     info = TaskInfo(1, "report.daily", b"x", token(daily, fire), 3, 0, fire, None, ())
-    assert fired_at(info) == fire
-    assert Schedule.__name__ == "Schedule"
+    assert Schedule.fire_time(info) == fire
     info.idempotency_token = "user-token"
-    assert fired_at(info) is None
+    assert Schedule.fire_time(info) is None
 
 
 def test_nicknames_are_what_they_stand_for() -> None:

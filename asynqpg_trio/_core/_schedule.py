@@ -29,24 +29,18 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from cronsim import CronSim
 
 from ._errors import ConfigurationError
 from ._schedule_spec import Schedule, cron_of, zone_of
 
-if TYPE_CHECKING:
-    from ._task import TaskInfo
-
 __all__ = [
     "MAX_CATCH_UP",
     "Plan",
     "check_schedules",
-    "fired_at",
     "fires_after",
     "plan_fires",
-    "token",
 ]
 
 #: The most missed fires ``catch_up="all"`` enqueues after downtime (the latest ones).
@@ -55,8 +49,6 @@ MAX_CATCH_UP = 100
 _KEPT = {"latest": 1, "skip": 0, "all": MAX_CATCH_UP}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
-_TOKEN_PREFIX = "asynqpg-schedule:"
-_TOKEN_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,23 +84,6 @@ def check_schedules(schedules: object) -> tuple[Schedule, ...]:
             )
         seen.add(schedule.name)
     return tuple(schedules)
-
-
-def token(schedule: Schedule, fire: datetime) -> str:
-    """The idempotency token of one fire: the same in every process, so the task table's
-    unique (type, token) index keeps one task per fire."""
-    return f"{_TOKEN_PREFIX}{schedule.name}@{fire.astimezone(UTC).strftime(_TOKEN_TIME)}"
-
-
-def fired_at(task: TaskInfo) -> datetime | None:
-    """The fire time a task enqueued by a schedule stands for (None for any other task)."""
-    text = task.idempotency_token
-    if text is None or not text.startswith(_TOKEN_PREFIX) or "@" not in text:
-        return None
-    try:
-        return datetime.strptime(text.rpartition("@")[2], _TOKEN_TIME).replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def _aware(moment: datetime, what: str) -> datetime:

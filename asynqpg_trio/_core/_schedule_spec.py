@@ -16,9 +16,17 @@ from cronsim import CronSim, CronSimError
 
 from ._checks import storable
 from ._errors import ConfigurationError, InvalidTask
-from ._task import MAX_ATTEMPTS, check_type
+from ._task import MAX_ATTEMPTS, TaskInfo, check_type
 
-__all__ = ["CATCH_UP_POLICIES", "MAX_NAME_LENGTH", "CatchUp", "Schedule", "cron_of", "zone_of"]
+__all__ = [
+    "CATCH_UP_POLICIES",
+    "MAX_NAME_LENGTH",
+    "CatchUp",
+    "Schedule",
+    "cron_of",
+    "token",
+    "zone_of",
+]
 
 #: What to do with fires missed while no consumer ran (see `Schedule`).
 CatchUp = Literal["latest", "skip", "all"]
@@ -35,6 +43,8 @@ _NICKNAMES = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+_TOKEN_PREFIX = "asynqpg-schedule:"
+_TOKEN_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +127,25 @@ class Schedule:
         if self.every is not None:
             return f"every {self.every // timedelta(seconds=1)}s"
         return f"cron {self.cron}"
+
+    @staticmethod
+    def fire_time(task: TaskInfo) -> datetime | None:
+        """The fire time (UTC) a task enqueued by a schedule stands for, read from its
+        idempotency token (``asynqpg-schedule:NAME@2026-03-29T04:00:00Z``); None for a task
+        no schedule enqueued."""
+        text = task.idempotency_token
+        if text is None or not text.startswith(_TOKEN_PREFIX) or "@" not in text:
+            return None
+        try:
+            return datetime.strptime(text.rpartition("@")[2], _TOKEN_TIME).replace(tzinfo=UTC)
+        except ValueError:
+            return None
+
+
+def token(schedule: Schedule, fire: datetime) -> str:
+    """The idempotency token of one fire: the same in every process, so the task table's
+    unique (type, token) index keeps one task per fire."""
+    return f"{_TOKEN_PREFIX}{schedule.name}@{fire.astimezone(UTC).strftime(_TOKEN_TIME)}"
 
 
 def zone_of(schedule: Schedule) -> tzinfo:

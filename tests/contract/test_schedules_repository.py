@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from asynqpg_trio import InvalidTask, Schedule, Task, open_pool
-from asynqpg_trio._core._schedule import token
 from asynqpg_trio._core._schedule_rows import FireRecord, ScheduleRow, record_for
+from asynqpg_trio._core._schedule_spec import token
 from asynqpg_trio._pg._schedules_repo import PgSchedules, list_schedules
 from asynqpg_trio.testing import FakeDatabase
 from asynqpg_trio.testing._schedules import FakeSchedules
