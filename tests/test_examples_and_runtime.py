@@ -47,6 +47,13 @@ def test_periodic_example(dsn: str) -> None:
     assert names == [("heartbeat every 2s",), ("report.daily cron 0 6 * * * Europe/Berlin",)]
 
 
+def test_periodic_tasks_in_the_readme_are_the_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Periodic tasks\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block == (ROOT / "examples" / "periodic.py").read_text()
+
+
 def test_quickstart_in_the_readme_is_the_example() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Quick start\n", 1)[1].split("\n## ", 1)[0]
