@@ -13,7 +13,7 @@ A schedule's fires are one fixed set of instants (UTC datetimes), the same in ev
   time, like Debian cron's "wildcard" jobs: nothing inside the skipped hour, and both passes
   of the repeated one (two instants an hour apart: ``0 * * * *`` stays hourly).
 
-`plan_fires` splits the fires of (cursor, now] in two.  Those at most ``grace`` seconds old
+`plan_fires` splits the fires of (cursor, now] in two.  Those less than ``grace`` seconds old
 are *on time* and always enqueued (a running scheduler passes a grace, so a late wake-up
 loses nothing); older ones are *missed* (nobody was running at their time) and the schedule's
 catch-up policy keeps the latest one (``"latest"``), none (``"skip"``) or the latest
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: The most missed fires ``catch_up="all"`` enqueues after downtime (the latest ones).
-MAX_CATCH_UP = 100
+MAX_CATCH_UP = Schedule.MAX_CATCH_UP
 #: How many missed fires each policy keeps.
 _KEPT = {"latest": 1, "skip": 0, "all": MAX_CATCH_UP}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -146,7 +146,7 @@ def _last(schedule: Schedule, after: datetime, until: datetime, n: int) -> list[
 def plan_fires(schedule: Schedule, after: datetime, now: datetime, *, grace: float = 0.0) -> Plan:
     """The fires in (after, now] to enqueue, and the next fire after ``now``.
 
-    A fire at most ``grace`` seconds before ``now`` is on time and always enqueued; older
+    A fire less than ``grace`` seconds before ``now`` is on time and always enqueued; older
     ones are missed, and ``schedule.catch_up`` says which of them are enqueued: the latest
     (``"latest"``), none (``"skip"``) or the latest `MAX_CATCH_UP` (``"all"``).
 

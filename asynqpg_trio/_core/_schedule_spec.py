@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Literal
+from typing import ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -71,12 +71,15 @@ class Schedule:
             name are running the same schedule.
         catch_up: fires missed while no consumer ran (found at start from the last fire
             stored): ``"latest"`` (default) enqueues the latest of them only, ``"skip"`` none,
-            ``"all"`` each of them up to the latest 100 (``MAX_CATCH_UP``).
+            ``"all"`` each of them up to the latest 100 (`Schedule.MAX_CATCH_UP`).
         max_retry: how many times each task may run in all (default: 3, the producer's).
 
     Raises:
         ConfigurationError: a value is invalid (the message says which and why).
     """
+
+    #: The most missed fires ``catch_up="all"`` enqueues after downtime (the latest ones).
+    MAX_CATCH_UP: ClassVar[int] = 100
 
     type: str
     cron: str | None = field(default=None, kw_only=True)
