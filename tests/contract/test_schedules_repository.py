@@ -92,7 +92,7 @@ class PgBackend(Backend):
 
 
 @pytest.fixture(params=["fake", "pg"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+async def schedules_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "fake":
         yield FakeBackend()
         return
@@ -121,26 +121,28 @@ def record(last: datetime | None, next_fire: datetime | None, **changes: Any) ->
     return replace(record_for(SCHEDULE, last, next_fire), **changes)
 
 
-async def test_a_fire_is_enqueued_once_whoever_fires_it(backend: Backend) -> None:
-    first = await backend.repo.fire(
+async def test_a_fire_is_enqueued_once_whoever_fires_it(schedules_backend: Backend) -> None:
+    first = await schedules_backend.repo.fire(
         record(fires(2)[0], fires(3)[0]), tasks_for(*fires(1, 2)), trace=None
     )
     assert all(isinstance(i, int) for i in first)
     # Another consumer enqueues the same fires, and one more.
-    again = await backend.repo.fire(
+    again = await schedules_backend.repo.fire(
         record(fires(3)[0], fires(4)[0]), tasks_for(*fires(1, 2, 3)), trace=None
     )
     assert again[:2] == [None, None]
     assert isinstance(again[2], int)
-    stored = await backend.tasks()
+    stored = await schedules_backend.tasks()
     assert [t.token for t in stored] == [token(SCHEDULE, f) for f in fires(1, 2, 3)]
     assert {(t.type, t.payload, t.attempts_left) for t in stored} == {("report", b"p", 5)}
 
 
-async def test_the_row_is_written_with_the_fire(backend: Backend) -> None:
-    assert (await backend.repo.state([SCHEDULE.name])).last_fires == {}
-    await backend.repo.fire(record(None, fires(1)[0]), (), trace=None)  # the start: no fire
-    (row,) = await backend.rows()
+async def test_the_row_is_written_with_the_fire(schedules_backend: Backend) -> None:
+    assert (await schedules_backend.repo.state([SCHEDULE.name])).last_fires == {}
+    await schedules_backend.repo.fire(
+        record(None, fires(1)[0]), (), trace=None
+    )  # the start: no fire
+    (row,) = await schedules_backend.rows()
     assert (row.name, row.type, row.spec, row.timezone, row.catch_up) == (
         SCHEDULE.name,
         "report",
@@ -149,34 +151,40 @@ async def test_the_row_is_written_with_the_fire(backend: Backend) -> None:
         "latest",
     )
     assert (row.last_fire, row.next_fire) == (None, fires(1)[0])
-    assert (await backend.repo.state([SCHEDULE.name, "other"])).last_fires == {}
-    await backend.repo.fire(record(fires(1)[0], fires(2)[0]), tasks_for(*fires(1)), trace=None)
-    state = await backend.repo.state([SCHEDULE.name, "other"])
+    assert (await schedules_backend.repo.state([SCHEDULE.name, "other"])).last_fires == {}
+    await schedules_backend.repo.fire(
+        record(fires(1)[0], fires(2)[0]), tasks_for(*fires(1)), trace=None
+    )
+    state = await schedules_backend.repo.state([SCHEDULE.name, "other"])
     assert state.last_fires == {SCHEDULE.name: fires(1)[0]}
     assert state.now.tzinfo is not None
 
 
-async def test_the_last_and_next_fires_never_move_back(backend: Backend) -> None:
-    await backend.repo.fire(record(fires(5)[0], fires(6)[0]), tasks_for(*fires(5)), trace=None)
+async def test_the_last_and_next_fires_never_move_back(schedules_backend: Backend) -> None:
+    await schedules_backend.repo.fire(
+        record(fires(5)[0], fires(6)[0]), tasks_for(*fires(5)), trace=None
+    )
     # A consumer lagging behind records an older fire and an older next one.
-    await backend.repo.fire(record(fires(3)[0], fires(4)[0]), tasks_for(*fires(3)), trace=None)
-    (row,) = await backend.rows()
+    await schedules_backend.repo.fire(
+        record(fires(3)[0], fires(4)[0]), tasks_for(*fires(3)), trace=None
+    )
+    (row,) = await schedules_backend.rows()
     assert (row.last_fire, row.next_fire) == (fires(5)[0], fires(6)[0])
     # The schedule's spec changed under the same name: its next fire is the new one's.
-    await backend.repo.fire(record(None, fires(4)[0], spec="every 30s"), (), trace=None)
-    (row,) = await backend.rows()
+    await schedules_backend.repo.fire(record(None, fires(4)[0], spec="every 30s"), (), trace=None)
+    (row,) = await schedules_backend.rows()
     assert (row.spec, row.last_fire, row.next_fire) == ("every 30s", fires(5)[0], fires(4)[0])
 
 
-async def test_an_invalid_task_writes_nothing(backend: Backend) -> None:
+async def test_an_invalid_task_writes_nothing(schedules_backend: Backend) -> None:
     bad = [*tasks_for(*fires(1)), Task("", b"")]
     with pytest.raises(InvalidTask):
-        await backend.repo.fire(record(fires(1)[0], fires(2)[0]), bad, trace=None)
-    assert await backend.tasks() == []
-    assert await backend.rows() == []
+        await schedules_backend.repo.fire(record(fires(1)[0], fires(2)[0]), bad, trace=None)
+    assert await schedules_backend.tasks() == []
+    assert await schedules_backend.rows() == []
 
 
-async def test_the_default_max_retry_is_the_producers(backend: Backend) -> None:
+async def test_the_default_max_retry_is_the_producers(schedules_backend: Backend) -> None:
     task = Task("report", b"", idempotency_token="t")
-    await backend.repo.fire(record(fires(1)[0], None), [task], trace=None)
-    assert [t.attempts_left for t in await backend.tasks()] == [3]
+    await schedules_backend.repo.fire(record(fires(1)[0], None), [task], trace=None)
+    assert [t.attempts_left for t in await schedules_backend.tasks()] == [3]
