@@ -49,6 +49,7 @@ from ._core._records import ThroughputMinute as ThroughputMinute
 from ._core._records import TypeStats as TypeStats
 from ._core._retry import RetryPolicy as RetryPolicy
 from ._core._row import TaskStatus as TaskStatus
+from ._core._schedule_spec import Schedule as Schedule
 from ._core._task import Task as Task
 from ._core._task import TaskInfo as TaskInfo
 from ._core._version import __version__ as __version__
@@ -89,6 +90,7 @@ __all__ = (
     "SchemaError",
     "SchemaMissing",
     "SchemaTooNew",
+    "Schedule",
     "SkipRetry",
     "Task",
     "TaskAlreadyAvailable",

@@ -35,6 +35,25 @@ def test_anyio_example(dsn: str) -> None:
     assert proc.stdout.count("resized image") == 3
 
 
+def test_periodic_example(dsn: str) -> None:
+    proc = _run([sys.executable, "examples/periodic.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    beats = [line for line in proc.stdout.splitlines() if line.startswith("heartbeat of ")]
+    assert len(beats) >= 3
+    assert all(line.endswith(" UTC: ok") for line in beats)
+    assert proc.stdout.endswith("done: 3 heartbeats\n")
+    with psycopg.connect(dsn) as conn:
+        names = conn.execute("SELECT name FROM asynqpg_schedules ORDER BY name").fetchall()
+    assert names == [("heartbeat every 2s",), ("report.daily cron 0 6 * * * Europe/Berlin",)]
+
+
+def test_periodic_tasks_in_the_readme_are_the_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Periodic tasks\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block == (ROOT / "examples" / "periodic.py").read_text()
+
+
 def test_quickstart_in_the_readme_is_the_example() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Quick start\n", 1)[1].split("\n## ", 1)[0]

@@ -21,16 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PINNED = {
     "0001_initial.sql": "b2c527ee2a0605320536bd0809237ed4e34592e201844056b72c46aeef0d573a",
     "0002_queues.sql": "5a7c2f3ff4cb490e1adaa9d11e4ce02d9e7117bc2dc9a9407c263a07611472ce",
+    "0003_schedules.sql": "8e2199083f3e80f4dce2c052ca0e9adb43653b2ba244e0c9752d484034ada5dc",
 }
 
 SQL_FILES = {
     "asynqpg_trio/_pg/sql/client.sql",
     "asynqpg_trio/_pg/sql/maintenance.sql",
+    "asynqpg_trio/_pg/sql/schedules.sql",
     "asynqpg_trio/_pg/sql/schema.sql",
     "asynqpg_trio/_pg/sql/tasks.sql",
     "asynqpg_trio/_pg/sql/queues.sql",
     "asynqpg_trio/_pg/migrations/0001_initial.sql",
     "asynqpg_trio/_pg/migrations/0002_queues.sql",
+    "asynqpg_trio/_pg/migrations/0003_schedules.sql",
 }
 
 

@@ -95,6 +95,7 @@ def test_architecture_tree_names_every_actor() -> None:
         "run_sampler",
         "run_watchdog",
         "run_maintenance",
+        "scheduler.run",
         "completer.run",
         "run_worker",
         "run_fetcher",

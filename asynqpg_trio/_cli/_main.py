@@ -34,6 +34,7 @@ from .._core._errors import (
 from ._args import CommandError, Parser, UsageExit, common_options
 from ._commands import add_admin_commands, one_line
 from ._runtime import add_runtime_commands
+from ._schedules import add_schedule_commands
 from ._web import add_web_commands
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options(top=False)
     add_admin_commands(sub, common)
+    add_schedule_commands(sub, common)
     add_runtime_commands(sub, common)
     add_web_commands(sub, common)
     # Runtime commands (`worker`, `demo`, `dashboard`) are added here, each by a function like

@@ -2,7 +2,9 @@
 
 ``worker`` imports ATTR from MODULE: a mapping of task type -> `Handler` (or async function),
 or a function taking no arguments that returns either such a mapping or a dict of
-`open_consumer` keyword arguments (with ``handlers``).  Anything else (a handler function, an
+`open_consumer` keyword arguments (with ``handlers``).  ``--schedules MODULE:ATTR`` names a
+list of `Schedule` (or a function returning one) for the consumer to run (``schedules`` in
+such a dict does the same; giving both is an error).  Anything else (a handler function, an
 unknown `open_consumer` option) is a usage error, exit status 2.  Before the consumer starts,
 one connection checks the database and its schema within ``--connect-timeout`` (a refused
 connect is retried in that time, for a worker started with its database), so the usual
@@ -29,6 +31,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .._consumer._open import open_consumer
+from .._core._schedule import check_schedules
 from .._pg._server import DSN_ENV, embedded_server, resolve_dsn
 from ._args import CommandError, command
 from ._commands import checked_pool, one_line
@@ -44,7 +47,8 @@ _EXPECTED = (
 )
 
 
-def _load_target(spec: str) -> dict[str, Any]:
+def _resolve(spec: str) -> Any:
+    """The object MODULE:ATTR names (imported from the working directory too)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise CommandError(f"expected MODULE:ATTR, got {spec!r}", 2)
@@ -58,6 +62,11 @@ def _load_target(spec: str) -> dict[str, Any]:
         if not hasattr(target, part):
             raise CommandError(f"{module_name!r} has no attribute {attr!r}", 2)
         target = getattr(target, part)
+    return target
+
+
+def _load_target(spec: str) -> dict[str, Any]:
+    target = _resolve(spec)
     if callable(target) and not isinstance(target, Mapping):
         target = _call_factory(spec, target)
     if not isinstance(target, Mapping):
@@ -71,17 +80,30 @@ def _load_target(spec: str) -> dict[str, Any]:
     return options
 
 
-def _call_factory(spec: str, factory: Any) -> Any:
+def _load_schedules(spec: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the schedules ``--schedules MODULE:ATTR`` names."""
+    if "schedules" in options:
+        raise CommandError("schedules given twice: by --schedules and by the target's options", 2)
+    found = _resolve(spec)
+    expected = "a list of Schedule, or a function that takes no arguments and returns one"
+    if inspect.iscoroutinefunction(found):
+        raise CommandError(f"{spec} is an async function: expected {expected}", 2)
+    if callable(found):
+        found = _call_factory(spec, found, expected)
+    return {**options, "schedules": list(check_schedules(found))}  # checked before connecting
+
+
+def _call_factory(spec: str, factory: Any, expected: str = _EXPECTED) -> Any:
     if inspect.iscoroutinefunction(factory):
         raise CommandError(
-            f"{spec} is an async function (a handler?): expected {_EXPECTED}, "
+            f"{spec} is an async function (a handler?): expected {expected}, "
             f"like {{'task.type': {spec.partition(':')[2]}}}",
             2,
         )
     try:
         inspect.signature(factory).bind()
     except TypeError:
-        raise CommandError(f"{spec} needs arguments: expected {_EXPECTED}", 2) from None
+        raise CommandError(f"{spec} needs arguments: expected {expected}", 2) from None
     except ValueError:  # no signature to inspect (a builtin): just call it
         pass
     return factory()
@@ -125,6 +147,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     if dsn is None:
         raise CommandError(f"no database given: pass --dsn or set {DSN_ENV}", 2)
     options = _load_target(args.target)
+    if args.schedules is not None:
+        options = _load_schedules(args.schedules, options)
     return run_in_thread(_checked_worker, dsn, options, args)  # ends at the shutdown's bound
 
 
@@ -194,6 +218,13 @@ def add_runtime_commands(sub: Any, common: Any) -> None:
         metavar="MODULE:ATTR",
         help="a mapping of task type to handler, or a function returning one (or a dict of "
         "open_consumer options with 'handlers'), e.g. examples.worker_app:handlers",
+    )
+    p.add_argument(
+        "--schedules",
+        metavar="MODULE:ATTR",
+        default=None,
+        help="periodic tasks to run: a list of asynqpg_trio.Schedule, or a function "
+        "returning one, e.g. examples.periodic:schedules",
     )
     p.set_defaults(func=_run_worker)
     p = command(

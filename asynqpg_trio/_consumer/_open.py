@@ -37,11 +37,15 @@ from .._core._config import (
 from .._core._errors import ConfigurationError, ConsumerError
 from .._core._policies import DefaultRetryPolicy
 from .._core._retry import RetryPolicy
+from .._core._schedule import check_schedules
+from .._core._schedule_spec import Schedule
 from .._maintenance._config import MaintenanceConfig
 from .._pg._migrate import check_schema
 from .._pg._pool import Pool, owned_pool
+from .._pg._schedules_repo import PgSchedules
 from .._pg._tasks_repo import PgTasks
 from .._telemetry._telemetry import Telemetry
+from ._scheduler import Scheduler
 from ._tree import Parts, serve_tree
 
 if TYPE_CHECKING:
@@ -119,6 +123,7 @@ async def open_consumer(
     queue_metrics_interval: float | timedelta = 5.0,
     stall_threshold: float | timedelta | None = None,
     queues: Mapping[str, int | None] | Sequence[str] | None = None,
+    schedules: Sequence[Schedule] = (),
 ) -> AsyncIterator[Consumer]:
     """Process tasks while the block runs; shut down gracefully when it ends.
 
@@ -166,6 +171,8 @@ async def open_consumer(
             `Task.queue` is not set (and where every row a Go producer inserts lands).
             Paused queues (`Client.pause_queue`) are not claimed; cluster-wide limits
             (`Client.set_limit`) hold across every consumer.
+        schedules: periodic tasks (`Schedule`) this consumer enqueues, names distinct.  Run
+            them in as many consumers as you like: the database keeps one task per fire.
 
     Raises:
         ConfigurationError: a setting is invalid (before anything starts).
@@ -200,6 +207,7 @@ async def open_consumer(
         queues=queues,
     )
     maintenance_config = _maintenance_config(maintenance)
+    periodic = check_schedules(schedules)
     async with owned_pool(pool_or_dsn, max_size=6) as pool:
         parts = Parts(
             config=config,
@@ -210,6 +218,8 @@ async def open_consumer(
             telemetry=Telemetry(meter_provider, tracer_provider),
             maintenance=maintenance_config,
         )
+        if periodic:
+            parts.scheduler = Scheduler(periodic, PgSchedules(pool), parts.telemetry)
         consumer = Consumer(parts)
         body_error: BaseException | None = None
         try:

@@ -6,9 +6,9 @@ The nesting of `serve_tree`'s ``async with`` blocks is the start order, and thei
 the shutdown order:
 
 * *services*, outermost, start first and stop last: the listener (the tree reports started
-  once its LISTEN is in effect), the lease keeper, the queue sampler, the watchdog, and
-  maintenance when enabled.  Leases are renewed and remote cancels heard until every outcome
-  is written.
+  once its LISTEN is in effect), the lease keeper, the queue sampler, the watchdog,
+  maintenance when enabled, and the scheduler when the consumer has schedules.  Leases are
+  renewed and remote cancels heard until every outcome is written.
 * *completing*: the completer, which returns once every sender of the outcome channel has
   closed its end and everything is written (the final flush).
 * *the work*, innermost: the fetcher and, per task type, ``workers`` handler actors
@@ -62,6 +62,7 @@ from ._handlers import HandlerSettings, build_chain, run_worker
 from ._lease_keeper import run_lease_keeper
 from ._listener import serve_listener
 from ._sampler import run_sampler
+from ._scheduler import Scheduler
 from ._shared import Counters, StopControl, Stopping, Wakeup, supervise
 from ._watchdog import run_watchdog
 
@@ -98,6 +99,7 @@ class Parts:
     stopping: Stopping = field(default_factory=Stopping)
     control: StopControl = field(default_factory=StopControl)
     completer: Completer = field(init=False)
+    scheduler: Scheduler | None = None
 
     def __post_init__(self) -> None:
         self.completer = Completer(
@@ -147,6 +149,8 @@ async def serve_tree(
                         retry_policy=p.policy,
                     )
                 )
+            if p.scheduler is not None:
+                services.start_soon(supervise, counters, "scheduler", p.scheduler.run)
             outcome_tx, outcome_rx = anyio.create_memory_object_stream[Outcome](config.batch_size)
             # The work's handle: leaving this block abandons whatever of it still runs.
             with Detached(f"asynqpg-trio work of {config.consumer_id}") as work:
