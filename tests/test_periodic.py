@@ -112,6 +112,20 @@ async def test_a_consumer_runs_its_schedules(dsn: str, sync_conn: Any) -> None:
     assert row[5].strftime("%Y-%m-%d %H:%M:%S") in proc.stdout
 
 
+async def test_a_schedule_enqueues_on_its_queue_at_its_priority(dsn: str) -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def tick(task: TaskInfo) -> None:
+        seen.append((task.queue, task.priority))
+
+    urgent = Schedule("tick", every=SECOND, queue="cron", priority=5)
+    async with open_consumer(
+        dsn, handlers={"tick": tick}, schedules=[urgent], queues=["cron"], poll_interval=0.2
+    ):
+        await wait_until(lambda: seen, what="a tick on the cron queue")
+    assert seen[0] == ("cron", 5)
+
+
 def test_no_schedules_yet(dsn: str) -> None:
     proc = cli("schedules", "--dsn", dsn)
     assert (proc.returncode, proc.stdout.strip()) == (

@@ -219,6 +219,8 @@ def test_nicknames_are_what_they_stand_for() -> None:
         ({"cron": "@daily", "payload": "text"}, "payload must be bytes, got str"),
         ({"cron": "@daily", "name": "x" * 201}, "name must be 1 to 200 characters"),
         ({"cron": "@daily", "name": "a\x00b"}, "without NUL"),
+        ({"cron": "@daily", "queue": ""}, "queue must be 1 to 128 characters"),
+        ({"cron": "@daily", "priority": 9}, "priority must be between -5"),
     ],
 )
 def test_bad_input_says_what_was_wrong(kwargs: dict[str, Any], message: str) -> None:

@@ -127,6 +127,8 @@ class Scheduler:
                 schedule.payload,
                 idempotency_token=token(schedule, fire),
                 max_retry=schedule.max_retry,
+                queue=schedule.queue,
+                priority=schedule.priority,
             )
             for fire in plan.fires
         ]

@@ -16,7 +16,14 @@ from cronsim import CronSim, CronSimError
 
 from ._checks import storable
 from ._errors import ConfigurationError, InvalidTask
-from ._task import MAX_ATTEMPTS, TaskInfo, check_type
+from ._task import (
+    DEFAULT_QUEUE,
+    MAX_ATTEMPTS,
+    TaskInfo,
+    check_priority,
+    check_queue,
+    check_type,
+)
 
 __all__ = [
     "CATCH_UP_POLICIES",
@@ -73,6 +80,8 @@ class Schedule:
             stored): ``"latest"`` (default) enqueues the latest of them only, ``"skip"`` none,
             ``"all"`` each of them up to the latest 100 (`Schedule.MAX_CATCH_UP`).
         max_retry: how many times each task may run in all (default: 3, the producer's).
+        queue: the queue its tasks go on (default ``"default"``).
+        priority: its tasks' priority, -5 to 5 (default 0; larger runs first).
 
     Raises:
         ConfigurationError: a value is invalid (the message says which and why).
@@ -89,6 +98,8 @@ class Schedule:
     name: str = field(default="", kw_only=True)
     catch_up: CatchUp = field(default="latest", kw_only=True)
     max_retry: int | None = field(default=None, kw_only=True)
+    queue: str = field(default=DEFAULT_QUEUE, kw_only=True)
+    priority: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
         try:
@@ -119,6 +130,11 @@ class Schedule:
             raise ConfigurationError(
                 f"max_retry must be None or an int between 0 and {MAX_ATTEMPTS}, got {retry!r}"
             )
+        try:
+            check_queue(self.queue)
+            check_priority(self.priority)
+        except InvalidTask as ex:
+            raise ConfigurationError(f"schedule of {self.type!r}: {ex}") from None
         if self.name == "":
             zone = "" if self.timezone == "UTC" else f" {self.timezone}"
             object.__setattr__(self, "name", f"{self.type} {self.spec}{zone}"[:MAX_NAME_LENGTH])
