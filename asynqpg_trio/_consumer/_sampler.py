@@ -36,7 +36,11 @@ class SamplerTelemetry(Protocol):
 
 
 async def run_sampler(
-    tasks: TasksRepository, telemetry: SamplerTelemetry, types: Sequence[str], interval: float
+    tasks: TasksRepository,
+    telemetry: SamplerTelemetry,
+    types: Sequence[str],
+    interval: float,
+    queues: Sequence[str] = ("default",),
 ) -> None:
     """Refresh the queue gauges' sample every ``interval`` seconds until cancelled.
 
@@ -48,5 +52,5 @@ async def run_sampler(
     with sampler:
         while True:
             if sampler.wanted():
-                sampler.update(await tasks.queue_depth(types))
+                sampler.update(await tasks.queue_depth(types, queues))
             await anyio.sleep(interval)

@@ -136,6 +136,7 @@ async def serve_tree(
                     p.telemetry,
                     list(config.handlers),
                     config.queue_metrics_interval,
+                    list(config.queues),
                 ),
             )
             services.start_soon(run_watchdog, config.stall_threshold, book, counters, p.telemetry)

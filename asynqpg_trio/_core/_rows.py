@@ -135,7 +135,9 @@ class TasksRepository(Protocol):
         """Of these leases, those no longer held (cancelled, taken over, rescued, deleted)."""
         ...
 
-    async def queue_depth(self, types: Sequence[str]) -> list[QueueDepth]:
+    async def queue_depth(
+        self, types: Sequence[str], queues: Sequence[str] = ("default",)
+    ) -> list[QueueDepth]:
         """Per type: pending tasks ready now and the age of the oldest."""
         ...
 

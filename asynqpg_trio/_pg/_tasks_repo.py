@@ -20,6 +20,7 @@ from .._core._batching import FlushPlan, OutcomeKind
 from .._core._enqueue import BatchPlan, Inserted, read_result
 from .._core._pacing import ClaimPlan
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
+from .._core._task import DEFAULT_QUEUE
 from ._migrate import schema_required
 from ._sql import load
 
@@ -202,9 +203,11 @@ async def lost_leases(
     return [LostLease(int(i), status, owner) for i, status, owner in await cur.fetchall()]
 
 
-async def queue_depth(conn: psycopg.AsyncConnection[Any], types: Sequence[str]) -> list[QueueDepth]:
+async def queue_depth(
+    conn: psycopg.AsyncConnection[Any], types: Sequence[str], queues: Sequence[str]
+) -> list[QueueDepth]:
     """Per type: pending tasks ready now, and seconds the oldest of them has been ready."""
-    cur = await conn.execute(QUERIES.queue_depth, {"types": list(types)})
+    cur = await conn.execute(QUERIES.queue_depth, {"types": list(types), "queues": list(queues)})
     return [QueueDepth(str(t), int(n), float(age)) for t, n, age in await cur.fetchall()]
 
 
@@ -268,10 +271,12 @@ class PgTasks:
         async with self.pool.connection() as conn:
             return await lost_leases(conn, ids, tokens)
 
-    async def queue_depth(self, types: Sequence[str]) -> list[QueueDepth]:
+    async def queue_depth(
+        self, types: Sequence[str], queues: Sequence[str] = (DEFAULT_QUEUE,)
+    ) -> list[QueueDepth]:
         """`queue_depth` on a pooled connection."""
         async with self.pool.connection() as conn:
-            return await queue_depth(conn, types)
+            return await queue_depth(conn, types, queues)
 
     @asynccontextmanager
     async def notifications(self) -> AsyncIterator[AsyncIterator[Notice]]:

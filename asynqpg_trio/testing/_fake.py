@@ -306,8 +306,11 @@ class FakeDatabase(FakeMaintenance):
                 lost.append(LostLease(task_id, record.row.status.value, record.lease_owner))
         return lost
 
-    async def queue_depth(self, types: Sequence[str]) -> list[QueueDepth]:
-        """Per type: pending tasks ready now, and seconds the oldest has been ready.
+    async def queue_depth(
+        self, types: Sequence[str], queues: Sequence[str] = ("default",)
+    ) -> list[QueueDepth]:
+        """Per type, over ``queues``: pending tasks ready now, and seconds the oldest has
+        been ready.
 
         Cancellation: a checkpoint.
         """
@@ -319,6 +322,7 @@ class FakeDatabase(FakeMaintenance):
                 r.row.blocked_till
                 for r in self._records.values()
                 if r.type == task_type
+                and r.queue in queues
                 and r.row.status is TaskStatus.PENDING
                 and r.row.blocked_till <= now
             ]

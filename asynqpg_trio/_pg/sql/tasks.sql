@@ -153,7 +153,7 @@ WITH async_commit AS MATERIALIZED (
                    t.attempts_left, (t.status = 'running' AND t.lease_token IS NULL)::int AS charge
             FROM asynqpg_tasks t
             WHERE t.queue = w.queue AND t.type = w.type AND t.priority = p.priority
-              AND t.status IN ('pending', 'running')
+              AND t.status NOT IN ('completed', 'failed', 'cancelled')  -- the index's predicate
               AND t.blocked_till <= asynqpg_now()
             ORDER BY t.blocked_till, t.id
             LIMIT w.n
@@ -353,21 +353,24 @@ CROSS JOIN generate_series(5, -5, -1) AS p(priority)
 CROSS JOIN LATERAL (
     SELECT t.blocked_till FROM asynqpg_tasks t
     WHERE t.queue = w.queue AND t.type = w.type AND t.priority = p.priority
-      AND t.status IN ('pending', 'running')
+      AND t.status NOT IN ('completed', 'failed', 'cancelled')
     ORDER BY t.blocked_till LIMIT 1
 ) AS first
 WHERE NOT EXISTS (SELECT 1 FROM asynqpg_queues q WHERE q.name = w.queue AND q.paused)
 
 -- name: queue_depth
--- For the queue gauges (read-only, sampled every few seconds): per type, the pending tasks
--- ready now and how long the oldest of them has been ready (seconds since its blocked_till;
--- 0 when none is ready).  One range scan of the ready index per type.
+-- For the queue gauges (read-only, sampled every few seconds): per type, over the consumer's
+-- queues, the pending tasks ready now and how long the oldest of them has been ready (seconds
+-- since its blocked_till; 0 when none is ready).  One range scan of the claim's index per
+-- (queue, type).
 SELECT w.type, s.ready, coalesce(extract(epoch FROM asynqpg_now() - s.oldest), 0)::float8
 FROM unnest(%(types)b::text[]) AS w(type)
 CROSS JOIN LATERAL (
     SELECT count(*)::bigint AS ready, min(t.blocked_till) AS oldest
     FROM asynqpg_tasks t
-    WHERE t.type = w.type AND t.status = 'pending' AND t.blocked_till <= asynqpg_now()
+    WHERE t.queue = ANY(%(queues)b::text[]) AND t.type = w.type
+      AND t.status NOT IN ('completed', 'failed', 'cancelled')
+      AND t.status = 'pending' AND t.blocked_till <= asynqpg_now()
 ) AS s
 
 -- name: listen_new
