@@ -1,5 +1,5 @@
 """Properties of the handler actors' pure decisions: the settle rule and the deadline rule
-(``_core/_settle.py``), and the fetcher's claim plan (``_core/_pacing.py``)."""
+(``_core/_settle.py``).  The fetcher's claim plan has its own: ``test_pacing_props.py``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from asynqpg_trio import SkipRetry
 from asynqpg_trio._core._batching import OutcomeKind
 from asynqpg_trio._core._book import Lease
 from asynqpg_trio._core._outcome import Decision
-from asynqpg_trio._core._pacing import plan_claim
 from asynqpg_trio._core._policies import ConstantRetryPolicy
 from asynqpg_trio._core._settle import (
     DEADLINE_SLACK,
@@ -92,38 +91,3 @@ def test_a_run_is_settled_by_why_it_ended(
         assert counted is error
         assert fate.outcome.kind in {OutcomeKind.RETRY, OutcomeKind.FAIL}
         assert (fate.final_error is not None) == (fate.outcome.kind is OutcomeKind.FAIL)
-
-
-TYPES = st.sampled_from(["a", "b", "c", "d"])
-QUEUES = st.sampled_from(["default", "mail", "bulk"])
-
-
-@given(
-    limits=st.dictionaries(TYPES, st.integers(1, 1000), min_size=1),
-    queues=st.dictionaries(QUEUES, st.none() | st.integers(1, 50), min_size=1),
-    data=st.data(),
-)
-def test_the_claim_plan_asks_only_for_free_capacity_in_batches(
-    limits: dict[str, int], queues: dict[str, int | None], data: st.DataObject
-) -> None:
-    busy = {t: data.draw(st.integers(0, n), label=f"busy[{t}]") for t, n in limits.items()}
-    busy_queues = {
-        q: data.draw(st.integers(0, cap or 100), label=f"busy_queues[{q}]")
-        for q, cap in queues.items()
-    }
-    free = {t: limits[t] - busy[t] for t in limits}
-    plan = plan_claim(free, busy, limits, queues, busy_queues)
-    for task_type, n in plan.type_room.items():
-        assert 0 < n == free[task_type]  # the whole free capacity, never more
-        assert busy[task_type] == 0 or n >= max(1, limits[task_type] // 2)
-    for task_type, n in free.items():
-        if task_type not in plan.type_room:  # left out: full, or less than half free while busy
-            assert n == 0 or (busy[task_type] > 0 and n < max(1, limits[task_type] // 2))
-    for (queue, task_type), n in plan.pairs.items():
-        cap = queues[queue]
-        assert 0 < n <= plan.type_room[task_type]
-        if cap is not None:  # a capped queue is asked for no more than its room
-            assert n <= plan.queue_room[queue] == cap - busy_queues[queue] > 0
-    for queue, cap in queues.items():  # a queue is left out only when its cap is reached
-        if all(key[0] != queue for key in plan.pairs) and plan.type_room:
-            assert cap is not None and busy_queues[queue] >= cap

@@ -98,20 +98,33 @@ async def claim(
     cur = conn.cursor(binary=True)
     await cur.execute(
         QUERIES.claim,
-        {
-            "queues": [queue for queue, _ in plan.pairs],
-            "types": [task_type for _, task_type in plan.pairs],
-            "limits": list(plan.pairs.values()),
-            "room_scopes": ["type"] * len(plan.type_room) + ["queue"] * len(plan.queue_room),
-            "room_names": [*plan.type_room, *plan.queue_room],
-            "room_n": [*plan.type_room.values(), *plan.queue_room.values()],
-            "owner": owner,
-            "lease": lease,
-            "takeover_message": takeover_message,
-            "exhausted_message": exhausted_message,
-        },
+        claim_params(
+            plan,
+            owner=owner,
+            lease=lease,
+            takeover_message=takeover_message,
+            exhausted_message=exhausted_message,
+        ),
     )
     return list(map(ClaimedTask._make, await cur.fetchall()))
+
+
+def claim_params(
+    plan: ClaimPlan, *, owner: str, lease: float, takeover_message: str, exhausted_message: str
+) -> dict[str, Any]:
+    """The ``claim`` statement's parameters for ``plan`` (bind them in binary)."""
+    return {
+        "queues": [queue for queue, _ in plan.pairs],
+        "types": [task_type for _, task_type in plan.pairs],
+        "limits": list(plan.pairs.values()),
+        "room_scopes": ["type"] * len(plan.type_room) + ["queue"] * len(plan.queue_room),
+        "room_names": [*plan.type_room, *plan.queue_room],
+        "room_n": [*plan.type_room.values(), *plan.queue_room.values()],
+        "owner": owner,
+        "lease": lease,
+        "takeover_message": takeover_message,
+        "exhausted_message": exhausted_message,
+    }
 
 
 #: The claim's RETURNING list, in order: the fields of each row `claim` returns.

@@ -10,17 +10,19 @@ the consumer's room, and per cluster-wide limit only as many as it allows now.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .._core._errors import ConfigurationError
+from .._core._queues import check_limit
 from .._core._row import TaskStatus
 
 if TYPE_CHECKING:
     from .._core._pacing import ClaimPlan
     from ._stored import Record
 
-__all__ = ["FakeLimit", "choose"]
+__all__ = ["FakeLimit", "charge", "choose"]
 
 _WORKING = (TaskStatus.PENDING, TaskStatus.RUNNING)
 
@@ -35,6 +37,29 @@ class FakeLimit:
     burst: int | None = None
     tokens: float = 0.0
     refilled_at: float = 0.0
+
+    @classmethod
+    def checked(
+        cls,
+        scope: str,
+        name: str,
+        max_running: int | None,
+        rate: tuple[int, float] | None,
+        burst: int | None,
+        *,
+        now: float,
+    ) -> FakeLimit:
+        """The limit `Client.set_limit` would store (its bucket full at ``now``), or the
+        `ConfigurationError` it would raise."""
+        if scope not in ("queue", "type"):
+            raise ConfigurationError(f"scope must be 'queue' or 'type', got {scope!r}")
+        starts, period = rate if rate is not None else (None, 1.0)
+        queue, task_type = (name, None) if scope == "queue" else (None, name)
+        limit = check_limit(
+            queue, task_type, max_running=max_running, rate=starts, per=period, burst=burst
+        )
+        full = float(limit.burst or 0)
+        return cls(limit.max_running, limit.rate, limit.period, limit.burst, full, now)
 
     def allowance(self, running: int, now: float) -> float:
         """How many starts the limit allows now (refilling the bucket first)."""
@@ -59,10 +84,10 @@ def choose(
     now: float,
     paused: set[str],
     limits: Mapping[tuple[str, str], FakeLimit],
-    running: Callable[[str, str], int],
 ) -> list[Record]:
     """The records a claim takes, most urgent first (limits' buckets are refilled, not
     charged: the caller charges them for what it starts)."""
+    records = list(records)
     by_pair: dict[tuple[str, str], list[Record]] = {}
     for record in records:
         key = (record.queue, record.type)
@@ -80,7 +105,12 @@ def choose(
     room.update({("queue", q): n for q, n in plan.queue_room.items()})
     for (scope, name), limit in limits.items():
         if any(_in_scope(r, scope, name) for r in picked):
-            allowed = limit.allowance(running(scope, name), now)
+            running = sum(
+                1
+                for r in records
+                if r.row.status is TaskStatus.RUNNING and _in_scope(r, scope, name)
+            )
+            allowed = limit.allowance(running, now)
             room[(scope, name)] = min(room.get((scope, name), math.inf), allowed)
     taken: dict[tuple[str, str], int] = {}
     chosen: list[Record] = []
@@ -92,6 +122,13 @@ def choose(
         if all(ranks[k] <= room.get(k, math.inf) for k in keys):
             chosen.append(record)
     return chosen
+
+
+def charge(limits: Mapping[tuple[str, str], FakeLimit], started: Record) -> None:
+    """Take one start from the bucket of every limit covering ``started``."""
+    for (scope, name), limit in limits.items():
+        if _in_scope(started, scope, name):
+            limit.tokens -= 1
 
 
 def _in_scope(record: Record, scope: str, name: str) -> bool:

@@ -32,7 +32,8 @@ from .._core._pacing import ClaimPlan
 from .._core._row import TaskStatus, TransitionParams
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from .._core._state import Event, apply, matching_rules
-from ._claiming import FakeLimit, choose
+from .._core._task import check_priority, check_queue
+from ._claiming import FakeLimit, charge, choose
 from ._fake_maintenance import FakeMaintenance
 from ._stored import FakeTask, Record
 from ._table import EPOCH
@@ -95,8 +96,11 @@ class FakeDatabase(FakeMaintenance):
         A task ready now notifies the wake-up channel.
 
         Raises:
+            InvalidTask: ``queue`` is not a queue name, or ``priority`` is not an int from -5
+                to 5 (as `Producer` refuses it).
             DuplicateTask: a task of this type holds ``idempotency_token`` already.
         """
+        queue, priority = check_queue(queue), check_priority(priority)
         if idempotency_token is not None:
             for record in self._records.values():
                 if record.type == task_type and record.idempotency_token == idempotency_token:
@@ -182,12 +186,18 @@ class FakeDatabase(FakeMaintenance):
     ) -> None:
         """Set a cluster-wide limit on a queue or type (``scope`` ``"queue"`` or ``"type"``):
         at most ``max_running`` running, and ``rate`` = (starts, per seconds) in bursts of up
-        to ``burst`` (default: the starts), the bucket full now."""
-        starts, period = rate if rate is not None else (None, None)
-        full = burst if burst is not None else starts
-        self._limits[(scope, name)] = FakeLimit(
-            max_running, starts, period, full, float(full or 0), self.now()
-        )
+        to ``burst`` (default: the starts), the bucket full now.
+
+        Raises:
+            ConfigurationError: what `Client.set_limit` refuses (no limit given, a value out
+                of range, a scope other than ``"queue"`` and ``"type"``).
+        """
+        limit = FakeLimit.checked(scope, name, max_running, rate, burst, now=self.now())
+        self._limits[(scope, name)] = limit
+
+    def clear_limit(self, scope: str, name: str) -> bool:
+        """Remove the limit on a queue or type; return whether there was one."""
+        return self._limits.pop((scope, name), None) is not None
 
     # -- the TasksRepository ----------------------------------------------------------------
 
@@ -210,9 +220,7 @@ class FakeDatabase(FakeMaintenance):
         await self._enter("claim")
         now = self.now()
         claimed: list[ClaimedTask] = []
-        chosen = choose(
-            self._records.values(), plan, now, self._paused, self._limits, self._running
-        )
+        chosen = choose(self._records.values(), plan, now, self._paused, self._limits)
         for record in chosen:
             taken_over = record.row.status is TaskStatus.RUNNING
             event = Event.LEASE_TAKEOVER if taken_over else Event.CLAIM
@@ -223,19 +231,9 @@ class FakeDatabase(FakeMaintenance):
             self._transition(record, event, params, message=message, owner=owner)
             if record.row.lease_token == self._next_token:
                 self._next_token += 1
-                for (scope, name), limit in self._limits.items():
-                    if (record.queue if scope == "queue" else record.type) == name:
-                        limit.tokens -= 1
+                charge(self._limits, record)
             claimed.append(self._claimed(record, taken_over=taken_over))
         return claimed
-
-    def _running(self, scope: str, name: str) -> int:
-        return sum(
-            1
-            for r in self._records.values()
-            if r.row.status is TaskStatus.RUNNING
-            and (r.queue if scope == "queue" else r.type) == name
-        )
 
     async def next_ready_in(self, pairs: Sequence[tuple[str, str]]) -> float | None:
         """Seconds until the earliest pending task (or running task's lease expiry) of these

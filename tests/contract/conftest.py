@@ -6,12 +6,14 @@ call) plus what a test needs around them: enqueue, a client's cancel, a clock it
 view of one row that reads the same on both (times relative to the backend's now), and who
 leads a group.
 
-* ``fake``: `FakeDatabase` on a clock that moves only when the test says so.
+* ``fake``: `FakeDatabase` on a clock that moves only when the test says so; pause, resume
+  and limits through its test helpers.
 * ``pg``: `PgTasks` and `PgMaintenance` on a fresh database, through a one-connection pool
   whose session setting ``asynqpg.clock_offset`` shifts ``asynqpg_now()``; moving the clock
   adds to it (LISTEN takes a connection of its own, whose clock does not matter).  The server's
   clock also runs on in real time (milliseconds per test), hence the tolerance of `approx`.
-  Enqueue and cancel go through the public `Producer` and `Client`.
+  Enqueue, cancel, pause, resume and limits go through the public `Producer` and `Client`, on
+  that one connection, so a rate limit's bucket is filled and refilled on the shifted clock.
 
 Where the two disagree, the fake is wrong: PostgreSQL is the reference.
 """
@@ -68,8 +70,47 @@ class Backend(Protocol):
     tasks: TasksRepository
     maintenance: MaintenanceRepository
 
-    async def enqueue(self, task_type: str = "t", *, delay: float = 0.0, max_retry: int = 3) -> int:
+    async def enqueue(
+        self,
+        task_type: str = "t",
+        *,
+        delay: float = 0.0,
+        max_retry: int = 3,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> int:
         """Enqueue a task as a producer does; return its id."""
+        ...
+
+    async def enqueue_many(
+        self, n: int, task_type: str = "t", *, queue: str = "default", priority: int = 0
+    ) -> list[int]:
+        """Enqueue ``n`` tasks due at one instant (one batch); return their ids in order."""
+        ...
+
+    async def pause(self, queue: str) -> None:
+        """Pause a queue as an operator does."""
+        ...
+
+    async def resume(self, queue: str) -> None:
+        """Resume a queue as an operator does."""
+        ...
+
+    async def set_limit(
+        self,
+        scope: str,
+        name: str,
+        *,
+        max_running: int | None = None,
+        rate: int | None = None,
+        per: float = 1.0,
+        burst: int | None = None,
+    ) -> None:
+        """Set the cluster-wide limit on a queue or a type (``scope``: "queue" or "type")."""
+        ...
+
+    async def clear_limit(self, scope: str, name: str) -> None:
+        """Remove the limit on a queue or a type."""
         ...
 
     async def advance(self, seconds: float) -> None:
@@ -100,8 +141,50 @@ class FakeBackend:
         self.tasks: TasksRepository = self.db
         self.maintenance: MaintenanceRepository = self.db
 
-    async def enqueue(self, task_type: str = "t", *, delay: float = 0.0, max_retry: int = 3) -> int:
-        return self.db.enqueue(task_type, delay=delay, max_retry=max_retry)
+    async def enqueue(
+        self,
+        task_type: str = "t",
+        *,
+        delay: float = 0.0,
+        max_retry: int = 3,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> int:
+        return self.db.enqueue(
+            task_type, delay=delay, max_retry=max_retry, queue=queue, priority=priority
+        )
+
+    async def enqueue_many(
+        self, n: int, task_type: str = "t", *, queue: str = "default", priority: int = 0
+    ) -> list[int]:
+        return [self.db.enqueue(task_type, queue=queue, priority=priority) for _ in range(n)]
+
+    async def pause(self, queue: str) -> None:
+        self.db.pause(queue)
+
+    async def resume(self, queue: str) -> None:
+        self.db.resume(queue)
+
+    async def set_limit(
+        self,
+        scope: str,
+        name: str,
+        *,
+        max_running: int | None = None,
+        rate: int | None = None,
+        per: float = 1.0,
+        burst: int | None = None,
+    ) -> None:
+        self.db.set_limit(
+            scope,
+            name,
+            max_running=max_running,
+            rate=None if rate is None else (rate, per),
+            burst=burst,
+        )
+
+    async def clear_limit(self, scope: str, name: str) -> None:
+        self.db.clear_limit(scope, name)
 
     async def advance(self, seconds: float) -> None:
         self.now += seconds
@@ -155,8 +238,51 @@ class PgBackend:
         self.producer = Producer(pool)
         self.client = Client(pool)
 
-    async def enqueue(self, task_type: str = "t", *, delay: float = 0.0, max_retry: int = 3) -> int:
-        return await self.producer.enqueue(Task(task_type, b"", delay=delay, max_retry=max_retry))
+    async def enqueue(
+        self,
+        task_type: str = "t",
+        *,
+        delay: float = 0.0,
+        max_retry: int = 3,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> int:
+        task = Task(
+            task_type, b"", delay=delay, max_retry=max_retry, queue=queue, priority=priority
+        )
+        return await self.producer.enqueue(task)
+
+    async def enqueue_many(
+        self, n: int, task_type: str = "t", *, queue: str = "default", priority: int = 0
+    ) -> list[int]:
+        tasks = [Task(task_type, b"", queue=queue, priority=priority) for _ in range(n)]
+        ids = await self.producer.enqueue_many(tasks)
+        return [i for i in ids if i is not None]
+
+    async def pause(self, queue: str) -> None:
+        await self.client.pause_queue(queue)
+
+    async def resume(self, queue: str) -> None:
+        await self.client.resume_queue(queue)
+
+    async def set_limit(
+        self,
+        scope: str,
+        name: str,
+        *,
+        max_running: int | None = None,
+        rate: int | None = None,
+        per: float = 1.0,
+        burst: int | None = None,
+    ) -> None:
+        queue, task_type = (name, None) if scope == "queue" else (None, name)
+        await self.client.set_limit(
+            queue=queue, type=task_type, max_running=max_running, rate=rate, per=per, burst=burst
+        )
+
+    async def clear_limit(self, scope: str, name: str) -> None:
+        queue, task_type = (name, None) if scope == "queue" else (None, name)
+        await self.client.clear_limit(queue=queue, type=task_type)
 
     async def advance(self, seconds: float) -> None:
         self.offset += seconds

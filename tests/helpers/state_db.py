@@ -208,15 +208,29 @@ def outcome_for(event: Event, task_id: int, token: int, delay: float) -> Outcome
 
 async def claim(conn: psycopg.AsyncConnection[Any], n: int, lease: float) -> list[dict[str, Any]]:
     """Claim up to ``n`` due tasks of `TYPE` (and take over expired leases)."""
+    return await claim_plan(conn, ClaimPlan.of({TYPE: n}), lease)
+
+
+async def claim_plan(
+    conn: psycopg.AsyncConnection[Any], plan: ClaimPlan, lease: float, owner: str = OWNER
+) -> list[dict[str, Any]]:
+    """Claim as ``plan`` says (and take over expired leases)."""
     rows = await repo.claim(
         conn,
-        ClaimPlan.of({TYPE: n}),
-        owner=OWNER,
+        plan,
+        owner=owner,
         lease=lease,
         takeover_message=TAKEOVER_MESSAGE,
         exhausted_message=EXHAUSTED_MESSAGE,
     )
     return [dict(zip(repo.CLAIM_COLUMNS, row, strict=True)) for row in rows]
+
+
+async def next_ready_in(
+    conn: psycopg.AsyncConnection[Any], pairs: Sequence[tuple[str, str]]
+) -> float | None:
+    """Seconds until the earliest task of these (queue, type) pairs is ready (the fetcher's)."""
+    return await repo.next_ready_in(conn, pairs)
 
 
 def plan(outcomes: Sequence[Outcome]) -> FlushPlan:
