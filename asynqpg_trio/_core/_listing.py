@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ._checks import storable
 from ._errors import InvalidQuery, TaskNotFound
 from ._records import TaskSummary
 from ._row import TaskStatus
@@ -179,8 +180,9 @@ def _queues(value: object) -> list[str] | None:
     for item in items:
         if not isinstance(item, str):
             raise InvalidQuery(f"queues must be strings, got {items!r}")
-        if "\x00" in item:
-            raise InvalidQuery(f"invalid queue {item!r}: queue names cannot contain NUL characters")
+        if not storable(item):
+            what = "NUL characters" if "\x00" in item else "lone surrogates"
+            raise InvalidQuery(f"invalid queue {item!r}: queue names cannot contain {what}")
         if not 0 < len(item) <= MAX_QUEUE_LENGTH:
             shown = item if len(item) <= 40 else f"{item[:40]}..."
             raise InvalidQuery(
