@@ -9,9 +9,9 @@ part of a page that changes sits in ``<main id="live">``; ``static/dashboard.js`
 the page every few seconds and swaps that element (and the CSRF token) in place, and runs the
 action buttons through the JSON API with the CSRF header.  In read-only mode the buttons are
 not rendered at all (the queues page's Pause and Resume included).  Bad filters are shown on
-the page instead of failing it; an unexpected
-failure (the database is down) is logged and shown as an error page (500) in the dashboard's
-own layout, never as a bare "Internal Server Error".
+the page instead of failing it; an unexpected failure (the database is down) is logged and
+shown as an error page (500) in the dashboard's own layout, never as a bare "Internal Server
+Error".
 """
 
 from __future__ import annotations
