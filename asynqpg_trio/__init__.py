@@ -41,6 +41,8 @@ from ._core._outcome import TaskSnooze as TaskSnooze
 from ._core._outcome import TaskSnoozeWithError as TaskSnoozeWithError
 from ._core._policies import ConstantRetryPolicy as ConstantRetryPolicy
 from ._core._policies import DefaultRetryPolicy as DefaultRetryPolicy
+from ._core._queues import Limit as Limit
+from ._core._queues import QueueInfo as QueueInfo
 from ._core._records import QueueStats as QueueStats
 from ._core._records import TaskPage as TaskPage
 from ._core._records import TaskRecord as TaskRecord
@@ -50,6 +52,9 @@ from ._core._records import TypeStats as TypeStats
 from ._core._retry import RetryPolicy as RetryPolicy
 from ._core._row import TaskStatus as TaskStatus
 from ._core._schedule_spec import Schedule as Schedule
+from ._core._task import DEFAULT_QUEUE as DEFAULT_QUEUE
+from ._core._task import MAX_PRIORITY as MAX_PRIORITY
+from ._core._task import MIN_PRIORITY as MIN_PRIORITY
 from ._core._task import Task as Task
 from ._core._task import TaskInfo as TaskInfo
 from ._core._version import __version__ as __version__
@@ -72,6 +77,7 @@ __all__ = (
     "Consumer",
     "ConsumerError",
     "ConsumerStatistics",
+    "DEFAULT_QUEUE",
     "DefaultRetryPolicy",
     "DuplicateTask",
     "Handler",
@@ -79,12 +85,16 @@ __all__ = (
     "InvalidQuery",
     "InvalidTask",
     "LATEST_VERSION",
+    "Limit",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "MaintenanceConfig",
     "MigrationBlocked",
     "PayloadTooLarge",
     "Pool",
     "PoolStatistics",
     "Producer",
+    "QueueInfo",
     "QueueStats",
     "RetryPolicy",
     "SchemaError",

@@ -232,6 +232,159 @@ def test_stats_watch_until_ctrl_c(dsn: str) -> None:
     assert all(line["total"] == 0 for line in lines)
 
 
+def test_queues_list_pause_and_resume(dsn: str) -> None:
+    ok_json("enqueue", "--dsn", dsn, "t", "a")
+    urgent = ok_json("enqueue", "--dsn", dsn, "t", "b", "--queue", "mail", "--priority", "5")["id"]
+    later = ("--queue", "mail", "--priority", "-5", "--delay", "60")
+    ok_json("enqueue", "--dsn", dsn, "t", "c", *later)
+    shown = ok_json("tasks", "show", str(urgent), "--dsn", dsn)
+    assert (shown["queue"], shown["priority"]) == ("mail", 5)
+    human = cli("tasks", "show", str(urgent), "--dsn", dsn).stdout
+    assert re.search(r"^ *queue +mail *$", human, flags=re.MULTILINE), human
+    assert re.search(r"^ *priority +5 *$", human, flags=re.MULTILINE), human
+
+    listed = ok_json("queues", "--dsn", dsn)["queues"]
+    assert [(q["name"], q["paused"], q["total"]) for q in listed] == [
+        ("default", False, 1),
+        ("mail", False, 2),
+    ]
+    assert listed[1]["counts"] == {
+        "pending": 2,
+        "running": 0,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
+    assert listed[1]["oldest_ready_age"] >= 0  # the delayed task is not ready: not counted
+
+    assert ok_json("queues", "pause", "mail", "--dsn", dsn) == {
+        "queue": "mail",
+        "paused": True,
+        "changed": True,
+    }
+    again = cli("queues", "pause", "mail", "--dsn", dsn)
+    assert (again.returncode, again.stdout) == (0, "queue mail was already paused\n")
+    # A queue with no tasks can be paused ahead of its first task; it is listed from then on.
+    assert cli("queues", "pause", "later", "--dsn", dsn).stdout == "paused queue later\n"
+    listed = ok_json("queues", "--dsn", dsn)["queues"]
+    assert [(q["name"], q["paused"], q["total"]) for q in listed] == [
+        ("default", False, 1),
+        ("later", True, 0),
+        ("mail", True, 2),
+    ]
+    table = cli("queues", "--dsn", dsn).stdout
+    assert re.search(r"^ *mail +paused +2 +0 +0 +0 +0 +2 ", table, flags=re.MULTILINE), table
+    assert re.search(r"^ *default +active +1 ", table, flags=re.MULTILINE), table
+
+    assert ok_json("queues", "resume", "mail", "--dsn", dsn)["changed"] is True
+    assert cli("queues", "resume", "mail", "--dsn", dsn).stdout == "queue mail was not paused\n"
+    assert [q["paused"] for q in ok_json("queues", "--dsn", dsn)["queues"]] == [False, True, False]
+
+
+def test_tasks_list_filters_by_queue(dsn: str) -> None:
+    ids = {
+        queue: ok_json("enqueue", "--dsn", dsn, "t", "p", "--queue", queue)["id"]
+        for queue in ("default", "mail", "reports")
+    }
+
+    def listed(*args: str) -> list[int]:
+        return [t["id"] for t in ok_json("tasks", "list", "--dsn", dsn, *args)["tasks"]]
+
+    assert listed("--queue", "mail") == [ids["mail"]]
+    assert listed("--queue", "mail,reports", "--asc") == [ids["mail"], ids["reports"]]
+    assert listed("--queue", "default", "--queue", "reports", "--asc") == [
+        ids["default"],
+        ids["reports"],
+    ]
+    assert listed("--queue", "nowhere") == []
+    tasks = ok_json("tasks", "list", "--dsn", dsn, "--queue", "mail")["tasks"]
+    assert (tasks[0]["queue"], tasks[0]["priority"]) == ("mail", 0)
+    human = cli("tasks", "list", "--dsn", dsn).stdout
+    assert "Queue" in human and "reports" in human
+
+
+def test_limits_set_list_and_clear(dsn: str) -> None:
+    assert ok_json("limits", "--dsn", dsn) == {"limits": []}
+    assert cli("limits", "--dsn", dsn).stdout == "no limits\n"
+    assert ok_json(
+        "limits", "set", "--queue", "mail", "--max-running", "10", "--rate", "100", "--per",
+        "1m", "--burst", "150", "--dsn", dsn,
+    ) == {
+        "scope": "queue", "name": "mail", "max_running": 10, "rate": 100, "per": 60.0,
+        "burst": 150,
+    }  # fmt: skip
+    done = cli("limits", "set", "--type", "api.call", "--rate", "5", "--dsn", dsn)
+    assert (done.returncode, done.stdout) == (0, "limit on type api.call: 5 per 1s\n")
+    done = cli("limits", "set", "--queue", "slow", "--max-running", "0", "--dsn", dsn)
+    assert done.stdout == "limit on queue slow: at most 0 running\n"
+    assert ok_json("limits", "--dsn", dsn)["limits"] == [
+        {"scope": "queue", "name": "mail", "max_running": 10, "rate": 100, "per": 60.0,
+         "burst": 150, "running": 0},
+        {"scope": "queue", "name": "slow", "max_running": 0, "rate": None, "per": None,
+         "burst": None, "running": 0},
+        {"scope": "type", "name": "api.call", "max_running": None, "rate": 5, "per": 1.0,
+         "burst": 5, "running": 0},
+    ]  # fmt: skip
+    table = cli("limits", "--dsn", dsn).stdout
+    assert "at most 10 running; 100 per 1m, in bursts of up to 150" in table
+    # Setting again replaces the limit.
+    ok_json("limits", "set", "--queue", "mail", "--rate", "2", "--per", "0.5", "--dsn", dsn)
+    (mail,) = [lim for lim in ok_json("limits", "--dsn", dsn)["limits"] if lim["name"] == "mail"]
+    assert (mail["max_running"], mail["rate"], mail["per"], mail["burst"]) == (None, 2, 0.5, 2)
+
+    assert ok_json("limits", "clear", "--queue", "mail", "--dsn", dsn) == {
+        "scope": "queue",
+        "name": "mail",
+        "cleared": True,
+    }
+    done = cli("limits", "clear", "--type", "api.call", "--dsn", dsn)
+    assert done.stdout == "cleared the limit on type api.call\n"
+    done = cli("limits", "clear", "--type", "api.call", "--dsn", dsn)
+    assert (done.returncode, done.stdout) == (0, "type api.call had no limit: nothing to clear\n")
+    assert [lim["name"] for lim in ok_json("limits", "--dsn", dsn)["limits"]] == ["slow"]
+
+
+async def test_worker_serves_the_queues_it_is_given(dsn: str, sync_conn: SyncConn) -> None:
+    from asynqpg_trio import Task, sync
+
+    from .helpers.waiting import wait_until
+
+    ids = sync.enqueue_many(
+        sync_conn,
+        [Task("greet", b"mail", queue="mail"), Task("greet", b"default"), Task("greet", b"x")],
+    )
+    sync_conn.execute("UPDATE asynqpg_tasks SET queue = 'other' WHERE id = %s", (ids[2],))
+    env = {k: v for k, v in os.environ.items() if k != "ASYNQPG_DSN"} | {"ASYNQPG_DSN": dsn}
+    with subprocess.Popen(
+        [
+            *(sys.executable, "-m", "asynqpg_trio._cli", "worker", "examples.worker_app:handlers"),
+            *("--queue", "mail=1", "--queue", "other"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+
+            def done() -> bool:
+                rows = sync_conn.execute(
+                    "SELECT count(*) FROM asynqpg_tasks WHERE status = 'completed'"
+                ).fetchone()
+                return rows is not None and rows[0] == 2
+
+            await wait_until(done, timeout=30, what="the mail and other tasks to complete")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "running (queues: mail, other); Ctrl-C to stop" in err
+    assert sorted(out.splitlines()) == ["hello, mail!", "hello, x!"]
+    statuses = dict(sync_conn.execute("SELECT id, status FROM asynqpg_tasks").fetchall())
+    assert statuses == {ids[0]: "completed", ids[1]: "pending", ids[2]: "completed"}
+
+
 @pytest.mark.parametrize(
     ("args", "match"),
     [
@@ -248,6 +401,30 @@ def test_stats_watch_until_ctrl_c(dsn: str) -> None:
         (["tasks", "list", "--limit", "20000"], "expected a number from 1 to 10000, got '20000'"),
         (["tasks", "list", "--asc", "--desc"], "not allowed with argument --asc"),
         (["stats", "--watch", "0"], "positive number of seconds"),
+        (["tasks", "list", "--queue", "q" * 129], "queue names are 1 to 128 characters long"),
+        (["enqueue", "t", "p", "--priority", "6"], "a priority from -5 (least urgent) to 5"),
+        (["enqueue", "t", "p", "--priority", "high"], "got 'high'"),
+        (["enqueue", "t", "p", "--queue", ""], "invalid queue name ''"),
+        (["queues", "pause"], "required: NAME"),
+        (["queues", "stop", "mail"], "invalid choice: 'stop'"),
+        (["queues", "resume", "q" * 200], "queue names are 1 to 128 characters long"),
+        (["limits", "set", "--max-running", "1"], "one of the arguments --queue --type is"),
+        (["limits", "set", "--queue", "q", "--type", "t", "--rate", "1"], "not allowed with"),
+        (["limits", "set", "--queue", "q"], "a limit needs --max-running, --rate, or both"),
+        (["limits", "set", "--queue", "q", "--max-running", "1", "--per", "1s"], "--per needs"),
+        (["limits", "set", "--queue", "q", "--max-running", "1", "--burst", "3"], "--burst needs"),
+        (["limits", "set", "--queue", "q", "--max-running", "-1"], "non-negative integer"),
+        (["limits", "set", "--queue", "q", "--rate", "0"], "expected a positive integer"),
+        (["limits", "set", "--queue", "q", "--rate", "1", "--per", "0"], "invalid period '0'"),
+        (["limits", "set", "--queue", "q", "--rate", "1", "--per", "1w"], "invalid period '1w'"),
+        (["limits", "set", "--queue", "q", "--rate", "1", "--per", "inf"], "invalid period"),
+        (["limits", "set", "--queue", "q", "--rate", "1", "--burst", "0"], "a positive integer"),
+        (["limits", "set", "--queue", "q", "--max-running", str(2**31)], "and 2147483647"),
+        (["limits", "set", "--type", "t" * 256, "--rate", "1"], "1 to 255 characters long"),
+        (["limits", "clear"], "one of the arguments --queue --type is required"),
+        (["worker", "examples.worker_app:handlers", "--queue", "mail=0"], "CAP a positive integer"),
+        (["worker", "examples.worker_app:handlers", "--queue", "=3"], "invalid queue name ''"),
+        (["worker", "examples.worker_app:handlers", "--queue", "a", "--queue", "a"], "given twice"),
         (["tasks"], "required: ACTION"),
         ([], "required: COMMAND"),
     ],
@@ -357,7 +534,9 @@ def _parsers() -> Iterator[tuple[str, argparse.ArgumentParser]]:
 
 def test_every_command_and_option_is_described(capsys: pytest.CaptureFixture[str]) -> None:
     parsers = dict(_parsers())
-    assert {"tasks list", "worker", "demo", "dashboard"} <= set(parsers)
+    assert {"tasks list", "queues pause", "limits set", "worker", "demo", "dashboard"} <= set(
+        parsers
+    )
     for path, parser in parsers.items():
         assert parser.description, f"{path or 'the top parser'} has no description"
         assert parser.description in " ".join(_help(capsys, *path.split()).split())
@@ -369,17 +548,21 @@ def test_every_command_and_option_is_described(capsys: pytest.CaptureFixture[str
 def test_readme_command_line_section_matches_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Command line\n", 1)[1].split("\n## ", 1)[0]
+    groups = ("tasks", "queues", "limits")  # commands with actions
     listed: dict[str, str] = {}
     for item in re.split(r"^- ", section, flags=re.MULTILINE)[1:]:
         usage = re.match(r"`([^`]+)`", item)
         assert usage is not None, item
         words = usage.group(1).split()
-        names = [words[0]] if words[0] != "tasks" else [f"tasks {a}" for a in words[1].split("|")]
+        names = [words[0]]
+        if words[0] in groups and len(words) > 1 and re.fullmatch(r"[a-z|-]+", words[1]):
+            names = [f"{words[0]} {a}" for a in words[1].split("|")]
         for name in names:
             listed[name] = item
     top = _subcommands(_help(capsys))
-    actual = [name for name in top if name != "tasks"]
-    actual += [f"tasks {name}" for name in _subcommands(_help(capsys, "tasks"))]
+    actual = [name for name in top if name != "tasks"]  # `tasks` alone is not a command
+    for group in groups:
+        actual += [f"{group} {name}" for name in _subcommands(_help(capsys, group))]
     assert sorted(listed) == sorted(actual)
     for name, item in listed.items():
         text = _help(capsys, *name.split())

@@ -236,6 +236,33 @@ async def test_list_filters_and_total(pool: Pool, sync_conn: SyncConn) -> None:
     assert len((await client.list_tasks(limit=0)).tasks) == 1  # clamped up to 1
 
 
+async def test_records_carry_queue_and_priority_and_lists_filter_by_queue(
+    pool: Pool, sync_conn: SyncConn
+) -> None:
+    producer = Producer(pool)
+    plain = await producer.enqueue(Task("t", b"a"))
+    mail = await producer.enqueue(Task("t", b"b", queue="mail", priority=5))
+    slow = await producer.enqueue(Task("t", b"c", queue="slow", priority=-5))
+    client = Client(pool)
+    record = await client.get_task(mail)
+    summary = await client.get_task_summary(slow)
+    assert (record.queue, record.priority) == ("mail", 5)
+    assert (summary.queue, summary.priority) == ("slow", -5)
+
+    async def listed(**kwargs: Any) -> list[tuple[int, str, int]]:
+        page = await client.list_tasks(**kwargs)
+        return [(t.id, t.queue, t.priority) for t in page.tasks]
+
+    assert await listed(queues="mail") == [(mail, "mail", 5)]
+    assert await listed(queues=["default", "slow"]) == [(plain, "default", 0), (slow, "slow", -5)]
+    assert await listed(queues=[]) == await listed()  # empty = no filter
+    assert await listed(queues="nowhere") == []
+    # Every write returns the row with its queue and priority.
+    assert (await client.cancel_task(slow)).queue == "slow"
+    assert (await client.retry_task(slow)).priority == -5
+    assert (await client.delete_task(slow)).queue == "slow"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -251,6 +278,9 @@ async def test_list_filters_and_total(pool: Pool, sync_conn: SyncConn) -> None:
         ({"after": "not-a-cursor"}, "malformed page cursor"),
         ({"offset": 2**63}, "offset must be at most 9223372036854775807"),
         ({"types": ["a\x00b"]}, "invalid type 'a\\\\x00b': task types cannot contain NUL"),
+        ({"queues": [1]}, "queues must be strings"),
+        ({"queues": "a\x00b"}, "invalid queue 'a\\\\x00b': queue names cannot contain NUL"),
+        ({"queues": ["q" * 129]}, "invalid queue 'qqqq.*': queue names are 1 to 128 characters"),
         ({"after": "W1" * 200}, "malformed page cursor 'W1W1W1W1W1W1W1W1W1W1"),
     ],
 )

@@ -54,6 +54,36 @@ def test_periodic_tasks_in_the_readme_are_the_example() -> None:
     assert block == (ROOT / "examples" / "periodic.py").read_text()
 
 
+def test_queues_example(dsn: str) -> None:
+    proc = _run([sys.executable, "examples/queues.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "limit on queue mail: max_running=1, rate=100 per 60 s, burst=10"
+    # The reports wait in their paused queue while the mail goes out...
+    assert lines.count("queue reports (paused): 3 pending") == 2
+    sent = [i for i, line in enumerate(lines) if line.startswith("sent mail to ")]
+    assert len(sent) == 3
+    assert max(sent) < lines.index("resumed queue reports")
+    # ...and, resumed, run most urgent first (the consumer holds one report at a time).
+    built = [line for line in lines if line.startswith("built the ")]
+    assert built == [
+        "built the quarterly report (priority 5)",
+        "built the weekly report (priority 0)",
+        "built the daily report (priority -3)",
+    ]
+    assert lines.index("resumed queue reports") < lines.index(built[0])
+    assert lines[-3:] == [
+        "queue mail (active): 3 completed",
+        "queue reports (active): 3 completed",
+        "done",
+    ]
+    with psycopg.connect(dsn) as conn:  # it leaves no limit and no paused queue behind
+        assert conn.execute("SELECT count(*) FROM asynqpg_limits").fetchone() == (0,)
+        assert conn.execute("SELECT name, paused FROM asynqpg_queues").fetchall() == [
+            ("reports", False)
+        ]
+
+
 def test_quickstart_in_the_readme_is_the_example() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Quick start\n", 1)[1].split("\n## ", 1)[0]

@@ -12,8 +12,18 @@ from types import MappingProxyType
 
 import pytest
 
+from asynqpg_trio._core._queues import Limit, QueueInfo
 from asynqpg_trio._core._records import QueueStats, TypeStats
-from asynqpg_trio._core._views import format_age, format_utc, split_csv, stats_document
+from asynqpg_trio._core._views import (
+    describe_limit,
+    format_age,
+    format_period,
+    format_utc,
+    limit_document,
+    queue_document,
+    split_csv,
+    stats_document,
+)
 
 
 @pytest.mark.parametrize(
@@ -68,4 +78,41 @@ def test_stats_document() -> None:
                 "oldest_pending_age": 1.5,
             }
         ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(1, "1s"), (0.5, "0.5s"), (1.25, "1.25s"), (59, "59s"), (60, "1m"), (90, "90s"),
+     (120, "2m"), (3600, "1h"), (5400, "90m"), (7200, "2h"), (86400, "1d"), (90000, "25h")],
+)  # fmt: skip
+def test_format_period(seconds: float, text: str) -> None:
+    assert format_period(seconds) == text
+
+
+def test_describe_limit() -> None:
+    assert describe_limit(10, None, None, None) == "at most 10 running"
+    assert describe_limit(None, 100, 60.0, 100) == "100 per 1m"
+    assert describe_limit(0, 5, 1.0, 20) == "at most 0 running; 5 per 1s, in bursts of up to 20"
+    assert describe_limit(None, None, None, None) == "no limit"
+
+
+def test_queue_and_limit_documents() -> None:
+    queue = QueueInfo("mail", True, {"pending": 2, "failed": 1}, 1.5)
+    assert queue_document(queue) == {
+        "name": "mail",
+        "paused": True,
+        "total": 3,
+        "counts": {"pending": 2, "running": 0, "completed": 0, "failed": 1, "cancelled": 0},
+        "oldest_ready_age": 1.5,
+    }
+    limit = Limit("type", "api.call", None, 100, 1.0, 20, 3)
+    assert limit_document(limit) == {
+        "scope": "type",
+        "name": "api.call",
+        "max_running": None,
+        "rate": 100,
+        "per": 1.0,
+        "burst": 20,
+        "running": 3,
     }

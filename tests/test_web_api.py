@@ -163,7 +163,7 @@ async def test_list_filters_order_and_pages(pool: Pool, sync_conn: SyncConn) -> 
     assert set(item) == {
         "id", "type", "status", "idempotency_token", "messages", "blocked_till",
         "attempts_left", "attempts_elapsed", "created_at", "updated_at", "finalized_at",
-        "attempted_at", "lease_owner", "payload_size",
+        "attempted_at", "lease_owner", "payload_size", "queue", "priority",
     }  # fmt: skip
     assert item["created_at"].endswith("Z")
 
@@ -193,6 +193,11 @@ async def test_list_filters_order_and_pages(pool: Pool, sync_conn: SyncConn) -> 
         (f"id={'9' * 5000}", f"invalid task id: {'9' * 5000}"),
         ("type=a%00b", "invalid type 'a\\x00b': task types cannot contain NUL characters"),
         (f"after={NESTED_CURSOR}", f"malformed page cursor '{NESTED_CURSOR[:40]}...'"),
+        ("queue=a%00b", "invalid queue 'a\\x00b': queue names cannot contain NUL characters"),
+        (
+            f"queue=mail,{'q' * 129}",
+            f"invalid queue '{'q' * 40}...': queue names are 1 to 128 characters long",
+        ),
     ],
 )
 async def test_list_refuses_bad_parameters(pool: Pool, query: str, message: str) -> None:
@@ -414,6 +419,103 @@ async def test_slash_redirects_are_relative(pool: Pool, prefix: str) -> None:
     assert "location" not in scheme_relative.headers
 
 
+async def test_queues_pause_resume_and_limits(pool: Pool, sync_conn: SyncConn) -> None:
+    make(sync_conn, "pending")
+    mail = [make(sync_conn, s, queue="mail", priority=3) for s in ("pending", "failed")]
+    client = Client(pool)
+    await client.set_limit(queue="mail", max_running=2, rate=10, per=60, burst=20)
+    await client.set_limit(type="t", max_running=0)
+    async with dashboard_client(pool) as http:
+        listed = (await http.get("/api/queues")).json()["data"]
+        headers = {"X-CSRF-Token": await csrf_token(http)}
+        paused = await http.post("/api/queues/mail/pause", headers=headers)
+        again = await http.post("/api/queues/mail/pause", headers=headers)
+        after_pause = (await http.get("/api/queues")).json()["data"]
+        slashed = await http.post("/api/queues/a%2Fb/pause", headers=headers)
+        resumed = await http.post("/api/queues/mail/resume", headers=headers)
+        not_paused = await http.post("/api/queues/mail/resume", headers=headers)
+        limits = (await http.get("/api/limits")).json()["data"]
+        filtered = (await http.get("/api/tasks?queue=mail")).json()["data"]
+        both = (await http.get("/api/tasks?queue=mail,default")).json()["data"]
+        detail = (await http.get(f"/api/tasks/{mail[0]}")).json()["data"]
+        bad = [
+            await http.post(f"/api/queues/{name}/pause", headers=headers)
+            for name in ("%00", "q" * 129, "a%00b")
+        ]
+    assert [(q["name"], q["paused"], q["total"]) for q in listed] == [
+        ("default", False, 1),
+        ("mail", False, 2),
+    ]
+    assert listed[1]["counts"] == dict.fromkeys(STATUSES, 0) | {"pending": 1, "failed": 1}
+    assert all(q["oldest_ready_age"] >= 0 for q in listed)
+    assert paused.json() == {"data": {"queue": "mail", "paused": True, "changed": True}}
+    assert again.json()["data"]["changed"] is False
+    assert [(q["name"], q["paused"]) for q in after_pause] == [("default", False), ("mail", True)]
+    # The name is the rest of the path: a slash in it is no problem.
+    assert slashed.json()["data"] == {"queue": "a/b", "paused": True, "changed": True}
+    assert [(q.name, q.paused) for q in await client.queues()] == [
+        ("a/b", True),
+        ("default", False),
+        ("mail", False),
+    ]
+    assert resumed.json()["data"] == {"queue": "mail", "paused": False, "changed": True}
+    assert not_paused.json()["data"]["changed"] is False
+    assert limits == [
+        {"scope": "queue", "name": "mail", "max_running": 2, "rate": 10, "per": 60.0,
+         "burst": 20, "running": 0},
+        {"scope": "type", "name": "t", "max_running": 0, "rate": None, "per": None,
+         "burst": None, "running": 0},
+    ]  # fmt: skip
+    assert [(t["id"], t["queue"], t["priority"]) for t in filtered["tasks"]] == [
+        (mail[0], "mail", 3),
+        (mail[1], "mail", 3),
+    ]
+    assert both["total"] == 3
+    assert (detail["queue"], detail["priority"]) == ("mail", 3)
+    for answer in bad:
+        status, code, message = error_of(answer)
+        assert (status, code) == (400, "invalid_queue"), answer.text
+        assert "invalid queue name" in message
+
+
+async def test_queue_pages(pool: Pool, sync_conn: SyncConn) -> None:
+    make(sync_conn, "failed", type="mail.send", queue="mail", priority=-2)
+    task_id = make(sync_conn, queue="mail", priority=4)
+    make(sync_conn, type="other")
+    client = Client(pool)
+    await client.pause_queue("mail")
+    await client.set_limit(queue="mail", max_running=5, rate=100, per=3600)
+    async with dashboard_client(pool, prefix="/q") as http:
+        queues = await http.get("/q/queues")
+        tasks = await http.get("/q/tasks?queue=mail")
+        detail = await http.get(f"/q/tasks/{task_id}")
+        bad = await http.get("/q/tasks?queue=a%00b")
+    async with dashboard_client(pool, read_only=True) as http:
+        read_only = await http.get("/queues")
+    assert queues.status_code == 200
+    html = queues.text
+    assert '<tr data-queue="mail" data-paused="true">' in html
+    assert '<tr data-queue="default" data-paused="false">' in html
+    assert 'data-url="/q/api/queues/mail/resume"' in html
+    assert 'data-url="/q/api/queues/default/pause"' in html
+    assert 'href="/q/tasks?queue=mail&amp;status=failed">1</a>' in html
+    assert "at most 5 running; 100 per 1h" in html  # in the queue's row and the limits table
+    assert html.count("at most 5 running; 100 per 1h") == 2
+    assert 'aria-current="page">Queues</a>' in html
+    assert tasks.status_code == 200
+    assert tasks.text.count("<tr data-task-id=") == 2
+    assert '<option value="mail" selected>mail</option>' in tasks.text
+    assert '<td class="num">4</td>' in tasks.text and '<td class="num">-2</td>' in tasks.text
+    queue_row = '<tr><th>Queue</th><td><a href="/q/tasks?queue=mail">mail</a></td></tr>'
+    assert queue_row in detail.text
+    assert "<tr><th>Priority</th><td>4 <small>" in detail.text
+    assert bad.status_code == 200
+    assert "queue names cannot contain NUL characters" in bad.text
+    assert read_only.status_code == 200
+    assert 'data-queue="mail"' in read_only.text
+    assert "data-url=" not in read_only.text and "Resume" not in read_only.text
+
+
 async def test_csrf_is_required_on_every_state_change(pool: Pool, sync_conn: SyncConn) -> None:
     task_id = make(sync_conn, "failed")
     writes = [
@@ -422,6 +524,8 @@ async def test_csrf_is_required_on_every_state_change(pool: Pool, sync_conn: Syn
         ("DELETE", f"/api/tasks/{task_id}"),
         ("POST", "/api/tasks/bulk/retry"),
         ("POST", "/api/tasks/bulk/delete"),
+        ("POST", "/api/queues/mail/pause"),
+        ("POST", "/api/queues/mail/resume"),
     ]
     async with dashboard_client(pool) as http, dashboard_client(pool) as other:
         foreign = await csrf_token(other)  # a valid token, but of another session
@@ -443,6 +547,7 @@ async def test_csrf_is_required_on_every_state_change(pool: Pool, sync_conn: Syn
                     "missing or invalid X-CSRF-Token header",
                 )
         assert status_of(sync_conn, task_id) == "failed"
+        assert [q.name for q in await Client(pool).queues()] == ["default"]  # mail untouched
         assert (await csrf_token(http)) == token  # stable for the session
         done = await http.post(f"/api/tasks/{task_id}/retry", headers={"X-CSRF-Token": token})
     assert all(error_of(a)[:2] == (403, "csrf_failed") for a in no_session)
@@ -502,6 +607,7 @@ async def test_cross_site_writes_are_refused(pool: Pool, sync_conn: SyncConn) ->
         ("DELETE", f"/api/tasks/{task_id}"),
         ("POST", "/api/tasks/bulk/retry"),
         ("POST", "/api/tasks/bulk/delete"),
+        ("POST", "/api/queues/mail/pause"),
     ]
     refused = [
         {"Origin": "https://evil.example"},
@@ -550,14 +656,19 @@ async def test_read_only_refuses_changes(pool: Pool, sync_conn: SyncConn) -> Non
             await http.post("/api/tasks/bulk/retry", headers=headers),
             await http.post("/api/tasks/bulk/delete", headers=headers),
             await http.post("/api/tasks/bulk/delete"),  # no token: still read_only
+            await http.post("/api/queues/mail/pause", headers=headers),
+            await http.post("/api/queues/mail/resume", headers=headers),
         ]
-        reads = [await http.get(p) for p in ("/api/stats", f"/api/tasks/{task_id}", "/api/tasks")]
+        reads = [
+            await http.get(p)
+            for p in ("/api/stats", f"/api/tasks/{task_id}", "/api/tasks", "/api/queues")
+        ]
         page = await http.get("/tasks?status=failed")
         detail = await http.get(f"/tasks/{task_id}")
         config = (await http.get("/api/config")).json()["data"]
     for answer in answers:
         assert error_of(answer) == (403, "read_only", "the dashboard is read-only")
-    assert [r.status_code for r in reads] == [200, 200, 200]
+    assert [r.status_code for r in reads] == [200, 200, 200, 200]
     assert status_of(sync_conn, task_id) == "failed"
     assert config["read_only"] is True
     for html in (page.text, detail.text):
@@ -637,6 +748,8 @@ def test_the_api_is_whole() -> None:
         ("POST", "/api/tasks/{id}/retry"), ("POST", "/api/tasks/{id}/cancel"),
         ("DELETE", "/api/tasks/{id}"), ("POST", "/api/tasks/bulk/retry"),
         ("POST", "/api/tasks/bulk/delete"),
+        ("GET", "/api/queues"), ("POST", "/api/queues/{name:path}/pause"),
+        ("POST", "/api/queues/{name:path}/resume"), ("GET", "/api/limits"),
     }  # fmt: skip
     assert expected <= routes
     assert not any(path.startswith("/api/auth") for _, path in routes)  # OAuth only
@@ -649,7 +762,7 @@ async def test_unexpected_errors_are_500_without_details(
         raise RuntimeError("secret detail")
 
     names = ("stats", "list_tasks", "get_task_summary", "get_payload", "retry_task")
-    for name in (*names, "retry_failed", "throughput"):
+    for name in (*names, "retry_failed", "throughput", "queues", "limits", "pause_queue"):
         monkeypatch.setattr(Client, name, broken)
     async with dashboard_client(pool) as http:
         token = await csrf_token(http)
@@ -664,6 +777,9 @@ async def test_unexpected_errors_are_500_without_details(
                 ("GET", "/api/tasks/1/payload"),
                 ("POST", "/api/tasks/1/retry"),
                 ("POST", "/api/tasks/bulk/retry"),
+                ("GET", "/api/queues"),
+                ("GET", "/api/limits"),
+                ("POST", "/api/queues/q/pause"),
             ]
         }
     messages = {path: error_of(a) for path, a in answers.items()}
@@ -676,12 +792,15 @@ async def test_unexpected_errors_are_500_without_details(
         "/api/tasks/1/payload": (500, "internal_error", "failed to get task payload"),
         "/api/tasks/1/retry": (500, "internal_error", "failed to retry task"),
         "/api/tasks/bulk/retry": (500, "internal_error", "failed to bulk retry tasks"),
+        "/api/queues": (500, "internal_error", "failed to list queues"),
+        "/api/limits": (500, "internal_error", "failed to list limits"),
+        "/api/queues/q/pause": (500, "internal_error", "failed to pause queue"),
     }
     assert "secret detail" in caplog.text
     assert all("secret" not in a.text for a in answers.values())
     # The pages show the error in their own layout, not a bare "Internal Server Error".
     async with dashboard_client(pool) as http:
-        pages = [await http.get(path) for path in ("/", "/tasks", "/tasks/1")]
+        pages = [await http.get(path) for path in ("/", "/tasks", "/tasks/1", "/queues")]
     for page in pages:
         assert page.status_code == 500
         assert 'class="error" role="alert">The dashboard could not load this page' in page.text
@@ -743,7 +862,7 @@ _VALUE = (
 )
 _KEYS = st.sampled_from(
     ["status", "type", "id", "created_after", "created_before", "order_by", "order", "limit",
-     "offset", "after", "next", "error", "code", "state", "x"]
+     "offset", "after", "next", "error", "code", "state", "queue", "x"]
 )  # fmt: skip
 _QUERY = st.lists(st.tuples(_KEYS, _VALUE), max_size=6).map(
     lambda pairs: "&".join(f"{k}={v}" for k, v in pairs)
@@ -811,7 +930,7 @@ async def test_no_parameter_makes_a_5xx(
             await http.get(f"/q/api/auth/callback/fake?code=good&state={state}")
             headers = {"X-CSRF-Token": await csrf_token(http, "/q")}
             for (method, template), segment, query, body in requests:
-                path = re.sub(r"\{[a-z]+\}", segment, template)
+                path = re.sub(r"\{[a-z]+(?::path)?\}", segment, template)
                 url = f"http://dash.test{path}?{query}" if query else f"http://dash.test{path}"
                 answer = await http.request(method, url, content=body, headers=headers)
                 assert answer.status_code < 500, (method, url, body, answer.text[:300])

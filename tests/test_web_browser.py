@@ -1,7 +1,8 @@
 """The dashboard in headless Chromium, served by the dashboard command (Hypercorn's Trio
 worker) under a non-root prefix with Basic auth: counts, live refresh, the dead-letter view's
-Retry all, and cancelling a task from its detail page, all under the dashboard's Content
-Security Policy (no violation reported).  And another site cannot frame it.
+Retry all, cancelling a task from its detail page, and pausing and resuming a queue from the
+Queues page, all under the dashboard's Content Security Policy (no violation reported).  And
+another site cannot frame it.
 
 Needs Debian's ``chromium`` and the ``playwright`` package (``.ci/run`` installs both).  It
 never skips: without them it fails and says what to install.
@@ -133,6 +134,77 @@ def test_dashboard_in_chromium(dsn: str, sync_conn: SyncConn) -> None:
             browser.close()
     assert requested and all(u.startswith(f"{origin}{PREFIX}/") for u in requested), requested
     assert not [p for p in problems if "Content Security Policy" in p], problems
+    assert problems == []
+
+
+def _paused(sync_conn: SyncConn, queue: str) -> bool | None:
+    query = "SELECT paused FROM asynqpg_queues WHERE name = %s"
+    row = sync_conn.execute(query, (queue,)).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def test_queues_page_pause_and_resume_in_chromium(dsn: str, sync_conn: SyncConn) -> None:
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    make(sync_conn, "pending", type="email", queue="mail", priority=5)
+    make(sync_conn, "failed", type="email", queue="mail")
+    make(sync_conn, "pending", type="report")
+    server = dashboard_process(
+        dsn,
+        *("--prefix", PREFIX, "--refresh", "0.5"),
+        *("--basic-user", USER, "--basic-password", PASSWORD),
+    )
+    with server as (url, _), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD})
+            page = context.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on(
+                "console",
+                lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None,
+            )
+            page.goto(url)
+            page.get_by_role("link", name="Queues", exact=True).click()
+            expect(page).to_have_url(f"{url}queues")
+            mail = page.locator('tr[data-queue="mail"]')
+            expect(mail).to_have_attribute("data-paused", "false")
+            expect(mail.locator(".state")).to_have_text("active")
+            expect(page.locator('tr[data-queue="default"] .state')).to_have_text("active")
+
+            # Pause mail: the button goes through the JSON API with the CSRF token, and the
+            # live part shows the queue paused without reloading the page.
+            page.evaluate("window.notReloaded = true")
+            mail.get_by_role("button", name="Pause").click()
+            expect(page.locator("#flash")).to_have_text("Queue mail paused")
+            expect(mail).to_have_attribute("data-paused", "true")
+            expect(mail.locator(".state")).to_have_text("paused")
+            expect(mail.get_by_role("button", name="Pause")).to_have_count(0)
+            assert _paused(sync_conn, "mail") is True
+            assert page.evaluate("window.notReloaded") is True
+
+            # A pause made elsewhere (the CLI, another dashboard) shows at the next refresh.
+            sync_conn.execute("INSERT INTO asynqpg_queues (name, paused) VALUES ('default', true)")
+            expect(page.locator('tr[data-queue="default"]')).to_have_attribute(
+                "data-paused", "true"
+            )
+
+            # Resume mail.
+            mail.get_by_role("button", name="Resume").click()
+            expect(page.locator("#flash")).to_have_text("Queue mail resumed")
+            expect(mail).to_have_attribute("data-paused", "false")
+            expect(mail.get_by_role("button", name="Pause")).to_have_count(1)
+            assert _paused(sync_conn, "mail") is False
+
+            # The queue's name links to its tasks.
+            mail.get_by_role("link", name="mail", exact=True).click()
+            expect(page).to_have_url(f"{url}tasks?queue=mail")
+            expect(page.locator("tr[data-task-id]")).to_have_count(2)
+            expect(page.locator("select[name=queue]")).to_have_value("mail")
+        finally:
+            browser.close()
     assert problems == []
 
 

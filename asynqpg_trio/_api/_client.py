@@ -192,6 +192,7 @@ class Client(QueueAdmin):
         *,
         statuses: Iterable[TaskStatus | str] | TaskStatus | str | None = None,
         types: Iterable[str] | str | None = None,
+        queues: Iterable[str] | str | None = None,
         ids: Iterable[int] | int | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
@@ -219,6 +220,7 @@ class Client(QueueAdmin):
         Args:
             statuses: task statuses to include.
             types: task types to include.
+            queues: queues to include (by name).
             ids: task ids to include.
             created_after: include tasks created at or after this aware datetime.
             created_before: include tasks created at or before this aware datetime.
@@ -234,14 +236,16 @@ class Client(QueueAdmin):
             ``next_cursor`` (None when this page was not full).
 
         Raises:
-            InvalidQuery: an unknown status or order field, a naive datetime, a negative
-                offset, ``offset`` with ``after``, or a malformed or mismatched cursor.
+            InvalidQuery: an unknown status or order field, a queue name no queue can have,
+                a naive datetime, a negative offset, ``offset`` with ``after``, or a
+                malformed or mismatched cursor.
 
         Cancellation: a checkpoint; reads only.
         """
         plan = plan_list(
             statuses=statuses,
             types=types,
+            queues=queues,
             ids=ids,
             created_after=created_after,
             created_before=created_before,

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from .._core._listing import MAX_LIMIT, MAX_TASK_ID, STATUS_NAMES
 from .._core._row import TaskStatus
+from .._core._task import MAX_PRIORITY, MAX_QUEUE_LENGTH, MAX_TYPE_LENGTH, MIN_PRIORITY
 from .._core._views import split_csv
 from .._pg._server import DSN_ENV
 
@@ -33,13 +34,23 @@ __all__ = [
     "ids",
     "limit",
     "non_negative_int",
+    "period",
+    "positive_int",
     "positive_seconds",
+    "priority",
+    "queue_name",
+    "queue_names",
+    "queue_spec",
     "seconds",
     "split",
     "statuses",
     "task_id",
+    "task_type",
     "timestamp",
 ]
+
+#: The units a period may carry (``--per 1m``), in seconds.
+_PERIOD_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class CommandError(Exception):
@@ -131,6 +142,83 @@ def non_negative_int(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return int(text)
+
+
+def positive_int(text: str) -> int:
+    """A whole number, 1 or more."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def priority(text: str) -> int:
+    """A task priority: a whole number from `MIN_PRIORITY` to `MAX_PRIORITY`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = MAX_PRIORITY + 1
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise argparse.ArgumentTypeError(
+            f"expected a priority from {MIN_PRIORITY} (least urgent) to {MAX_PRIORITY}"
+            f" (most urgent), got {text!r}"
+        )
+    return value
+
+
+def queue_name(text: str) -> str:
+    """A queue name: 1 to `MAX_QUEUE_LENGTH` characters."""
+    if not 0 < len(text) <= MAX_QUEUE_LENGTH:
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise argparse.ArgumentTypeError(
+            f"invalid queue name {shown!r}: queue names are 1 to {MAX_QUEUE_LENGTH} characters long"
+        )
+    return text
+
+
+def queue_names(text: str) -> list[str]:
+    """A comma-separated list of queue names."""
+    return [queue_name(part) for part in split(text)]
+
+
+def task_type(text: str) -> str:
+    """A task type: 1 to `MAX_TYPE_LENGTH` characters."""
+    if not 0 < len(text) <= MAX_TYPE_LENGTH:
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise argparse.ArgumentTypeError(
+            f"invalid task type {shown!r}: task types are 1 to {MAX_TYPE_LENGTH} characters long"
+        )
+    return text
+
+
+def queue_spec(text: str) -> tuple[str, int | None]:
+    """``NAME`` or ``NAME=CAP``: a queue a worker serves, and the most of its tasks it holds
+    at once (a positive integer; none: no cap of its own)."""
+    name, sep, cap = text.rpartition("=")
+    if not sep:
+        return queue_name(text), None
+    if not (cap.isascii() and cap.isdigit()) or int(cap) < 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid queue {text!r}: expected NAME or NAME=CAP, CAP a positive integer"
+        )
+    return queue_name(name), int(cap)
+
+
+def period(text: str) -> float:
+    """A rate's period in seconds: a positive number, optionally with a unit s, m, h or d
+    (``2.5``, ``30s``, ``1m``, ``1h``, ``1d``)."""
+    number, unit = text, 1.0
+    if text[-1:] in _PERIOD_UNITS:
+        number, unit = text[:-1], _PERIOD_UNITS[text[-1]]
+    try:
+        value = float(number) * unit
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"invalid period {text!r}: expected seconds or a number with a unit s, m, h or d"
+            " (1s, 1m, 1h)"
+        )
+    return value
 
 
 def limit(text: str) -> int:

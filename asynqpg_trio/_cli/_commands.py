@@ -36,7 +36,7 @@ from rich.text import Text
 from .._api._client import Client
 from .._api._producer import Producer
 from .._core._listing import DEFAULT_LIMIT, MAX_LIMIT, ORDER_FIELDS
-from .._core._task import Task
+from .._core._task import DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY, Task
 from .._pg._migrate import LATEST_VERSION, check_schema, migrate
 from .._pg._pool import Pool, open_pool
 from .._pg._server import DSN_ENV, resolve_dsn
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
     Handler = Callable[[Pool, argparse.Namespace], Awaitable[int]]
 
-__all__ = ["add_admin_commands", "checked_pool", "database", "one_line"]
+__all__ = ["add_admin_commands", "checked_pool", "database", "emit", "full_output", "one_line"]
 
 #: The line width when stdout is not a terminal: wide enough that nothing is cut.
 _UNBOUNDED = 1_000_000
@@ -62,12 +62,13 @@ def _console() -> Console:
     return Console(markup=False, emoji=False, highlight=False, width=_UNBOUNDED)
 
 
-def _full() -> bool:
+def full_output() -> bool:
     """Whether to print values in full: stdout is not a terminal (a pipe or a file)."""
     return not _console().is_terminal
 
 
-def _emit(args: argparse.Namespace, data: Any, human: Any) -> None:
+def emit(args: argparse.Namespace, data: Any, human: Any) -> None:
+    """Print a result: ``data`` as one JSON document with ``--json``, else ``human``."""
     if args.json:
         print(json.dumps(data), flush=True)
     else:
@@ -81,7 +82,7 @@ async def _migrate(pool: Pool, args: argparse.Namespace) -> int:
         human = f"applied schema {noun} {', '.join(map(str, applied))}"
     else:
         human = f"schema is up to date (version {LATEST_VERSION})"
-    _emit(args, {"applied": applied, "version": LATEST_VERSION}, human)
+    emit(args, {"applied": applied, "version": LATEST_VERSION}, human)
     return 0
 
 
@@ -94,9 +95,11 @@ async def _enqueue(pool: Pool, args: argparse.Namespace) -> int:
         idempotency_token=args.token,
         delay=args.delay,
         max_retry=args.max_retry,
+        queue=args.queue,
+        priority=args.priority,
     )
     task_id = await Producer(pool).enqueue(task)
-    _emit(args, {"id": task_id}, f"enqueued task {task_id} ({args.type})")
+    emit(args, {"id": task_id}, f"enqueued task {task_id} ({args.type})")
     return 0
 
 
@@ -104,6 +107,7 @@ async def _list(pool: Pool, args: argparse.Namespace) -> int:
     page = await Client(pool).list_tasks(
         statuses=args.status,
         types=args.type,
+        queues=args.queue,
         ids=args.id,
         created_after=args.created_after,
         created_before=args.created_before,
@@ -113,44 +117,44 @@ async def _list(pool: Pool, args: argparse.Namespace) -> int:
         offset=args.offset,
         after=args.after,
     )
-    _emit(args, render.page_json(page), render.page_table(page, args.offset, full=_full()))
+    emit(args, render.page_json(page), render.page_table(page, args.offset, full=full_output()))
     return 0
 
 
 async def _show(pool: Pool, args: argparse.Namespace) -> int:
     task = await Client(pool).get_task(args.id)
-    _emit(args, render.task_json(task), render.task_table(task))
+    emit(args, render.task_json(task), render.task_table(task))
     return 0
 
 
 async def _cancel(pool: Pool, args: argparse.Namespace) -> int:
     task = await Client(pool).cancel_task(args.id)
-    _emit(args, render.task_json(task), render.task_line("cancelled", task))
+    emit(args, render.task_json(task), render.task_line("cancelled", task))
     return 0
 
 
 async def _retry(pool: Pool, args: argparse.Namespace) -> int:
     task = await Client(pool).retry_task(args.id)
-    _emit(args, render.task_json(task), render.task_line("re-queued", task))
+    emit(args, render.task_json(task), render.task_line("re-queued", task))
     return 0
 
 
 async def _delete(pool: Pool, args: argparse.Namespace) -> int:
     task = await Client(pool).delete_task(args.id)
     line = f"deleted task {task.id} ({task.type}); it was {task.status.value}"
-    _emit(args, render.task_json(task), line)
+    emit(args, render.task_json(task), line)
     return 0
 
 
 async def _retry_failed(pool: Pool, args: argparse.Namespace) -> int:
     n = await Client(pool).retry_failed(args.type)
-    _emit(args, {"affected": n}, f"re-queued {render.plural(n, 'failed task')}")
+    emit(args, {"affected": n}, f"re-queued {render.plural(n, 'failed task')}")
     return 0
 
 
 async def _delete_failed(pool: Pool, args: argparse.Namespace) -> int:
     n = await Client(pool).delete_failed(args.type)
-    _emit(args, {"affected": n}, f"deleted {render.plural(n, 'failed task')}")
+    emit(args, {"affected": n}, f"deleted {render.plural(n, 'failed task')}")
     return 0
 
 
@@ -158,7 +162,7 @@ async def _stats(pool: Pool, args: argparse.Namespace) -> int:
     client = Client(pool)
     if args.watch is None:
         stats = await client.stats()
-        _emit(args, render.stats_json(stats), render.stats_table(stats, full=_full()))
+        emit(args, render.stats_json(stats), render.stats_table(stats, full=full_output()))
         return 0
     if args.json:  # JSON Lines: one document per refresh
         while True:
@@ -270,6 +274,20 @@ def add_admin_commands(sub: Any, common: argtypes.Parser) -> None:
         help="how many times it may run in all (default 3; 0 runs it once, like 1)",
     )
     p.add_argument("--token", default=None, help="idempotency token")
+    p.add_argument(
+        "--queue",
+        type=argtypes.queue_name,
+        default=DEFAULT_QUEUE,
+        metavar="NAME",
+        help=f"the queue to put it on (default {DEFAULT_QUEUE})",
+    )
+    p.add_argument(
+        "--priority",
+        type=argtypes.priority,
+        default=0,
+        metavar="P",
+        help=f"from {MIN_PRIORITY} (least urgent) to {MAX_PRIORITY} (most urgent); default 0",
+    )
     p.set_defaults(func=database(_enqueue))
 
     tasks = command(sub, "tasks", common, "list, show and manage tasks")
@@ -287,6 +305,9 @@ def add_admin_commands(sub: Any, common: argtypes.Parser) -> None:
     )
     p.add_argument(
         "--type", type=argtypes.split, action="extend", help="task types (comma-separated)"
+    )
+    p.add_argument(
+        "--queue", type=argtypes.queue_names, action="extend", help="queues (comma-separated)"
     )
     p.add_argument("--id", type=argtypes.ids, action="extend", help="task ids (comma-separated)")
     p.add_argument(

@@ -1,4 +1,4 @@
-"""The ``asynqpg-trio`` command line: migrate, enqueue, inspect and manage tasks, stats.
+"""The ``asynqpg-trio`` command line: migrate, enqueue, inspect and manage tasks and queues.
 
 Theory of operation
 -------------------
@@ -12,8 +12,8 @@ on stdout as one JSON document, ``{"error": MESSAGE, "exit_status": N}``.  The c
 a consumer or a server do so inside nurseries, so their errors may arrive in an exception group:
 ``except*`` sorts each error in it by class, exactly as if it came alone.  Anything else is a
 bug and keeps its traceback.  Ctrl-C ends ``stats --watch`` with status 0, anything else with
-130.  The argument converters live in `_args`, the database commands in `_commands`, the
-output formats in `_render`.
+130.  The argument converters live in `_args`, the database commands in `_commands` (tasks) and
+`_queues` (queues and limits), the output formats in `_render`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .._core._errors import (
 )
 from ._args import CommandError, Parser, UsageExit, common_options
 from ._commands import add_admin_commands, one_line
+from ._queues import add_queue_commands
 from ._runtime import add_runtime_commands
 from ._schedules import add_schedule_commands
 from ._web import add_web_commands
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_options(top=False)
     add_admin_commands(sub, common)
     add_schedule_commands(sub, common)
+    add_queue_commands(sub, common)
     add_runtime_commands(sub, common)
     add_web_commands(sub, common)
     # Runtime commands (`worker`, `demo`, `dashboard`) are added here, each by a function like

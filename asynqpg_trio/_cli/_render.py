@@ -24,14 +24,26 @@ from rich.console import Group, OverflowMethod
 from rich.table import Table
 from rich.text import Text
 
+from .._core._queues import Limit, QueueInfo
 from .._core._records import QueueStats, TaskPage, TaskRecord, TaskSummary
 from .._core._row import TaskStatus
-from .._core._views import format_age, format_utc, stats_document
+from .._core._views import (
+    describe_limit,
+    format_age,
+    format_utc,
+    limit_document,
+    queue_document,
+    stats_document,
+)
 
 __all__ = [
+    "limits_json",
+    "limits_table",
     "page_json",
     "page_table",
     "plural",
+    "queues_json",
+    "queues_table",
     "stats_json",
     "stats_table",
     "summary_json",
@@ -73,7 +85,13 @@ def summary_json(task: TaskSummary) -> dict[str, Any]:
 
 
 def _task_json(task: TaskRecord | TaskSummary, payload: bytes | None) -> dict[str, Any]:
-    data: dict[str, Any] = {"id": task.id, "type": task.type, "status": task.status.value}
+    data: dict[str, Any] = {
+        "id": task.id,
+        "type": task.type,
+        "queue": task.queue,
+        "priority": task.priority,
+        "status": task.status.value,
+    }
     if payload is not None:
         data["payload"] = _text_payload(payload)
         data["payload_base64"] = base64.b64encode(payload).decode()
@@ -134,6 +152,8 @@ def page_table(page: TaskPage, offset: int, *, full: bool = False) -> Group:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     table.add_column("ID", justify="right", no_wrap=True)
     table.add_column("Type", no_wrap=True)
+    table.add_column("Queue", no_wrap=True)
+    table.add_column("Pri", justify="right", no_wrap=True)
     table.add_column("Status", no_wrap=True)
     table.add_column("Runs", justify="right", no_wrap=True)
     table.add_column("Created (UTC)", no_wrap=True)
@@ -143,6 +163,8 @@ def page_table(page: TaskPage, offset: int, *, full: bool = False) -> Group:
         table.add_row(
             str(t.id),
             t.type,
+            t.queue,
+            str(t.priority),
             _status(t.status),
             f"{t.attempts_elapsed}/{t.attempts_elapsed + t.attempts_left}",
             format_utc(t.created_at),
@@ -169,6 +191,8 @@ def task_table(task: TaskRecord) -> Table:
     rows: list[tuple[str, str | Text]] = [
         ("id", str(task.id)),
         ("type", task.type),
+        ("queue", task.queue),
+        ("priority", str(task.priority)),
         ("status", _status(task.status)),
         ("payload", f"{payload}  ({len(task.payload)} bytes)"),
         ("idempotency token", task.idempotency_token or "-"),
@@ -220,3 +244,58 @@ def stats_table(stats: QueueStats, *, full: bool = False) -> Group:
     if not stats.by_type:
         return Group(totals, Text("no tasks", style="dim"))
     return Group(totals, types)
+
+
+def queues_json(queues: tuple[QueueInfo, ...]) -> dict[str, Any]:
+    """The queues as JSON-ready data: ``{"queues": [...]}``, by name."""
+    return {"queues": [queue_document(q) for q in queues]}
+
+
+def queues_table(queues: tuple[QueueInfo, ...], *, full: bool = False) -> Table | Text:
+    """One row per queue: paused or not, its counts per status, and its queue lag (how long
+    its longest-waiting ready task has waited)."""
+    if not queues:
+        return Text("no queues: no tasks, and none paused", style="dim")
+    statuses = [s.value for s in TaskStatus]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("queue", overflow="fold" if full else "ellipsis")
+    table.add_column("state", no_wrap=True)
+    for s in statuses:
+        table.add_column(s, justify="right", no_wrap=True)
+    table.add_column("total", justify="right", no_wrap=True)
+    table.add_column("lag", justify="right", no_wrap=True)
+    for q in queues:
+        doc = queue_document(q)
+        table.add_row(
+            q.name,
+            Text("paused", style="bold red") if q.paused else Text("active", style="green"),
+            *(str(doc["counts"][s]) for s in statuses),
+            str(doc["total"]),
+            age(q.oldest_ready_age),
+        )
+    return table
+
+
+def limits_json(limits: tuple[Limit, ...]) -> dict[str, Any]:
+    """The limits as JSON-ready data: ``{"limits": [...]}``, by scope and name."""
+    return {"limits": [limit_document(lim) for lim in limits]}
+
+
+def limits_table(limits: tuple[Limit, ...], *, full: bool = False) -> Table | Text:
+    """One row per cluster-wide limit: what it limits, the limit in words, and its tasks
+    running now."""
+    if not limits:
+        return Text("no limits", style="dim")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("scope", no_wrap=True)
+    table.add_column("name", overflow="fold" if full else "ellipsis")
+    table.add_column("limit")
+    table.add_column("running", justify="right", no_wrap=True)
+    for lim in limits:
+        table.add_row(
+            lim.scope,
+            lim.name,
+            describe_limit(lim.max_running, lim.rate, lim.per, lim.burst),
+            str(lim.running),
+        )
+    return table

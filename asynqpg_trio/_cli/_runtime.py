@@ -4,12 +4,15 @@
 or a function taking no arguments that returns either such a mapping or a dict of
 `open_consumer` keyword arguments (with ``handlers``).  ``--schedules MODULE:ATTR`` names a
 list of `Schedule` (or a function returning one) for the consumer to run (``schedules`` in
-such a dict does the same; giving both is an error).  Anything else (a handler function, an
-unknown `open_consumer` option) is a usage error, exit status 2.  Before the consumer starts,
-one connection checks the database and its schema within ``--connect-timeout`` (a refused
-connect is retried in that time, for a worker started with its database), so the usual
-failures are one line like every other command's.  The first SIGINT/SIGTERM starts the graceful
-shutdown; a second one stops at once (leases left behind expire and their tasks are rescued).
+such a dict does the same; giving both is an error).  ``--queue NAME[=CAP]`` (repeatable)
+chooses the queues it serves, replacing any ``queues`` the target's options name; without it
+the target's choice stands (default: the queue ``default``).  Anything else (a handler
+function, an unknown `open_consumer` option) is a usage error, exit status 2.  Before the
+consumer starts, one connection checks the database and its schema within
+``--connect-timeout`` (a refused connect is retried in that time, for a worker started with
+its database), so the usual failures are one line like every other command's.  The first
+SIGINT/SIGTERM starts the graceful shutdown; a second one stops at once (leases left behind
+expire and their tasks are rescued).
 
 ``demo`` runs on ``--dsn``/``ASYNQPG_DSN`` when given, else on a throwaway embedded server
 (see `_demo` for what it leaves behind).
@@ -32,7 +35,9 @@ from rich.text import Text
 
 from .._consumer._open import open_consumer
 from .._core._schedule import check_schedules
+from .._core._task import DEFAULT_QUEUE
 from .._pg._server import DSN_ENV, embedded_server, resolve_dsn
+from . import _args as argtypes
 from ._args import CommandError, command
 from ._commands import checked_pool, one_line
 from ._thread import LEFT_TO_JANITOR, run_in_thread, stop_signals
@@ -114,7 +119,11 @@ async def _worker(dsn: str, options: dict[str, Any]) -> int:
     # second signal while the graceful shutdown (the block's exit) runs.
     async with stop_signals() as signals, trio.open_nursery() as nursery:
         async with open_consumer(dsn, **options) as consumer:
-            print(f"worker {consumer.consumer_id} running; Ctrl-C to stop", file=sys.stderr)
+            served = ", ".join(options.get("queues") or [DEFAULT_QUEUE])
+            print(
+                f"worker {consumer.consumer_id} running (queues: {served}); Ctrl-C to stop",
+                file=sys.stderr,
+            )
 
             async def watch() -> None:
                 count = 0
@@ -149,7 +158,19 @@ def _run_worker(args: argparse.Namespace) -> int:
     options = _load_target(args.target)
     if args.schedules is not None:
         options = _load_schedules(args.schedules, options)
+    if args.queues:
+        options["queues"] = _served_queues(args.queues)
     return run_in_thread(_checked_worker, dsn, options, args)  # ends at the shutdown's bound
+
+
+def _served_queues(specs: list[tuple[str, int | None]]) -> dict[str, int | None]:
+    """``--queue`` options as ``open_consumer``'s ``queues``: name -> cap (None: no cap)."""
+    queues: dict[str, int | None] = {}
+    for name, cap in specs:
+        if name in queues:
+            raise CommandError(f"--queue {name!r} is given twice", 2)
+        queues[name] = cap
+    return queues
 
 
 async def _checked_worker(dsn: str, options: dict[str, Any], args: argparse.Namespace) -> int:
@@ -225,6 +246,16 @@ def add_runtime_commands(sub: Any, common: Any) -> None:
         default=None,
         help="periodic tasks to run: a list of asynqpg_trio.Schedule, or a function "
         "returning one, e.g. examples.periodic:schedules",
+    )
+    p.add_argument(
+        "--queue",
+        dest="queues",
+        type=argtypes.queue_spec,
+        action="append",
+        metavar="NAME[=CAP]",
+        help="serve this queue, holding at most CAP of its tasks at once if CAP is given; "
+        "repeat for more queues; replaces the queues ATTR's options name (default: those, "
+        f"else {DEFAULT_QUEUE})",
     )
     p.set_defaults(func=_run_worker)
     p = command(

@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ._checks import storable
 from ._errors import InvalidQuery, TaskNotFound
 from ._records import TaskSummary
 from ._row import TaskStatus
+from ._task import MAX_QUEUE_LENGTH
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -171,6 +173,24 @@ def _types(value: object) -> list[str] | None:
     return None if items is None else [_no_nul(t) for t in items]
 
 
+def _queues(value: object) -> list[str] | None:
+    items = _as_list(value, "queues")
+    if items is None:
+        return None
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidQuery(f"queues must be strings, got {items!r}")
+        if not storable(item):
+            what = "NUL characters" if "\x00" in item else "lone surrogates"
+            raise InvalidQuery(f"invalid queue {item!r}: queue names cannot contain {what}")
+        if not 0 < len(item) <= MAX_QUEUE_LENGTH:
+            shown = item if len(item) <= 40 else f"{item[:40]}..."
+            raise InvalidQuery(
+                f"invalid queue {shown!r}: queue names are 1 to {MAX_QUEUE_LENGTH} characters long"
+            )
+    return items
+
+
 def _ids(value: object) -> list[int] | None:
     items = _as_list(value, "ids")
     if items is None:
@@ -211,6 +231,7 @@ def plan_list(
     limit: object,
     offset: object,
     after: object,
+    queues: object = None,
 ) -> ListPlan:
     """Check `Client.list_tasks`'s arguments and build its query plan.
 
@@ -231,6 +252,7 @@ def plan_list(
     params: dict[str, Any] = {
         "statuses": _statuses(statuses),
         "types": _types(types),
+        "queues": _queues(queues),
         "ids": _ids(ids),
         "created_after": _moment(created_after, "created_after"),
         "created_before": _moment(created_before, "created_before"),

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: Number of task columns in a row; the client's statements put them last.
-TASK_COLUMNS = 15
+TASK_COLUMNS = 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,8 @@ class TaskRecord:
         attempted_at: when it was last claimed, else None.
         lease_token: the current lease's fencing token; set exactly while running.
         lease_owner: the id of the consumer holding the lease, while running.
+        queue: the named queue it is on (``"default"`` unless enqueued on another).
+        priority: its priority, -5 (least urgent) to 5 (most urgent).
     """
 
     id: int
@@ -74,6 +76,8 @@ class TaskRecord:
     attempted_at: datetime | None
     lease_token: int | None
     lease_owner: str | None
+    queue: str
+    priority: int
 
     @property
     def payload_size(self) -> int:
@@ -109,6 +113,8 @@ class TaskSummary:
         attempted_at: when it was last claimed, else None.
         lease_token: the current lease's fencing token; set exactly while running.
         lease_owner: the id of the consumer holding the lease, while running.
+        queue: the named queue it is on (``"default"`` unless enqueued on another).
+        priority: its priority, -5 (least urgent) to 5 (most urgent).
     """
 
     id: int
@@ -126,6 +132,8 @@ class TaskSummary:
     attempted_at: datetime | None
     lease_token: int | None
     lease_owner: str | None
+    queue: str
+    priority: int
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskSummary:
@@ -249,6 +257,8 @@ def _shared_fields(row: Sequence[Any]) -> dict[str, Any]:
         attempted_at,
         lease_token,
         lease_owner,
+        queue,
+        priority,
     ) = row
     return {
         "id": int(task_id),
@@ -265,4 +275,6 @@ def _shared_fields(row: Sequence[Any]) -> dict[str, Any]:
         "attempted_at": attempted_at,
         "lease_token": None if lease_token is None else int(lease_token),
         "lease_owner": lease_owner,
+        "queue": queue,
+        "priority": int(priority),
     }

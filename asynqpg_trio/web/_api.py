@@ -14,6 +14,12 @@ payload (in ``"show"`` mode) and the payload endpoint serves it only when it is 
 payload (the action answers carry the row the write returned, payload included, shown only
 within the limit).
 
+Queues (ours alone: the Go dashboard has none): ``GET /api/queues`` lists them with their
+counts, ``POST /api/queues/{name}/pause`` and ``/resume`` change one (the name is the rest of
+the path, so it may hold a slash; a name no queue can have is 400 ``invalid_queue``), and
+``GET /api/limits`` lists the cluster-wide limits.  Tasks carry ``queue`` and ``priority``,
+and ``GET /api/tasks?queue=a,b`` filters by queue.
+
 Differences from the Go dashboard, each fixing a flaw it has: a failed health check uses the
 error envelope (503 ``database_unreachable``); ``by_type`` is sorted; task types are read
 fresh (no 30 s cache); ids past 2**63-1 are refused; ``payloads="hide"`` also hides the
@@ -45,7 +51,10 @@ from .._pg import _client_repo as client_repo
 from ._params import (
     BadParam,
     detail_json,
+    limits_json,
     list_query,
+    queue_name,
+    queues_json,
     stats_json,
     task_id,
     task_json,
@@ -260,6 +269,40 @@ class _Api:
             return _internal("bulk delete tasks")
         return ok({"affected": affected})
 
+    async def queues(self, request: Request) -> Response:
+        try:
+            queues = await self.client.queues()
+        except Exception:
+            return _internal("list queues")
+        return ok(queues_json(queues))
+
+    async def limits(self, request: Request) -> Response:
+        try:
+            limits = await self.client.limits()
+        except Exception:
+            return _internal("list limits")
+        return ok(limits_json(limits))
+
+    async def _queue_action(self, request: Request, pause: bool) -> Response:
+        try:
+            name = queue_name(request.path_params["name"])
+        except BadParam as ex:
+            return fail(400, "invalid_queue", str(ex))
+        try:
+            if pause:
+                changed = await self.client.pause_queue(name)
+            else:
+                changed = await self.client.resume_queue(name)
+        except Exception:
+            return _internal("pause queue" if pause else "resume queue")
+        return ok({"queue": name, "paused": pause, "changed": changed})
+
+    async def pause_queue(self, request: Request) -> Response:
+        return await self._queue_action(request, pause=True)
+
+    async def resume_queue(self, request: Request) -> Response:
+        return await self._queue_action(request, pause=False)
+
 
 def _raw_payload(payload: bytes) -> Response:
     media = "application/octet-stream"
@@ -291,6 +334,10 @@ def api_routes(site: Site) -> list[Route]:
         ("/api/tasks/{id}/payload", api.payload, read, "GET"),
         ("/api/tasks/{id}/retry", api.retry, write, "POST"),
         ("/api/tasks/{id}/cancel", api.cancel, write, "POST"),
+        ("/api/queues", api.queues, read, "GET"),
+        ("/api/queues/{name:path}/pause", api.pause_queue, write, "POST"),
+        ("/api/queues/{name:path}/resume", api.resume_queue, write, "POST"),
+        ("/api/limits", api.limits, read, "GET"),
     ]
     return [
         Route(path, site.endpoint(handler, access), methods=[method])

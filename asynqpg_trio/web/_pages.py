@@ -1,4 +1,5 @@
-"""The dashboard's HTML pages: overview, task list (and dead letters), task detail, login.
+"""The dashboard's HTML pages: overview, task list (and dead letters), task detail, queues,
+login.
 
 Theory of operation
 -------------------
@@ -7,9 +8,10 @@ every URL in them is built from the request's base path, so they work under any 
 part of a page that changes sits in ``<main id="live">``; ``static/dashboard.js`` re-fetches
 the page every few seconds and swaps that element (and the CSRF token) in place, and runs the
 action buttons through the JSON API with the CSRF header.  In read-only mode the buttons are
-not rendered at all.  Bad filters are shown on the page instead of failing it; an unexpected
-failure (the database is down) is logged and shown as an error page (500) in the dashboard's
-own layout, never as a bare "Internal Server Error".
+not rendered at all (the queues page's Pause and Resume included).  Bad filters are shown on
+the page instead of failing it; an unexpected failure (the database is down) is logged and
+shown as an error page (500) in the dashboard's own layout, never as a bare "Internal Server
+Error".
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from starlette.templating import Jinja2Templates
 
 from .._core._errors import InvalidQuery, PayloadTooLarge, TaskNotFound
 from .._core._listing import ORDER_FIELDS
+from .._core._queues import Limit
 from .._core._records import TaskPage
 from .._core._row import TaskStatus
-from .._core._views import format_age, format_utc
+from .._core._views import describe_limit, format_age, format_utc, queue_document
 from ._auth import OAuth
 from ._oauth import safe_next
 from ._params import BadParam, list_query, task_id
@@ -59,8 +62,12 @@ def _age(seconds: float | None) -> str:
     return format_age(seconds, sep=" ")
 
 
+def _limit(limit: Limit) -> str:
+    return describe_limit(limit.max_running, limit.rate, limit.per, limit.burst)
+
+
 def make_templates() -> Jinja2Templates:
-    """The page templates, with the ``when`` and ``age`` filters."""
+    """The page templates, with the ``when``, ``age`` and ``limit`` filters."""
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True),
@@ -69,6 +76,7 @@ def make_templates() -> Jinja2Templates:
     )
     env.filters["when"] = format_utc
     env.filters["age"] = _age
+    env.filters["limit"] = _limit
     return Jinja2Templates(env=env)
 
 
@@ -161,6 +169,7 @@ class _Pages:
             query = list_query({}, default_limit=25, default_order="DESC")
             page = TaskPage(tasks=(), total=0, next_cursor=None)
         stats = await self.client.stats()
+        queues = await self.client.queues()
         statuses = query.kwargs["statuses"] or []
         current = {k: v for k, v in request.query_params.items() if v}
 
@@ -179,6 +188,8 @@ class _Pages:
             "status_filter": ",".join(statuses),
             "type_filter": ",".join(query.kwargs["types"] or []),
             "types": [t.type for t in stats.by_type],
+            "queue_filter": ",".join(query.kwargs["queues"] or []),
+            "queues": [q.name for q in queues],
             "statuses": STATUSES,
             "page_sizes": PAGE_SIZES,
             "order_fields": ORDER_FIELDS,
@@ -209,6 +220,18 @@ class _Pages:
         }
         return self._render(request, "task.html", context)
 
+    async def queues(self, request: Request) -> Response:
+        queues = await self.client.queues()
+        limits = await self.client.limits()
+        context = {
+            "page": "queues",
+            "queues": [queue_document(q) for q in queues],
+            "limits": limits,
+            "queue_limits": {lim.name: lim for lim in limits if lim.scope == "queue"},
+            "statuses": STATUSES,
+        }
+        return self._render(request, "queues.html", context)
+
     async def login(self, request: Request) -> Response:
         auth = self.site.settings.auth
         base = self.site.base(request)
@@ -234,5 +257,6 @@ def page_routes(site: Site) -> list[Route]:
         Route("/", site.endpoint(pages.guarded(pages.overview), read, page=True)),
         Route("/tasks", site.endpoint(pages.guarded(pages.tasks), read, page=True)),
         Route("/tasks/{id}", site.endpoint(pages.guarded(pages.task), read, page=True)),
+        Route("/queues", site.endpoint(pages.guarded(pages.queues), read, page=True)),
         Route("/login", site.endpoint(pages.guarded(pages.login), Access.PUBLIC, page=True)),
     ]

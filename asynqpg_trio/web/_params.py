@@ -2,9 +2,11 @@
 
 Theory of operation
 -------------------
-`task_id` and `list_query` turn URL text into the arguments `Client` methods take, with the
-Go dashboard's rules and messages; a violation raises `BadParam`, which the API answers with
-400 (``invalid_id`` or ``invalid_params``) and the pages show inline.  Unlike the Go code, an
+`task_id`, `queue_name` and `list_query` turn URL text into the arguments `Client` methods
+take, with the Go dashboard's rules and messages; a violation raises `BadParam`, which the API
+answers with 400 (``invalid_id``, ``invalid_queue`` or ``invalid_params``) and the pages show
+inline.  A queue filter (``?queue=a,b``) is passed on as it is: `Client.list_tasks` refuses a
+name no queue can have with `InvalidQuery`, answered like a bad parameter.  Unlike the Go code, an
 id past 2**63-1 is refused instead of wrapping around.
 
 The ``*_json`` functions build the Go dashboard's JSON objects from the client's frozen
@@ -20,16 +22,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from .._core._checks import storable
 from .._core._listing import MAX_LIMIT, MAX_TASK_ID, ORDER_FIELDS
+from .._core._queues import Limit, QueueInfo
 from .._core._records import QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from .._core._row import TaskStatus
-from .._core._views import split_csv, stats_document
+from .._core._task import MAX_QUEUE_LENGTH
+from .._core._views import limit_document, queue_document, split_csv, stats_document
 
 __all__ = [
     "BadParam",
     "ListQuery",
     "detail_json",
+    "limits_json",
     "list_query",
+    "queue_name",
+    "queues_json",
     "stats_json",
     "task_id",
     "task_json",
@@ -61,6 +69,17 @@ def task_id(text: str) -> int:
     if number is None or not 1 <= number <= MAX_TASK_ID:
         raise BadParam(f"invalid task id: {text}")
     return number
+
+
+def queue_name(text: str) -> str:
+    """A queue name from a URL: 1 to `MAX_QUEUE_LENGTH` characters of text a ``text`` column
+    holds (no NUL)."""
+    if not 0 < len(text) <= MAX_QUEUE_LENGTH or not storable(text):
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise BadParam(
+            f"invalid queue name {shown!r}: 1 to {MAX_QUEUE_LENGTH} characters, without NUL"
+        )
+    return text
 
 
 def _when(query: Mapping[str, str], name: str) -> datetime | None:
@@ -140,6 +159,7 @@ def list_query(
     kwargs: dict[str, Any] = {
         "statuses": statuses or None,
         "types": split_csv(query.get("type", "")) or None,
+        "queues": split_csv(query.get("queue", "")) or None,
         "ids": ids or None,
         "created_after": _when(query, "created_after"),
         "created_before": _when(query, "created_before"),
@@ -162,10 +182,13 @@ def timestamp(moment: datetime | None) -> str | None:
 
 
 def task_json(task: TaskRecord | TaskSummary) -> dict[str, Any]:
-    """A task as the Go dashboard's TaskListItem: no ``payload`` key, ``payload_size``."""
+    """A task as the Go dashboard's TaskListItem (no ``payload`` key, ``payload_size``),
+    plus its ``queue`` and ``priority``."""
     return {
         "id": task.id,
         "type": task.type,
+        "queue": task.queue,
+        "priority": task.priority,
         "status": task.status.value,
         "idempotency_token": task.idempotency_token,
         "messages": list(task.messages),
@@ -205,3 +228,13 @@ def throughput_json(minutes: tuple[ThroughputMinute, ...]) -> list[dict[str, Any
         {"minute": timestamp(m.minute), "completed": m.completed, "failed": m.failed}
         for m in minutes
     ]
+
+
+def queues_json(queues: tuple[QueueInfo, ...]) -> list[dict[str, Any]]:
+    """The queues, by name: paused or not, counts with every status, queue lag."""
+    return [queue_document(q) for q in queues]
+
+
+def limits_json(limits: tuple[Limit, ...]) -> list[dict[str, Any]]:
+    """The cluster-wide limits, by scope and name, with their running tasks."""
+    return [limit_document(lim) for lim in limits]

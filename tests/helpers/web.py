@@ -33,6 +33,8 @@ def make(
     payload: bytes = b'{"n": 1}',
     messages: tuple[str, ...] = (),
     created_at: str = "asynqpg_now()",
+    queue: str = "default",
+    priority: int = 0,
 ) -> int:
     """Insert a task in any status with consistent columns; return its id."""
     running = status == "running"
@@ -40,12 +42,12 @@ def make(
     row = sync_conn.execute(
         f"""INSERT INTO asynqpg_tasks (type, payload, status, messages, blocked_till,
                attempts_left, attempts_elapsed, created_at, finalized_at, attempted_at,
-               lease_token, lease_owner)
+               lease_token, lease_owner, queue, priority)
            VALUES (%s, %s, %s, %s, asynqpg_now(), %s, %s, {created_at},
                CASE WHEN %s THEN asynqpg_now() END,
                CASE WHEN %s THEN asynqpg_now() END,
                CASE WHEN %s THEN nextval('asynqpg_lease_token_seq') END,
-               CASE WHEN %s THEN 'consumer-1' END)
+               CASE WHEN %s THEN 'consumer-1' END, %s, %s)
            RETURNING id""",
         (
             type,
@@ -58,6 +60,8 @@ def make(
             status != "pending",
             running,
             running,
+            queue,
+            priority,
         ),
     ).fetchone()
     assert row is not None

@@ -12,7 +12,7 @@
 -- Column order of every task row (see _records.TaskRecord.from_row):
 --     id, type, payload, status, idempotency_token, messages, blocked_till, attempts_left,
 --     attempts_elapsed, created_at, updated_at, finalized_at, attempted_at, lease_token,
---     lease_owner
+--     lease_owner, queue, priority
 -- A summary row (list_tasks, get_task_summary; _records.TaskSummary.from_row) has
 -- octet_length(payload) in the payload's place: the size is stored in the value's header,
 -- so a summary never reads (or de-TOASTs) a payload.
@@ -21,7 +21,7 @@
 -- One task by id.
 SELECT id, type, payload, status, idempotency_token, messages, blocked_till, attempts_left,
        attempts_elapsed, created_at, updated_at, finalized_at, attempted_at, lease_token,
-       lease_owner
+       lease_owner, queue, priority
 FROM asynqpg_tasks
 WHERE id = %(id)s
 
@@ -29,7 +29,7 @@ WHERE id = %(id)s
 -- One task by id, with its payload's size instead of the payload.
 SELECT id, type, octet_length(payload), status, idempotency_token, messages, blocked_till,
        attempts_left, attempts_elapsed, created_at, updated_at, finalized_at, attempted_at,
-       lease_token, lease_owner
+       lease_token, lease_owner, queue, priority
 FROM asynqpg_tasks
 WHERE id = %(id)s
 
@@ -56,6 +56,7 @@ WITH matching AS NOT MATERIALIZED (
     FROM asynqpg_tasks t
     WHERE (%(statuses)s::text[] IS NULL OR t.status = ANY(%(statuses)s::text[]))
       AND (%(types)s::text[] IS NULL OR t.type = ANY(%(types)s::text[]))
+      AND (%(queues)s::text[] IS NULL OR t.queue = ANY(%(queues)s::text[]))
       AND (%(ids)s::bigint[] IS NULL OR t.id = ANY(%(ids)s::bigint[]))
       AND (%(created_after)s::timestamptz IS NULL OR t.created_at >= %(created_after)s)
       AND (%(created_before)s::timestamptz IS NULL OR t.created_at <= %(created_before)s)
@@ -63,13 +64,13 @@ WITH matching AS NOT MATERIALIZED (
 SELECT c.total,
        p.id, p.type, p.payload_size, p.status, p.idempotency_token, p.messages,
        p.blocked_till, p.attempts_left, p.attempts_elapsed, p.created_at, p.updated_at,
-       p.finalized_at, p.attempted_at, p.lease_token, p.lease_owner
+       p.finalized_at, p.attempted_at, p.lease_token, p.lease_owner, p.queue, p.priority
 FROM (SELECT count(*) AS total FROM matching) AS c
 LEFT JOIN LATERAL (
     SELECT m.id, m.type, octet_length(m.payload) AS payload_size, m.status,
            m.idempotency_token, m.messages, m.blocked_till, m.attempts_left,
            m.attempts_elapsed, m.created_at, m.updated_at, m.finalized_at, m.attempted_at,
-           m.lease_token, m.lease_owner
+           m.lease_token, m.lease_owner, m.queue, m.priority
     FROM matching m
     WHERE {after_clause}
     ORDER BY {order_clause}
@@ -85,7 +86,7 @@ LEFT JOIN LATERAL (
 WITH target AS (
     SELECT id, type, payload, status, idempotency_token, messages, blocked_till,
            attempts_left, attempts_elapsed, created_at, updated_at, finalized_at,
-           attempted_at, lease_token, lease_owner
+           attempted_at, lease_token, lease_owner, queue, priority
     FROM asynqpg_tasks
     WHERE id = %(id)s
     FOR UPDATE
@@ -100,7 +101,8 @@ WITH target AS (
     WHERE t.id = target.id AND target.status IN ('pending', 'running', 'failed')
     RETURNING t.id, t.type, t.payload, t.status, t.idempotency_token, t.messages,
               t.blocked_till, t.attempts_left, t.attempts_elapsed, t.created_at,
-              t.updated_at, t.finalized_at, t.attempted_at, t.lease_token, t.lease_owner
+              t.updated_at, t.finalized_at, t.attempted_at, t.lease_token, t.lease_owner,
+              t.queue, t.priority
 ), woken AS (
     SELECT pg_notify('asynqpg_cancel', target.id::text)
     FROM target
@@ -121,7 +123,7 @@ WHERE NOT EXISTS (SELECT FROM changed)
 WITH target AS (
     SELECT id, type, payload, status, idempotency_token, messages, blocked_till,
            attempts_left, attempts_elapsed, created_at, updated_at, finalized_at,
-           attempted_at, lease_token, lease_owner
+           attempted_at, lease_token, lease_owner, queue, priority
     FROM asynqpg_tasks
     WHERE id = %(id)s
     FOR UPDATE
@@ -138,7 +140,8 @@ WITH target AS (
     WHERE t.id = target.id AND target.status IN ('failed', 'cancelled')
     RETURNING t.id, t.type, t.payload, t.status, t.idempotency_token, t.messages,
               t.blocked_till, t.attempts_left, t.attempts_elapsed, t.created_at,
-              t.updated_at, t.finalized_at, t.attempted_at, t.lease_token, t.lease_owner
+              t.updated_at, t.finalized_at, t.attempted_at, t.lease_token, t.lease_owner,
+              t.queue, t.priority
 ), woken AS (
     SELECT pg_notify('asynqpg_new', '') FROM changed
 )
@@ -156,7 +159,7 @@ WHERE NOT EXISTS (SELECT FROM changed)
 WITH target AS (
     SELECT id, type, payload, status, idempotency_token, messages, blocked_till,
            attempts_left, attempts_elapsed, created_at, updated_at, finalized_at,
-           attempted_at, lease_token, lease_owner
+           attempted_at, lease_token, lease_owner, queue, priority
     FROM asynqpg_tasks
     WHERE id = %(id)s
     FOR UPDATE
