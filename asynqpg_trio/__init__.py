@@ -51,6 +51,7 @@ from ._core._retry import RetryPolicy as RetryPolicy
 from ._core._row import TaskStatus as TaskStatus
 from ._core._task import Task as Task
 from ._core._task import TaskInfo as TaskInfo
+from ._core._unique import Unique as Unique
 from ._core._version import __version__ as __version__
 from ._maintenance._config import MaintenanceConfig as MaintenanceConfig
 from ._pg._conn import Connection as Connection
@@ -105,6 +106,7 @@ __all__ = (
     "TaskSummary",
     "ThroughputMinute",
     "TypeStats",
+    "Unique",
     "connect",
     "get_created_at",
     "get_max_retry",

@@ -19,18 +19,24 @@ Mapping rule: the insert runs ``ORDER BY ord`` so ids grow with input position. 
 has a token every task is inserted and the statement returns only the ids, in id order, one per
 input.  Otherwise a task with a token is matched by (type, token); only the first input of a
 (type, token) pair inside a batch can get an id, later copies get None; the returned
-token-less rows, in id order, belong to the token-less inputs in input order.
+token-less rows, in id order, belong to the token-less inputs in input order.  A batch with a
+unique task (`Unique`) takes its own statement, which draws every input's id up front and
+returns one row per input, in input order: the id (NULL when skipped as a duplicate) and the
+unique window the database computed; batches without one never pay for it.
+
+Duplicates: an input that got no id was skipped because its token or unique slot is held;
+`holders` says how to look the holder up, token first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from ._checks import count
-from ._errors import InvalidTask
+from ._errors import DuplicateTask, InvalidTask
 from ._task import (
     MAX_ATTEMPTS,
     Task,
@@ -43,18 +49,26 @@ from ._task import (
     check_type,
     validate_task,
 )
+from ._unique import Unique, unique_columns
 
 __all__ = [
+    "ENQUEUE_ATTEMPTS",
     "BatchPlan",
+    "Holder",
     "Inserted",
     "check_default_max_retry",
     "has_delay",
+    "holders",
     "plan_batch",
     "read_result",
     "with_trace",
 ]
 
 _NONE = type(None)
+#: Inserts `Producer.enqueue` tries before giving up, when each time the holder of the task's
+#: token or unique key leaves before it can be looked up (each retry needs another transaction
+#: to have freed the place in between: more than one is already rare).
+ENQUEUE_ATTEMPTS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +80,43 @@ class BatchPlan:
         types: each task's type, in input order.
         keys: each task's (type, token), None for a task without one; None when no task
             has a token (the statement then returns only ids).
+        unique_keys: each task's unique key (explicit or derived), None for a task without
+            `Unique`; None when no task is unique (the batch takes a statement without them).
     """
 
     params: dict[str, Any]
     types: list[str]
     keys: tuple[tuple[str, str] | None, ...] | None
+    unique_keys: tuple[str | None, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
-    """What an insert did: one entry per input, and the (id, type) of each inserted row."""
+    """What an insert did: one entry per input, and the (id, type) of each inserted row.
+
+    ``windows``: for a batch with unique tasks, each input's unique window (None without a
+    period), as the database computed it; else None.
+    """
 
     ids: list[int | None]
     rows: Sequence[tuple[Any, ...]]
+    windows: list[datetime | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Where to look for the task that holds a skipped input's place: the task of
+    ``task_type`` with ``token``, or the one holding the unique slot (``unique_key``,
+    ``window``)."""
+
+    task_type: str
+    token: str | None = None
+    unique_key: str | None = None
+    window: datetime | None = None
+
+    def duplicate(self, existing_id: int) -> DuplicateTask:
+        """The error reporting that ``existing_id`` holds the place."""
+        return DuplicateTask(self.task_type, self.token, existing_id, unique_key=self.unique_key)
 
 
 def check_default_max_retry(value: int) -> int:
@@ -98,6 +136,7 @@ class _Columns:
     attempts: list[int]
     queues: list[str]
     priorities: list[int]
+    uniques: list[Unique | None]
 
 
 def plan_batch(tasks: Sequence[Any], default_max_retry: int) -> BatchPlan:
@@ -117,17 +156,29 @@ def plan_batch(tasks: Sequence[Any], default_max_retry: int) -> BatchPlan:
         ("priorities", "priority", columns.priorities),
     )
     for array, scalar, values in by_column:
-        first = values[0]
-        uniform = values.count(first) == len(values)
-        params[array] = None if uniform else values
-        params[scalar] = first if uniform else None
+        _bind(params, array, scalar, values)
     keys = None
     if params["token"] is not None or params["tokens"] is not None:
         keys = tuple(
             None if token is None else (task_type, token)
             for task_type, token in zip(columns.types, columns.tokens, strict=True)
         )
-    return BatchPlan(params=params, types=columns.types, keys=keys)
+    if columns.uniques.count(None) == len(columns.uniques):
+        return BatchPlan(params=params, types=columns.types, keys=keys)
+    unique_keys, periods, masks = unique_columns(columns.uniques, columns.payloads)
+    _bind(params, "unique_keys", "unique_key", unique_keys)
+    _bind(params, "unique_periods", "unique_period", periods)
+    _bind(params, "unique_masks", "unique_mask", masks)
+    return BatchPlan(params=params, types=columns.types, keys=keys, unique_keys=tuple(unique_keys))
+
+
+def _bind(params: dict[str, Any], array: str, scalar: str, values: Sequence[Any]) -> None:
+    """One column's parameters: one scalar when every task has the same value, else the array
+    (and a NULL scalar)."""
+    first = values[0]
+    uniform = values.count(first) == len(values)
+    params[array] = None if uniform else values
+    params[scalar] = first if uniform else None
 
 
 def _checked_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns:
@@ -146,6 +197,7 @@ def _checked_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns:
         attempts=[v.attempts for v in valid],
         queues=[v.queue for v in valid],
         priorities=[v.priority for v in valid],
+        uniques=[v.unique for v in valid],
     )
 
 
@@ -169,6 +221,9 @@ def _plain_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns | N
     queues = [t.queue for t in tasks]
     priorities = [t.priority for t in tasks]
     if not set(map(type, priorities)) <= {int}:
+        return None
+    uniques = [t.unique for t in tasks]
+    if uniques.count(None) != len(uniques) and not set(map(type, uniques)) <= {_NONE, Unique}:
         return None
     try:
         for value in set(queues):
@@ -194,6 +249,7 @@ def _plain_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns | N
         attempts=_normalised(retries, attempts),
         queues=queues,
         priorities=priorities,
+        uniques=uniques,
     )
 
 
@@ -208,7 +264,7 @@ def with_trace(plan: BatchPlan, trace: str | None) -> BatchPlan:
     """The plan with every task carrying ``trace`` (a W3C carrier as JSON text), or as is."""
     if trace is None:
         return plan
-    return BatchPlan(params={**plan.params, "trace": trace}, types=plan.types, keys=plan.keys)
+    return replace(plan, params={**plan.params, "trace": trace})
 
 
 def has_delay(plan: BatchPlan) -> bool:
@@ -223,8 +279,15 @@ def read_result(plan: BatchPlan, rows: Sequence[tuple[Any, ...]]) -> Inserted:
     """Map the insert's rows back to the inputs.
 
     ``rows`` is, without tokens, one row whose first value is the array of new ids (NULL for
-    none); with tokens, one (id, type, token) row per inserted task, in id order.
+    none); with tokens, one (id, type, token) row per inserted task, in id order; with unique
+    tasks, one (id or NULL, window) row per input, in input order.
     """
+    if plan.unique_keys is not None:
+        if len(rows) != len(plan.types):
+            raise RuntimeError("the insert returned another number of rows than it was given")
+        ids = [None if row[0] is None else int(row[0]) for row in rows]
+        inserted = [(i, t) for i, t in zip(ids, plan.types, strict=True) if i is not None]
+        return Inserted(ids=ids, rows=inserted, windows=[row[1] for row in rows])
     if plan.keys is None:
         ((ids, _),) = rows
         if ids is None or len(ids) != len(plan.types):
@@ -258,3 +321,15 @@ def _map_tokened(
     if position != len(untokened):
         raise RuntimeError("the insert returned more token-less rows than it was given")
     return results
+
+
+def holders(plan: BatchPlan, inserted: Inserted, index: int) -> list[Holder]:
+    """Where to look for the holder of input ``index``'s place, when it got no id: its
+    (type, token) first, then its unique slot; empty for an input with neither."""
+    found: list[Holder] = []
+    if plan.keys is not None and (key := plan.keys[index]) is not None:
+        found.append(Holder(key[0], token=key[1]))
+    if plan.unique_keys is not None and (unique_key := plan.unique_keys[index]) is not None:
+        window = None if inserted.windows is None else inserted.windows[index]
+        found.append(Holder(plan.types[index], unique_key=unique_key, window=window))
+    return found
