@@ -16,6 +16,7 @@ import pytest
 from asynqpg_trio import Client, DuplicateTask, Pool, Producer, Task, Unique, connect
 from asynqpg_trio._core._state import Event
 from tests.helpers import state_db as db
+from tests.helpers.web import csrf_token, dashboard_client, error_of
 from tests.test_unique import settle
 
 T = db.TYPE
@@ -96,3 +97,13 @@ async def test_retry_failed_leaves_tasks_whose_key_is_held(
     assert status(sync_conn, holds_as_failed) == "pending"  # it held its key already
     assert status(sync_conn, plain) == "pending"
     assert await Client(pool).retry_failed() == 0  # the rest stay until their key is free
+
+
+async def test_the_dashboard_answers_409(dsn: str, pool: Pool, sync_conn: Any) -> None:
+    old = await failed(pool, dsn, Task(T, b"", unique=Unique("k")))
+    await Producer(pool).enqueue(Task(T, b"", unique=Unique("k")))
+    async with dashboard_client(pool) as http:
+        token = await csrf_token(http)
+        answer = await http.post(f"/api/tasks/{old}/retry", headers={"X-CSRF-Token": token})
+    assert error_of(answer) == (409, "duplicate_task", "another task holds this task's unique key")
+    assert status(sync_conn, old) == "failed"
