@@ -20,14 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ._core._enqueue import (
-    ENQUEUE_ATTEMPTS,
-    check_default_max_retry,
-    has_delay,
-    holders,
-    plan_batch,
-    with_trace,
-)
+from ._core._enqueue import check_default_max_retry, has_delay, plan_batch, with_trace
+from ._core._inserted import ENQUEUE_ATTEMPTS, holders
 from ._core._task import Task
 from ._pg._sync_repo import find_holder, insert_batch
 from ._telemetry._telemetry import shared_telemetry

@@ -21,7 +21,7 @@ import pytest
 
 from asynqpg_trio import Producer, Task, Unique
 from asynqpg_trio import sync as sync_producer
-from asynqpg_trio._core._enqueue import Holder
+from asynqpg_trio._core._inserted import Holder
 from asynqpg_trio._pg import _sync_repo, _tasks_repo
 
 if TYPE_CHECKING:

@@ -23,17 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, final
 
-from .._core._enqueue import (
-    ENQUEUE_ATTEMPTS,
-    BatchPlan,
-    Holder,
-    Inserted,
-    check_default_max_retry,
-    has_delay,
-    holders,
-    plan_batch,
-    with_trace,
-)
+from .._core._enqueue import BatchPlan, check_default_max_retry, has_delay, plan_batch, with_trace
+from .._core._inserted import ENQUEUE_ATTEMPTS, Holder, Inserted, holders
 from .._pg import _tasks_repo as repo
 from .._pg._pool import Pool
 from .._telemetry._telemetry import Telemetry

@@ -20,8 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from .._core._enqueue import ENQUEUE_ATTEMPTS
 from .._core._errors import DuplicateTask
+from .._core._inserted import ENQUEUE_ATTEMPTS
 from .._core._listing import ORDER_FIELDS
 from .._core._records import TASK_COLUMNS, QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from .._core._row import TaskStatus

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._core._enqueue import BatchPlan, Holder, Inserted, read_result
+from .._core._enqueue import BatchPlan
+from .._core._inserted import Holder, Inserted, read_result
 from ._migrate import schema_required
 from ._tasks_repo import enqueue_statement, holder_query
 

@@ -17,7 +17,8 @@ import anyio
 import psycopg
 
 from .._core._batching import FlushPlan, OutcomeKind
-from .._core._enqueue import BatchPlan, Holder, Inserted, read_result
+from .._core._enqueue import BatchPlan
+from .._core._inserted import Holder, Inserted, read_result
 from .._core._pacing import ClaimPlan
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from ._migrate import schema_required
