@@ -57,6 +57,7 @@ from ._core._task import MAX_PRIORITY as MAX_PRIORITY
 from ._core._task import MIN_PRIORITY as MIN_PRIORITY
 from ._core._task import Task as Task
 from ._core._task import TaskInfo as TaskInfo
+from ._core._unique import Unique as Unique
 from ._core._version import __version__ as __version__
 from ._maintenance._config import MaintenanceConfig as MaintenanceConfig
 from ._pg._conn import Connection as Connection
@@ -117,6 +118,7 @@ __all__ = (
     "TaskSummary",
     "ThroughputMinute",
     "TypeStats",
+    "Unique",
     "connect",
     "get_created_at",
     "get_max_retry",

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ._core._enqueue import check_default_max_retry, has_delay, plan_batch, with_trace
-from ._core._errors import DuplicateTask
+from ._core._inserted import ENQUEUE_ATTEMPTS, holders
 from ._core._task import Task
-from ._pg._sync_repo import find_by_token, insert_batch
+from ._pg._sync_repo import find_holder, insert_batch
 from ._telemetry._telemetry import shared_telemetry
 
 if TYPE_CHECKING:
@@ -42,8 +42,9 @@ def enqueue_many(
     tracer_provider: TracerProvider | None = None,
 ) -> list[int | None]:
     """Insert a batch in one statement; one entry per input: the new id, or None for a
-    skipped duplicate.  Raises `InvalidTask` (nothing written) for a bad task, `SchemaMissing`
-    for a database without the asynqpg schema.
+    skipped duplicate (of a held idempotency token or unique key, or of an earlier task of the
+    batch).  Raises `InvalidTask` (nothing written) for a bad task, `SchemaMissing` for a
+    database without the asynqpg schema.
 
     ``meter_provider`` and ``tracer_provider`` default to the global OpenTelemetry ones."""
     check_default_max_retry(default_max_retry)
@@ -71,21 +72,23 @@ def enqueue(
 
     Raises:
         InvalidTask: the task failed validation; nothing was written.
-        DuplicateTask: a task with the same type and idempotency token exists.
+        DuplicateTask: a task of the same type holds the idempotency token, or the unique
+            key in one of its unique states; its id is ``existing_id``.
     """
     check_default_max_retry(default_max_retry)
     plan = plan_batch([task], default_max_retry)
     telemetry = shared_telemetry(meter_provider, tracer_provider)
     with telemetry.enqueue(plan.types, single=True, has_delay=has_delay(plan)) as op:
         plan = with_trace(plan, op.trace)
-        for _ in range(3):
+        for _ in range(ENQUEUE_ATTEMPTS):
             inserted = insert_batch(conn, plan)
             (task_id,) = inserted.ids
             if task_id is not None:
                 op.inserted(inserted.rows, task_id)
                 return task_id
-            assert task.idempotency_token is not None
-            existing = find_by_token(conn, task.type, task.idempotency_token)
-            if existing is not None:
-                raise DuplicateTask(task.type, task.idempotency_token, existing)
-        raise RuntimeError("enqueue kept racing with concurrent deletes of the same token")
+            for holder in holders(plan, inserted, 0):
+                existing = find_holder(conn, holder)
+                if existing is not None:
+                    raise holder.duplicate(existing)
+            # The holder left between the two statements: insert again.
+        raise RuntimeError("enqueue kept racing with the holders of its token or key")

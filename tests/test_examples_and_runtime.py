@@ -84,6 +84,19 @@ def test_queues_example(dsn: str) -> None:
         ]
 
 
+def test_unique_example(dsn: str) -> None:
+    proc = _run([sys.executable, "examples/unique.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    first = lines[0].removeprefix("enqueued task ")
+    assert lines[1] == f"a duplicate of task {first}: not enqueued"
+    assert lines[2].startswith("batch: ['duplicate', ") and lines[2].endswith(", 'duplicate']")
+    assert sum(line.startswith("this hour's digest is task ") for line in lines) == 1
+    assert sum(line.startswith("refreshed the cache") for line in lines) == 3
+    assert any(line.endswith(" again, the first one being done") for line in lines)
+    assert lines[-1] == "done"
+
+
 def test_quickstart_in_the_readme_is_the_example() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Quick start\n", 1)[1].split("\n## ", 1)[0]

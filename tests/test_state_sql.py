@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 import psycopg
 import pytest
 
-from asynqpg_trio import Client, Producer, Task, connect
+from asynqpg_trio import Client, Producer, Task, Unique, connect
 from asynqpg_trio._core._errors import (
     AsynqpgError,
 )
@@ -203,6 +203,14 @@ async def _enqueue(conn: Conn, client: Client, task_id: int, case: Case) -> Resu
     return Result(acted=True, task_id=new_id)
 
 
+async def _enqueue_unique(conn: Conn, client: Client, task_id: int, case: Case) -> Result:
+    producer = Producer("host=unused")
+    task = Task(db.TYPE, b"x", delay=DELAY, max_retry=3, unique=Unique(period=60))
+    new_id = await producer.enqueue(task, conn=conn)
+    await producer.aclose()
+    return Result(acted=True, task_id=new_id)
+
+
 async def _claim(conn: Conn, client: Client, task_id: int, case: Case) -> Result:
     mine = [r for r in await db.claim(conn, 10, LEASE) if r["id"] == task_id]
     return Result(acted=bool(mine), new_token=mine[0]["lease_token"] if mine else None)
@@ -284,6 +292,7 @@ ACK_STATEMENTS: Final = {
 }
 IMPLS: Final = (
     Impl(E.ENQUEUE, "enqueue_many", _enqueue),
+    Impl(E.ENQUEUE, "enqueue_many_unique", _enqueue_unique),
     Impl(E.CLAIM, "claim", _claim),
     Impl(E.LEASE_TAKEOVER, "claim", _claim),
     *(Impl(e, s, _ack(e)) for e, s in ACK_STATEMENTS.items()),

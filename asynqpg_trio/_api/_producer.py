@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 `Producer.enqueue_many` validates the whole batch first (nothing is written if one task is
 bad), then runs ONE statement whatever the batch size: an ``INSERT ... SELECT FROM unnest(...)``
-over parameter arrays, with ``ON CONFLICT DO NOTHING`` for idempotency tokens and a single
+over parameter arrays, with ``ON CONFLICT DO NOTHING`` for idempotency tokens and unique
+keys (`Unique`: the database's unique index decides, under any number of producers) and a single
 ``NOTIFY asynqpg_new`` that wakes idle consumers when something is ready now.  All times come
 from the database clock.  With ``conn=`` the statement runs on the caller's connection and so
 inside its open transaction: the tasks appear on commit and vanish on rollback (the NOTIFY too:
@@ -22,15 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, final
 
-from .._core._enqueue import (
-    BatchPlan,
-    Inserted,
-    check_default_max_retry,
-    has_delay,
-    plan_batch,
-    with_trace,
-)
-from .._core._errors import DuplicateTask
+from .._core._enqueue import BatchPlan, check_default_max_retry, has_delay, plan_batch, with_trace
+from .._core._inserted import ENQUEUE_ATTEMPTS, Holder, Inserted, holders
 from .._pg import _tasks_repo as repo
 from .._pg._pool import Pool
 from .._telemetry._telemetry import Telemetry
@@ -83,8 +77,9 @@ class Producer(PoolOwner):
 
         Raises:
             InvalidTask: the task failed validation; nothing was written.
-            DuplicateTask: a task with the same type and idempotency token exists; its id is
-                ``existing_id``.  Inside a transaction, the transaction is not aborted.
+            DuplicateTask: a task of the same type holds the idempotency token, or the unique
+                key (`Unique`) in one of its unique states; its id is ``existing_id``.
+                Inside a transaction, the transaction is not aborted.
 
         Cancellation: a checkpoint.  If cancelled, the task was inserted or not; with ``conn``
         inside a transaction, the caller's commit decides.
@@ -92,18 +87,19 @@ class Producer(PoolOwner):
         plan = plan_batch([task], self._default_max_retry)
         with self._telemetry.enqueue(plan.types, single=True, has_delay=has_delay(plan)) as op:
             plan = with_trace(plan, op.trace)
-            for _ in range(3):
+            for _ in range(ENQUEUE_ATTEMPTS):
                 inserted = await self._insert(plan, conn)
                 (task_id,) = inserted.ids
                 if task_id is not None:
                     op.inserted(inserted.rows, task_id)
                     return task_id
-                assert task.idempotency_token is not None
-                existing = await self._find(task.type, task.idempotency_token, conn)
-                if existing is not None:
-                    raise DuplicateTask(task.type, task.idempotency_token, existing)
-                # The conflicting row vanished between the two statements: insert again.
-            raise RuntimeError("enqueue kept racing with concurrent deletes of the same token")
+                for holder in holders(plan, inserted, 0):
+                    existing = await self._find(holder, conn)
+                    if existing is not None:
+                        raise holder.duplicate(existing)
+                # The holder left (deleted, or out of its unique states) between the two
+                # statements: insert again.
+            raise RuntimeError("enqueue kept racing with the holders of its token or key")
 
     async def enqueue_many(
         self, tasks: Sequence[Task], *, conn: psycopg.AsyncConnection[Any] | None = None
@@ -111,7 +107,9 @@ class Producer(PoolOwner):
         """Insert a batch in one statement; return one entry per input, in input order.
 
         Each entry is the new task's id, or None where the task was skipped as a duplicate of
-        an existing (type, idempotency token), or of an earlier task in the same batch.
+        an existing (type, idempotency token) or unique key, or of an earlier task in the same
+        batch (the first in input order is inserted).  Use `enqueue` to learn a duplicate's
+        holder.
 
         Raises:
             InvalidTask: a task failed validation (``index`` says which); nothing was written.
@@ -134,10 +132,8 @@ class Producer(PoolOwner):
         async with self._pool.connection() as own:
             return await repo.insert_batch(own, plan)
 
-    async def _find(
-        self, task_type: str, token: str, conn: psycopg.AsyncConnection[Any] | None
-    ) -> int | None:
+    async def _find(self, holder: Holder, conn: psycopg.AsyncConnection[Any] | None) -> int | None:
         if conn is not None:
-            return await repo.find_by_token(conn, task_type, token)
+            return await repo.find_holder(conn, holder)
         async with self._pool.connection() as own:
-            return await repo.find_by_token(own, task_type, token)
+            return await repo.find_holder(own, holder)

@@ -1,7 +1,7 @@
 """Enqueue planning shared by the async producer and the sync twin (no I/O here).
 
-`plan_batch` validates a batch (all or nothing) and builds the insert's parameters;
-`read_result` turns what the insert returned into one entry per input, in input order.
+`plan_batch` validates a batch (all or nothing) and builds the insert's parameters
+(`_inserted.read_result` maps what the insert returned back to the inputs).
 
 Validation: a batch of plain tasks (`Task` itself, ``bytes`` payloads, numeric delays, int or
 None ``max_retry``) is checked column by column, each distinct value once, so a batch of one
@@ -15,17 +15,14 @@ has the same value, else as an array with a NULL scalar; the statement reads ``c
 element, scalar)``, so a uniform column costs neither a Python list nor a per-row array element.
 The trace context is per call, always a scalar.
 
-Mapping rule: the insert runs ``ORDER BY ord`` so ids grow with input position.  When no task
-has a token every task is inserted and the statement returns only the ids, in id order, one per
-input.  Otherwise a task with a token is matched by (type, token); only the first input of a
-(type, token) pair inside a batch can get an id, later copies get None; the returned
-token-less rows, in id order, belong to the token-less inputs in input order.
+A batch with a unique task (`Unique`) also sends each task's unique key (explicit or derived),
+period and states, and takes a statement of its own; batches without one never pay for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -43,14 +40,13 @@ from ._task import (
     check_type,
     validate_task,
 )
+from ._unique import Unique, unique_columns
 
 __all__ = [
     "BatchPlan",
-    "Inserted",
     "check_default_max_retry",
     "has_delay",
     "plan_batch",
-    "read_result",
     "with_trace",
 ]
 
@@ -66,19 +62,14 @@ class BatchPlan:
         types: each task's type, in input order.
         keys: each task's (type, token), None for a task without one; None when no task
             has a token (the statement then returns only ids).
+        unique_keys: each task's unique key (explicit or derived), None for a task without
+            `Unique`; None when no task is unique (the batch takes a statement without them).
     """
 
     params: dict[str, Any]
     types: list[str]
     keys: tuple[tuple[str, str] | None, ...] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Inserted:
-    """What an insert did: one entry per input, and the (id, type) of each inserted row."""
-
-    ids: list[int | None]
-    rows: Sequence[tuple[Any, ...]]
+    unique_keys: tuple[str | None, ...] | None = None
 
 
 def check_default_max_retry(value: int) -> int:
@@ -98,6 +89,7 @@ class _Columns:
     attempts: list[int]
     queues: list[str]
     priorities: list[int]
+    uniques: list[Unique | None]
 
 
 def plan_batch(tasks: Sequence[Any], default_max_retry: int) -> BatchPlan:
@@ -117,17 +109,29 @@ def plan_batch(tasks: Sequence[Any], default_max_retry: int) -> BatchPlan:
         ("priorities", "priority", columns.priorities),
     )
     for array, scalar, values in by_column:
-        first = values[0]
-        uniform = values.count(first) == len(values)
-        params[array] = None if uniform else values
-        params[scalar] = first if uniform else None
+        _bind(params, array, scalar, values)
     keys = None
     if params["token"] is not None or params["tokens"] is not None:
         keys = tuple(
             None if token is None else (task_type, token)
             for task_type, token in zip(columns.types, columns.tokens, strict=True)
         )
-    return BatchPlan(params=params, types=columns.types, keys=keys)
+    if columns.uniques.count(None) == len(columns.uniques):
+        return BatchPlan(params=params, types=columns.types, keys=keys)
+    unique_keys, periods, masks = unique_columns(columns.uniques, columns.payloads)
+    _bind(params, "unique_keys", "unique_key", unique_keys)
+    _bind(params, "unique_periods", "unique_period", periods)
+    _bind(params, "unique_masks", "unique_mask", masks)
+    return BatchPlan(params=params, types=columns.types, keys=keys, unique_keys=tuple(unique_keys))
+
+
+def _bind(params: dict[str, Any], array: str, scalar: str, values: Sequence[Any]) -> None:
+    """One column's parameters: one scalar when every task has the same value, else the array
+    (and a NULL scalar)."""
+    first = values[0]
+    uniform = values.count(first) == len(values)
+    params[array] = None if uniform else values
+    params[scalar] = first if uniform else None
 
 
 def _checked_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns:
@@ -146,6 +150,7 @@ def _checked_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns:
         attempts=[v.attempts for v in valid],
         queues=[v.queue for v in valid],
         priorities=[v.priority for v in valid],
+        uniques=[v.unique for v in valid],
     )
 
 
@@ -169,6 +174,9 @@ def _plain_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns | N
     queues = [t.queue for t in tasks]
     priorities = [t.priority for t in tasks]
     if not set(map(type, priorities)) <= {int}:
+        return None
+    uniques = [t.unique for t in tasks]
+    if uniques.count(None) != len(uniques) and not set(map(type, uniques)) <= {_NONE, Unique}:
         return None
     try:
         for value in set(queues):
@@ -194,6 +202,7 @@ def _plain_columns(tasks: Sequence[Any], default_max_retry: int) -> _Columns | N
         attempts=_normalised(retries, attempts),
         queues=queues,
         priorities=priorities,
+        uniques=uniques,
     )
 
 
@@ -208,7 +217,7 @@ def with_trace(plan: BatchPlan, trace: str | None) -> BatchPlan:
     """The plan with every task carrying ``trace`` (a W3C carrier as JSON text), or as is."""
     if trace is None:
         return plan
-    return BatchPlan(params={**plan.params, "trace": trace}, types=plan.types, keys=plan.keys)
+    return replace(plan, params={**plan.params, "trace": trace})
 
 
 def has_delay(plan: BatchPlan) -> bool:
@@ -217,44 +226,3 @@ def has_delay(plan: BatchPlan) -> bool:
     delays = p["delays"] if p["delays"] is not None else [p["delay"]]
     ats = p["process_ats"] if p["process_ats"] is not None else [p["process_at"]]
     return any(d > 0 for d in delays) or any(t is not None for t in ats)
-
-
-def read_result(plan: BatchPlan, rows: Sequence[tuple[Any, ...]]) -> Inserted:
-    """Map the insert's rows back to the inputs.
-
-    ``rows`` is, without tokens, one row whose first value is the array of new ids (NULL for
-    none); with tokens, one (id, type, token) row per inserted task, in id order.
-    """
-    if plan.keys is None:
-        ((ids, _),) = rows
-        if ids is None or len(ids) != len(plan.types):
-            raise RuntimeError("the insert returned another number of ids than it was given")
-        return Inserted(ids=ids, rows=list(zip(ids, plan.types, strict=True)))
-    return Inserted(ids=_map_tokened(plan.keys, rows), rows=rows)
-
-
-def _map_tokened(
-    keys: tuple[tuple[str, str] | None, ...], rows: Sequence[tuple[Any, ...]]
-) -> list[int | None]:
-    by_key: dict[tuple[str, str], int] = {}
-    untokened: list[int] = []
-    for task_id, task_type, token in rows:
-        if token is None:
-            untokened.append(int(task_id))
-        else:
-            by_key[(task_type, token)] = int(task_id)
-    results: list[int | None] = []
-    taken: set[tuple[str, str]] = set()
-    position = 0
-    for key in keys:
-        if key is None:
-            results.append(untokened[position])
-            position += 1
-        elif key in by_key and key not in taken:
-            taken.add(key)
-            results.append(by_key[key])
-        else:
-            results.append(None)
-    if position != len(untokened):
-        raise RuntimeError("the insert returned more token-less rows than it was given")
-    return results

@@ -12,6 +12,8 @@ from, so tracebacks name ``asynqpg_trio.SchemaMissing``, never a private module.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AsynqpgError",
     "AuthenticationFailed",
@@ -86,19 +88,47 @@ class InvalidQuery(AsynqpgError, ValueError):
 
 
 class DuplicateTask(AsynqpgError):
-    """`Producer.enqueue` found a task of the same type and idempotency token.
+    """Another task holds this task's place: its idempotency token, or its unique key.
 
-    `existing_id` is the id of the task already in the table.
+    Raised by `Producer.enqueue` (and ``asynqpg_trio.sync.enqueue``) when a task of the same
+    type holds the idempotency token, or holds the unique key (`Unique`) in one of its unique
+    states; nothing was inserted.  Raised by `Client.retry_task` and `Client.cancel_task`
+    when the move would put the task back into its unique states while another task holds
+    its key; the task was left as it was.
+
+    Attributes:
+        task_type: the task's type.
+        token: the idempotency token in question, or None (a unique key).
+        unique_key: the unique key in question, or None (a token).
+        existing_id: the id of the task that holds the place.
     """
 
-    def __init__(self, task_type: str, token: str, existing_id: int) -> None:
+    def __init__(
+        self,
+        task_type: str,
+        token: str | None,
+        existing_id: int,
+        *,
+        unique_key: str | None = None,
+    ) -> None:
+        what = f"idempotency token {token!r}" if token is not None else f"unique key {unique_key!r}"
         super().__init__(
-            f"a task of type {task_type!r} with idempotency token {token!r} already exists "
-            f"(id {existing_id})"
+            f"a task of type {task_type!r} with {what} already exists (id {existing_id})"
         )
-        self.task_type = task_type
-        self.token = token
-        self.existing_id = existing_id
+        self.task_type: str = task_type
+        self.token: str | None = token
+        self.unique_key: str | None = unique_key
+        self.existing_id: int = existing_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.task_type, self.token, self.existing_id)
+        return (_duplicate_task, (*args, self.unique_key))
+
+
+def _duplicate_task(
+    task_type: str, token: str | None, existing_id: int, unique_key: str | None
+) -> DuplicateTask:
+    return DuplicateTask(task_type, token, existing_id, unique_key=unique_key)
 
 
 class IllegalTransition(AsynqpgError):

@@ -25,6 +25,12 @@
 # no-ops, because their UPDATE ... WHERE lease_token = $token matches nothing. Any other
 # event with no matching rule raises IllegalTransition.
 # Times are floats (seconds on the database clock) passed in by the caller.
+# Idempotency tokens and unique keys (_unique.py) constrain rows across the table, not one
+# row, so they are not rules here: the database's unique indexes refuse a second holder.
+# Rules moving a row between pending and running, or out of its unique states, never meet
+# them (a Unique's states always include pending and running); only an operator's cancel or
+# manual_retry can move a row into its unique states, and the client refuses that with
+# DuplicateTask while another row holds the key.
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._checks import seconds, storable
 from ._errors import InvalidTask
+from ._unique import Unique
 
 __all__ = [
     "DEFAULT_QUEUE",
@@ -30,6 +31,7 @@ __all__ = [
     "check_queue",
     "check_token",
     "check_type",
+    "check_unique",
     "validate_task",
 ]
 
@@ -64,6 +66,8 @@ class Task:
             only consumers serving that queue claim it.
         priority: from -5 (least urgent) to 5 (most urgent), default 0.  Among due tasks of
             a queue, a claim takes larger priorities first, then earlier due times.
+        unique: optional; a `Unique` makes the task unique by type and key (optionally per
+            period) while in chosen states: a duplicate is not inserted.
     """
 
     type: str
@@ -74,6 +78,7 @@ class Task:
     process_at: datetime | None = None
     queue: str = DEFAULT_QUEUE
     priority: int = 0
+    unique: Unique | None = None
 
 
 @dataclass(slots=True)
@@ -134,6 +139,16 @@ class ValidTask:
     attempts: int
     queue: str = DEFAULT_QUEUE
     priority: int = 0
+    unique: Unique | None = None
+
+
+def check_unique(value: Any) -> Unique | None:
+    """A task's ``unique``: None or a `Unique` (validated when it was made)."""
+    if value is not None and not isinstance(value, Unique):
+        raise InvalidTask(
+            f"unique must be an asynqpg_trio.Unique or None, got {type(value).__name__}"
+        )
+    return value
 
 
 def check_queue(value: Any, field: str = "queue") -> str:
@@ -232,4 +247,5 @@ def validate_task(task: Any, default_max_retry: int) -> ValidTask:
         attempts=attempts,
         queue=check_queue(task.queue),
         priority=check_priority(task.priority),
+        unique=check_unique(task.unique),
     )

@@ -11,11 +11,17 @@ fixed fragments keyed by a whitelisted sort field: no caller text ever reaches t
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
+from .._core._errors import DuplicateTask
+from .._core._inserted import ENQUEUE_ATTEMPTS
 from .._core._listing import ORDER_FIELDS
 from .._core._records import TASK_COLUMNS, QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from .._core._row import TaskStatus
@@ -23,13 +29,12 @@ from .._core._state import Event
 from ._sql import SCHEMA, load
 
 if TYPE_CHECKING:
-    import psycopg
-
     from .._core._listing import ListPlan
 
 __all__ = [
     "BATCH_SIZE",
     "QUERIES",
+    "UNIQUE_INDEX",
     "ClientQueries",
     "Outcome",
     "PayloadRead",
@@ -49,6 +54,8 @@ __all__ = [
 
 #: Rows a bulk retry or delete touches per statement.
 BATCH_SIZE = 1000
+#: The index of unique slots (migration 0004): a move into a held slot fails on it.
+UNIQUE_INDEX: Final = "asynqpg_tasks_unique_idx"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,7 @@ class ClientQueries:
     throughput: str
     status_counts_by_type_prefix: str
     delete_by_type_prefix: str
+    unique_holder: str
 
 
 #: The loaded client statements.
@@ -170,11 +178,49 @@ async def list_tasks(
     return total, [TaskSummary.from_row(r[1:]) for r in rows if r[1] is not None]
 
 
+@asynccontextmanager
+async def _undoable(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    """Around a statement that may fail on the unique index: a savepoint (or a transaction of
+    its own) so that the failure leaves the caller's transaction usable; in autocommit
+    outside a transaction, nothing (the failed statement undoes itself)."""
+    if conn.autocommit and conn.info.transaction_status is TransactionStatus.IDLE:
+        yield
+    else:
+        async with conn.transaction():
+            yield
+
+
 async def write_task(
     conn: psycopg.AsyncConnection[Any], event: Event, task_id: int
 ) -> Outcome | None:
     """Apply a client event (cancel, manual_retry or delete) to one task; None when there is
-    no such task."""
+    no such task.
+
+    Raises:
+        DuplicateTask: the move would put a unique task back into its unique states while
+            another task holds its slot (the row is left as it was).
+    """
+    if event is Event.DELETE:  # leaves every slot as it was
+        return await _write_task(conn, event, task_id)
+    for _ in range(ENQUEUE_ATTEMPTS):
+        try:
+            async with _undoable(conn):
+                return await _write_task(conn, event, task_id)
+        except psycopg.errors.UniqueViolation as ex:
+            if ex.diag.constraint_name != UNIQUE_INDEX:
+                raise
+        cur = await conn.cursor(binary=True).execute(QUERIES.unique_holder, {"id": task_id})
+        holder = await cur.fetchone()
+        if holder is not None:
+            holder_id, task_type, key = holder
+            raise DuplicateTask(task_type, None, holder_id, unique_key=key)
+        # The holder left its unique states in between: try again.
+    raise RuntimeError(f"task {task_id} kept racing with the holders of its unique key")
+
+
+async def _write_task(
+    conn: psycopg.AsyncConnection[Any], event: Event, task_id: int
+) -> Outcome | None:
     cur = conn.cursor(binary=True)
     await cur.execute(_WRITES[event], {"id": task_id})
     row = await cur.fetchone()
@@ -188,13 +234,24 @@ async def write_task(
 async def retry_failed_batch(
     conn: psycopg.AsyncConnection[Any], task_type: str | None, batch_size: int = BATCH_SIZE
 ) -> int:
-    """Re-queue up to ``batch_size`` failed tasks; return how many."""
-    cur = await conn.execute(
-        QUERIES.retry_failed_batch, {"type": task_type, "batch_size": batch_size}
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+    """Re-queue up to ``batch_size`` failed tasks; return how many.
+
+    The statement leaves failed a unique task whose slot another task holds; one that races
+    with a producer taking its slot fails the statement, which then runs again.
+    """
+    params = {"type": task_type, "batch_size": batch_size}
+    for _ in range(ENQUEUE_ATTEMPTS):
+        try:
+            async with _undoable(conn):
+                cur = await conn.execute(QUERIES.retry_failed_batch, params)
+                row = await cur.fetchone()
+        except psycopg.errors.UniqueViolation as ex:
+            if ex.diag.constraint_name != UNIQUE_INDEX:
+                raise
+            continue
+        assert row is not None
+        return int(row[0])
+    raise RuntimeError("retrying failed tasks kept racing with producers of unique tasks")
 
 
 async def delete_failed_batch(

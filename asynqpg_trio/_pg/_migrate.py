@@ -324,16 +324,27 @@ _MISSING = (
     "the asynqpg tables are missing from this database: run "
     "`asynqpg-trio migrate --dsn ...` or `await asynqpg_trio.migrate(dsn)` first"
 )
+_OLD = "the database's asynqpg schema is older than this package: run `asynqpg-trio migrate`"
 
 
 @contextlib.contextmanager
 def schema_required() -> Iterator[None]:
     """Around the queue's statements: a missing table or function means a database without
-    the schema, reported as `SchemaMissing` (from psycopg's error) rather than as SQL."""
+    the schema, a missing column or unique index one migrated by an older version, reported
+    as `SchemaMissing` (from psycopg's error) rather than as SQL."""
     try:
         yield
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as ex:
-        raise SchemaMissing(_MISSING) from ex
+        # A function of a later version (unique tasks: 0004) means an older schema.
+        newer = "asynqpg_unique" in (ex.diag.message_primary or "")
+        raise SchemaMissing(_OLD if newer else _MISSING) from ex
+    except psycopg.errors.UndefinedColumn as ex:
+        raise SchemaMissing(_OLD) from ex
+    except psycopg.errors.ObjectNotInPrerequisiteState as ex:
+        # asynqpg_unique_ready(): a migration has yet to build the unique index.
+        if not (ex.diag.message_primary or "").startswith("asynqpg:"):
+            raise
+        raise SchemaMissing(f"{ex.diag.message_primary}; {_OLD}") from ex
 
 
 async def check_schema(conn: Connection[Any]) -> None:

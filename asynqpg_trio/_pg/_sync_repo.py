@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._core._enqueue import BatchPlan, Inserted, read_result
+from .._core._enqueue import BatchPlan
+from .._core._inserted import Holder, Inserted, read_result
 from ._migrate import schema_required
-from ._tasks_repo import QUERIES, enqueue_statement
+from ._tasks_repo import enqueue_statement, holder_query
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["find_by_token", "insert_batch"]
+__all__ = ["find_holder", "insert_batch"]
 
 
 def insert_batch(conn: psycopg.Connection[Any], plan: BatchPlan) -> Inserted:
@@ -30,7 +31,8 @@ def insert_batch(conn: psycopg.Connection[Any], plan: BatchPlan) -> Inserted:
     return read_result(plan, cur.fetchall())
 
 
-def find_by_token(conn: psycopg.Connection[Any], task_type: str, token: str) -> int | None:
-    """The id of the task holding (type, token), if any."""
-    row = conn.execute(QUERIES.find_by_token, {"type": task_type, "token": token}).fetchone()
+def find_holder(conn: psycopg.Connection[Any], holder: Holder) -> int | None:
+    """The id of the task holding a skipped task's token or unique slot, if any (still)."""
+    query, params = holder_query(holder)
+    row = conn.cursor(binary=True).execute(query, params).fetchone()
     return None if row is None else int(row[0])

@@ -17,7 +17,8 @@ import anyio
 import psycopg
 
 from .._core._batching import FlushPlan, OutcomeKind
-from .._core._enqueue import BatchPlan, Inserted, read_result
+from .._core._enqueue import BatchPlan
+from .._core._inserted import Holder, Inserted, read_result
 from .._core._pacing import ClaimPlan
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from .._core._task import DEFAULT_QUEUE
@@ -37,6 +38,8 @@ class TaskQueries:
     enqueue_many: str
     enqueue_many_untokened: str
     find_by_token: str
+    enqueue_many_unique: str
+    find_by_unique_key: str
     claim: str
     bound_idle_in_transaction: str
     lock_tasks: str
@@ -57,8 +60,19 @@ QUERIES: TaskQueries = load(TaskQueries, "tasks.sql")
 
 
 def enqueue_statement(plan: BatchPlan) -> str:
-    """The batch insert to use: without ON CONFLICT when no task carries a token."""
+    """The batch insert to use: with the unique columns when a task is unique, else without
+    ON CONFLICT when no task carries a token."""
+    if plan.unique_keys is not None:
+        return QUERIES.enqueue_many_unique
     return QUERIES.enqueue_many_untokened if plan.keys is None else QUERIES.enqueue_many
+
+
+def holder_query(holder: Holder) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters that find the id of the task ``holder`` describes."""
+    if holder.token is not None:
+        return QUERIES.find_by_token, {"type": holder.task_type, "token": holder.token}
+    params = {"type": holder.task_type, "key": holder.unique_key, "window": holder.window}
+    return QUERIES.find_by_unique_key, params
 
 
 async def insert_batch(conn: psycopg.AsyncConnection[Any], plan: BatchPlan) -> Inserted:
@@ -73,11 +87,10 @@ async def insert_batch(conn: psycopg.AsyncConnection[Any], plan: BatchPlan) -> I
     return read_result(plan, await cur.fetchall())
 
 
-async def find_by_token(
-    conn: psycopg.AsyncConnection[Any], task_type: str, token: str
-) -> int | None:
-    """The id of the task holding (type, token), if any."""
-    cur = await conn.execute(QUERIES.find_by_token, {"type": task_type, "token": token})
+async def find_holder(conn: psycopg.AsyncConnection[Any], holder: Holder) -> int | None:
+    """The id of the task holding a skipped task's token or unique slot, if any (still)."""
+    query, params = holder_query(holder)
+    cur = await conn.cursor(binary=True).execute(query, params)
     row = await cur.fetchone()
     return None if row is None else int(row[0])
 

@@ -39,6 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .._core._errors import (
+    DuplicateTask,
     InvalidQuery,
     PayloadTooLarge,
     TaskAlreadyAvailable,
@@ -82,6 +83,7 @@ _STATE_ERRORS: Final = {
         "task_already_available",
         "task is already available for processing",
     ),
+    DuplicateTask: (409, "duplicate_task", "another task holds this task's unique key"),
 }
 
 
@@ -172,7 +174,13 @@ class _Api:
             return fail(400, "invalid_id", str(ex))
         try:
             return await run(ident)
-        except (TaskNotFound, TaskRunning, TaskAlreadyFinalized, TaskAlreadyAvailable) as ex:
+        except (
+            TaskNotFound,
+            TaskRunning,
+            TaskAlreadyFinalized,
+            TaskAlreadyAvailable,
+            DuplicateTask,
+        ) as ex:
             status, code, message = _STATE_ERRORS[type(ex)]
             return fail(status, code, message)
         except Exception:

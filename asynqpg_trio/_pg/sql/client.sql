@@ -177,10 +177,28 @@ FROM target
 -- In bulk (failed only, as the Go UI).  Up to batch_size failed
 -- tasks, optionally of one type, lowest ids first, skipping rows another transaction
 -- holds; returns how many were re-queued.  One NOTIFY asynqpg_new when any was.
+-- A unique task that does not hold its slot as failed is re-queued only if no other task
+-- holds it and no older failed task of the same slot is (that one goes first): the others
+-- stay failed (see migration 0004).
 WITH picked AS (
     SELECT id
-    FROM asynqpg_tasks
+    FROM asynqpg_tasks f
     WHERE status = 'failed' AND (%(type)s::text IS NULL OR type = %(type)s::text)
+      AND (f.unique_key IS NULL OR asynqpg_unique_live(f.status, f.unique_states) OR (
+          NOT EXISTS (
+              SELECT FROM asynqpg_tasks o
+              WHERE o.type = f.type AND o.unique_key = f.unique_key
+                AND coalesce(o.unique_window, '-infinity'::timestamptz)
+                    = coalesce(f.unique_window, '-infinity'::timestamptz)
+                AND o.unique_key IS NOT NULL AND asynqpg_unique_live(o.status, o.unique_states)
+          ) AND NOT EXISTS (
+              SELECT FROM asynqpg_tasks o
+              WHERE o.type = f.type AND o.unique_key = f.unique_key
+                AND coalesce(o.unique_window, '-infinity'::timestamptz)
+                    = coalesce(f.unique_window, '-infinity'::timestamptz)
+                AND o.status = 'failed' AND o.id < f.id
+          )
+      ))
     ORDER BY id
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
@@ -272,3 +290,15 @@ GROUP BY status
 -- task is kept, as the state table's delete rule says.
 DELETE FROM asynqpg_tasks
 WHERE starts_with(type, %(prefix)s) AND status <> 'running'
+
+-- name: unique_holder
+-- The task other than task id that holds task id's unique slot, if any: (its id, the type,
+-- the key); the unique index serves the lookup.
+SELECT o.id, t.type, t.unique_key
+FROM asynqpg_tasks t
+JOIN asynqpg_tasks o
+  ON o.type = t.type AND o.unique_key = t.unique_key
+ AND coalesce(o.unique_window, '-infinity'::timestamptz)
+     = coalesce(t.unique_window, '-infinity'::timestamptz)
+ AND o.unique_key IS NOT NULL AND asynqpg_unique_live(o.status, o.unique_states)
+WHERE t.id = %(id)s AND o.id <> t.id

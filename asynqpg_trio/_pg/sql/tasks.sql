@@ -94,6 +94,85 @@ FROM ins
 -- The id of the task holding (type, token), to report a duplicate.
 SELECT id FROM asynqpg_tasks WHERE type = %(type)b AND idempotency_token = %(token)b
 
+-- name: enqueue_many_unique
+-- events: enqueue
+-- The same insert for a batch in which some task is unique (asynqpg_trio.Unique), which also
+-- stores each unique task's slot: unique_key, unique_states (a bitmask, see
+-- asynqpg_unique_live) and, with a period (in microseconds), unique_window: the start of the
+-- period the database clock is in, periods counted from the Unix epoch, so that every
+-- producer computes the same one.  ON CONFLICT DO NOTHING skips a task whose token or slot is
+-- held, by a row in the table or by an earlier task of the batch (input order decides).
+-- Every input draws its id from the table's sequence up front, in input order, so that the
+-- result maps back by position: one row per input, in input order, with the id (NULL for a
+-- task skipped) and the window.  asynqpg_unique_ready() refuses the batch until the unique
+-- index is built (see migration 0004).  The unique columns come as array or scalar, like the
+-- others.
+WITH batch AS MATERIALIZED (
+    SELECT n.now, (extract(epoch FROM n.now) * 1000000)::int8 AS now_us,
+           pg_get_serial_sequence('asynqpg_tasks', 'id')::regclass AS ids,
+           %(type)b::text AS type, %(token)b::text AS token, %(delay)b::float8 AS delay,
+           %(process_at)b::timestamptz AS process_at, %(attempt)b::smallint AS attempts,
+           %(trace)b::jsonb AS trace, %(queue)b::text AS queue, %(priority)b::smallint AS priority,
+           %(unique_key)b::text AS unique_key, %(unique_period)b::int8 AS unique_period,
+           %(unique_mask)b::smallint AS unique_states
+    FROM (SELECT asynqpg_now() AS now) AS n
+    WHERE asynqpg_unique_ready()
+), input AS MATERIALIZED (
+    SELECT i.ord, nextval(b.ids) AS id, i.payload, i.type, i.token, i.delay, i.process_at,
+           i.attempts, i.queue, i.priority,
+           coalesce(i.unique_key, b.unique_key) AS unique_key,
+           coalesce(i.unique_states, b.unique_states) AS unique_states,
+           timestamptz 'epoch'
+               + (b.now_us - b.now_us %% coalesce(i.unique_period, b.unique_period))
+                 * interval '1 microsecond' AS unique_window
+    FROM unnest(
+        %(payloads)b::bytea[], %(types)b::text[], %(tokens)b::text[], %(delays)b::float8[],
+        %(process_ats)b::timestamptz[], %(attempts)b::smallint[], %(queues)b::text[],
+        %(priorities)b::smallint[], %(unique_keys)b::text[], %(unique_periods)b::int8[],
+        %(unique_masks)b::smallint[]
+    ) WITH ORDINALITY AS i(
+        payload, type, token, delay, process_at, attempts, queue, priority, unique_key,
+        unique_period, unique_states, ord
+    )
+    CROSS JOIN batch b
+    ORDER BY i.ord
+), ins AS (
+    INSERT INTO asynqpg_tasks AS t (
+        id, type, payload, idempotency_token, blocked_till, attempts_left, trace_context,
+        created_at, updated_at, queue, priority, unique_key, unique_window, unique_states
+    )
+    SELECT
+        i.id, coalesce(i.type, b.type), i.payload, coalesce(i.token, b.token),
+        CASE WHEN coalesce(i.process_at, b.process_at) IS NOT NULL
+             THEN greatest(b.now, coalesce(i.process_at, b.process_at))
+             ELSE b.now + make_interval(secs => coalesce(i.delay, b.delay)) END,
+        coalesce(i.attempts, b.attempts), b.trace, b.now, b.now, coalesce(i.queue, b.queue),
+        coalesce(i.priority, b.priority), i.unique_key, i.unique_window, i.unique_states
+    FROM input i CROSS JOIN batch b
+    ORDER BY i.ord
+    ON CONFLICT DO NOTHING
+    RETURNING t.id, t.blocked_till
+), wake AS (
+    SELECT pg_notify('asynqpg_new', '')
+    FROM (SELECT 1 FROM ins WHERE ins.blocked_till <= (SELECT now FROM batch) LIMIT 1) AS ready
+)
+SELECT ins.id, i.unique_window
+FROM input i
+LEFT JOIN ins ON ins.id = i.id
+CROSS JOIN (SELECT count(*) FROM wake) AS w
+ORDER BY i.ord
+
+-- name: find_by_unique_key
+-- The id of the task holding the unique slot (type, key, window), to report a duplicate: the
+-- one row of asynqpg_tasks_unique_idx for it (its expression and predicate, so the index
+-- serves the lookup).  A NULL window is the slot without a period.
+SELECT id
+FROM asynqpg_tasks
+WHERE type = %(type)b AND unique_key = %(key)b
+  AND coalesce(unique_window, '-infinity'::timestamptz)
+      = coalesce(%(window)b::timestamptz, '-infinity'::timestamptz)
+  AND unique_key IS NOT NULL AND asynqpg_unique_live(status, unique_states)
+
 -- name: claim
 -- events: claim, lease_takeover
 -- claim: pending -> running; lease_takeover: running with an expired lease -> running, or ->
