@@ -32,6 +32,7 @@ from .._core._config import (
     Handler,
     HandlerFn,
     Middleware,
+    SyncHandlerFn,
     build_config,
 )
 from .._core._errors import ConfigurationError, ConsumerError
@@ -98,7 +99,7 @@ class Consumer:
 async def open_consumer(
     pool_or_dsn: Pool | str,
     *,
-    handlers: Mapping[str, Handler | HandlerFn],
+    handlers: Mapping[str, Handler | HandlerFn | SyncHandlerFn],
     middleware: Sequence[Middleware] = (),
     retry_policy: RetryPolicy | None = None,
     error_handler: ErrorHandler | None = None,
@@ -131,9 +132,10 @@ async def open_consumer(
     Args:
         pool_or_dsn: an `open_pool` pool (size it for about 4 connections plus your own use),
             or a DSN (the consumer opens and closes its own pool).
-        handlers: task type -> `Handler` (or a bare async function: 10 workers, 30 s
-            timeout).  A handler running past its ``Handler.timeout`` (default 30 s; None
-            for no limit) is cancelled and the attempt counts as failed.
+        handlers: task type -> `Handler` (or a bare function: 10 workers, 30 s timeout).
+            An ``async def`` handler runs on the event loop, a plain ``def`` one in a worker
+            thread (see `Handler`).  A handler running past its ``Handler.timeout`` (default
+            30 s; None for no limit) is cancelled and the attempt counts as failed.
         middleware: global middleware, outermost first, around every type's own middleware.
         retry_policy: back-off after failed attempts (default `DefaultRetryPolicy`:
             attempt**4 seconds, +-10 % jitter, capped at 24 h).

@@ -62,6 +62,7 @@ from ._lease_keeper import run_lease_keeper
 from ._listener import serve_listener
 from ._sampler import run_sampler
 from ._shared import Counters, StopControl, Stopping, Wakeup, supervise
+from ._threads import runnable
 from ._watchdog import run_watchdog
 
 if TYPE_CHECKING:
@@ -187,7 +188,9 @@ async def serve_work(
         try:
             for task_type, handler in config.handlers.items():
                 # Inside the tree: a middleware factory's bug surfaces as ConsumerError.
-                chain = build_chain(handler.fn, config.middleware + tuple(handler.middleware))
+                # A sync handler runs in threads, behind an async function of its own.
+                fn = runnable(task_type, handler)
+                chain = build_chain(fn, config.middleware + tuple(handler.middleware))
                 settings = HandlerSettings(
                     chain, handler.timeout, p.policy, p.error_handler, config.message_limit
                 )
