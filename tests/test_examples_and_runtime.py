@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,6 +166,34 @@ def test_worker_command_graceful_sigterm(dsn: str, sync_conn: Any) -> None:
     assert proc.returncode == 0, err
     assert "hello, world!" in out
     assert "worker stopped: completed 1" in err
+
+
+async def test_worker_app_handlers_with_the_testing_harness(
+    autojump_clock: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asynqpg_trio import Task, TaskStatus
+    from asynqpg_trio.testing import FakeDatabase, open_harness
+    from examples.worker_app import handlers
+
+    async with open_harness(FakeDatabase(), handlers=handlers) as harness:
+        await harness.enqueue_many(
+            [
+                Task("greet", b"world"),
+                Task("words.count", b"one two three"),
+                Task("words.count", b" "),
+            ]
+        )
+        await harness.drain()
+        tasks = await harness.tasks()
+    assert [(t.type, t.status) for t in tasks] == [
+        ("greet", TaskStatus.COMPLETED),
+        ("words.count", TaskStatus.COMPLETED),
+        ("words.count", TaskStatus.FAILED),
+    ]
+    assert tasks[2].messages[0].startswith("SkipRetry: nothing to count")
+    out = capsys.readouterr().out
+    assert "hello, world!" in out
+    assert f"3 words in task {tasks[1].id}" in out
 
 
 def test_worker_command_bad_target(dsn: str) -> None:

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from .._core._config import Handler, HandlerFn, SyncHandlerFn
     from .._core._task import TaskInfo
 
-__all__ = ["InThreads", "runnable"]
+__all__ = ["InThreads", "call_sync", "runnable"]
 
 logger = logging.getLogger("asynqpg_trio.handlers")
 
@@ -117,19 +117,29 @@ def _call(fn: SyncHandlerFn, task: TaskInfo, task_type: str, borrow: _Borrow) ->
     if not borrow.thread_started():
         return None  # the attempt is over, and the caller has released the slot
     try:
-        result = fn(task)
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()  # never awaited, on purpose: no warning
-            raise TypeError(
-                f"the handler for {task_type!r} is a plain function but returned"
-                f" {type(result).__name__}, an awaitable: make it `async def` so that the"
-                " consumer awaits it on the event loop"
-            ) from SkipRetry("a sync handler returned an awaitable")
-        return result
+        return call_sync(fn, task, task_type)
     finally:
         if borrow.thread_ended():
             borrow.release_soon()
+
+
+def call_sync(fn: SyncHandlerFn, task: TaskInfo, task_type: str) -> object:
+    """Call a sync handler here and now; return what it returns.
+
+    Raises:
+        TypeError: it returned an awaitable (closed, never awaited), caused by `SkipRetry`:
+            the task fails at once.
+    """
+    result = fn(task)
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited, on purpose: no warning
+        raise TypeError(
+            f"the handler for {task_type!r} is a plain function but returned"
+            f" {type(result).__name__}, an awaitable: make it `async def` so that the"
+            " consumer awaits it on the event loop"
+        ) from SkipRetry("a sync handler returned an awaitable")
+    return result
 
 
 def _loop_caller() -> Callable[[Callable[[], object]], object]:

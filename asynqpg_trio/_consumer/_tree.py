@@ -86,7 +86,8 @@ class Parts:
     """What one consumer's tree is made of (built by `open_consumer` before it starts)."""
 
     config: ConsumerConfig
-    pool: Pool
+    #: None: no PostgreSQL behind ``tasks`` (the testing harness on a fake), no maintenance.
+    pool: Pool | None
     tasks: TasksRepository
     policy: RetryPolicy
     error_handler: ErrorHandler | None
@@ -137,7 +138,7 @@ async def serve_tree(
                 ),
             )
             services.start_soon(run_watchdog, config.stall_threshold, book, counters, p.telemetry)
-            if p.maintenance is not None:
+            if p.maintenance is not None and p.pool is not None:
                 services.start_soon(
                     functools.partial(
                         run_maintenance,

@@ -102,6 +102,11 @@ class FakeDatabase:
         """The database's current time, read from the clock."""
         return self._clock()
 
+    @property
+    def epoch(self) -> datetime:
+        """The datetime of instant 0 on the clock."""
+        return self._epoch
+
     def enqueue(
         self,
         task_type: str,
