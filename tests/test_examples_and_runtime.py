@@ -36,6 +36,66 @@ def test_anyio_example(dsn: str) -> None:
     assert proc.stdout.count("resized image") == 3
 
 
+def test_django_example(dsn: str) -> None:
+    """The Django recipe: a task enqueued on Django's own connection inside
+    ``transaction.atomic()`` is rolled back with the order or committed with it, and a sync
+    handler using Django processes the committed one."""
+    proc = _run([sys.executable, "examples/django_app.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "rolled back: order 2: payment refused",
+        "orders kept: [1]",
+        f"confirmed order 1 (Django on {psycopg.conninfo.conninfo_to_dict(dsn)['dbname']})",
+        "done",
+    ]
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT type, payload, status FROM asynqpg_tasks").fetchall()
+    assert rows == [("order.confirm", b"1", "completed")]  # order 2's task was rolled back
+
+
+def test_fastapi_example(dsn: str) -> None:
+    proc = _run([sys.executable, "examples/fastapi_app.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == [
+        "done",
+        "signed up ann@example.com: task 1",
+        "signed up bob@example.com: task 2",
+        "welcome email sent to ann@example.com",
+        "welcome email sent to bob@example.com",
+    ]
+
+
+def test_fastapi_app_with_the_testing_harness_on_asyncio(dsn: str) -> None:
+    """The FastAPI recipe on anyio's asyncio backend: the app enqueues (its lifespan without a
+    consumer), the testing harness runs the example's handlers."""
+    import anyio
+    import httpx
+
+    from asynqpg_trio import TaskStatus
+    from asynqpg_trio.testing import EnqueuedTask, open_harness
+    from examples.fastapi_app import create_app, handlers
+
+    async def scenario() -> list[EnqueuedTask]:
+        app = create_app(dsn, consume=False)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                for email in ("ann@example.com", "bob@example.com"):
+                    response = await client.post("/signup", params={"email": email})
+                    assert response.status_code == 200, response.text
+            async with open_harness(dsn, handlers=handlers) as harness:
+                assert [t.status for t in await harness.tasks()] == [TaskStatus.PENDING] * 2
+                with anyio.fail_after(30):
+                    await harness.drain()
+                return await harness.tasks("email.welcome")
+
+    tasks = anyio.run(scenario, backend="asyncio")
+    assert [(t.status, t.json()) for t in tasks] == [
+        (TaskStatus.COMPLETED, {"email": "ann@example.com"}),
+        (TaskStatus.COMPLETED, {"email": "bob@example.com"}),
+    ]
+
+
 def test_quickstart_in_the_readme_is_the_example() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Quick start\n", 1)[1].split("\n## ", 1)[0]

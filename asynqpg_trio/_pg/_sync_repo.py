@@ -2,18 +2,20 @@
 
 The same statements as the async producer's (``_pg/sql/tasks.sql``, through `_tasks_repo`),
 run on the caller's ``psycopg.Connection`` and inside its open transaction if it has one.
+The insert uses a server-binding cursor of its own whatever the connection's
+``cursor_factory``: Django's connection makes client-side cursors, which cannot fetch the
+insert's binary results.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import psycopg
 
 from .._core._enqueue import BatchPlan, Inserted, read_result
 from ._migrate import schema_required
 from ._tasks_repo import QUERIES, enqueue_statement
-
-if TYPE_CHECKING:
-    import psycopg
 
 __all__ = ["find_by_token", "insert_batch"]
 
@@ -24,9 +26,9 @@ def insert_batch(conn: psycopg.Connection[Any], plan: BatchPlan) -> Inserted:
     Raises:
         SchemaMissing: the database has no asynqpg schema.
     """
-    cur = conn.cursor(binary=True)
+    cur = psycopg.Cursor(conn)  # not conn.cursor(): see the module docstring
     with schema_required():
-        cur.execute(enqueue_statement(plan), plan.params)
+        cur.execute(enqueue_statement(plan), plan.params, binary=True)
     return read_result(plan, cur.fetchall())
 
 
