@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,6 +96,66 @@ def test_unique_example(dsn: str) -> None:
     assert sum(line.startswith("refreshed the cache") for line in lines) == 3
     assert any(line.endswith(" again, the first one being done") for line in lines)
     assert lines[-1] == "done"
+
+
+def test_django_example(dsn: str) -> None:
+    """The Django recipe: a task enqueued on Django's own connection inside
+    ``transaction.atomic()`` is rolled back with the order or committed with it, and a sync
+    handler using Django processes the committed one."""
+    proc = _run([sys.executable, "examples/django_app.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "rolled back: order 2: payment refused",
+        "orders kept: [1]",
+        f"confirmed order 1 (Django on {psycopg.conninfo.conninfo_to_dict(dsn)['dbname']})",
+        "done",
+    ]
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT type, payload, status FROM asynqpg_tasks").fetchall()
+    assert rows == [("order.confirm", b"1", "completed")]  # order 2's task was rolled back
+
+
+def test_fastapi_example(dsn: str) -> None:
+    proc = _run([sys.executable, "examples/fastapi_app.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == [
+        "done",
+        "signed up ann@example.com: task 1",
+        "signed up bob@example.com: task 2",
+        "welcome email sent to ann@example.com",
+        "welcome email sent to bob@example.com",
+    ]
+
+
+def test_fastapi_app_with_the_testing_harness_on_asyncio(dsn: str) -> None:
+    """The FastAPI recipe on anyio's asyncio backend: the app enqueues (its lifespan without a
+    consumer), the testing harness runs the example's handlers."""
+    import anyio
+    import httpx
+
+    from asynqpg_trio import TaskStatus
+    from asynqpg_trio.testing import EnqueuedTask, open_harness
+    from examples.fastapi_app import create_app, handlers
+
+    async def scenario() -> list[EnqueuedTask]:
+        app = create_app(dsn, consume=False)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                for email in ("ann@example.com", "bob@example.com"):
+                    response = await client.post("/signup", params={"email": email})
+                    assert response.status_code == 200, response.text
+            async with open_harness(dsn, handlers=handlers) as harness:
+                assert [t.status for t in await harness.tasks()] == [TaskStatus.PENDING] * 2
+                with anyio.fail_after(30):
+                    await harness.drain()
+                return await harness.tasks("email.welcome")
+
+    tasks = anyio.run(scenario, backend="asyncio")
+    assert [(t.status, t.json()) for t in tasks] == [
+        (TaskStatus.COMPLETED, {"email": "ann@example.com"}),
+        (TaskStatus.COMPLETED, {"email": "bob@example.com"}),
+    ]
 
 
 def test_quickstart_in_the_readme_is_the_example() -> None:
@@ -227,6 +288,34 @@ def test_worker_command_graceful_sigterm(dsn: str, sync_conn: Any) -> None:
     assert proc.returncode == 0, err
     assert "hello, world!" in out
     assert "worker stopped: completed 1" in err
+
+
+async def test_worker_app_handlers_with_the_testing_harness(
+    autojump_clock: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asynqpg_trio import Task, TaskStatus
+    from asynqpg_trio.testing import FakeDatabase, open_harness
+    from examples.worker_app import handlers
+
+    async with open_harness(FakeDatabase(), handlers=handlers) as harness:
+        await harness.enqueue_many(
+            [
+                Task("greet", b"world"),
+                Task("words.count", b"one two three"),
+                Task("words.count", b" "),
+            ]
+        )
+        await harness.drain()
+        tasks = await harness.tasks()
+    assert [(t.type, t.status) for t in tasks] == [
+        ("greet", TaskStatus.COMPLETED),
+        ("words.count", TaskStatus.COMPLETED),
+        ("words.count", TaskStatus.FAILED),
+    ]
+    assert tasks[2].messages[0].startswith("SkipRetry: nothing to count")
+    out = capsys.readouterr().out
+    assert "hello, world!" in out
+    assert f"3 words in task {tasks[1].id}" in out
 
 
 def test_worker_command_bad_target(dsn: str) -> None:

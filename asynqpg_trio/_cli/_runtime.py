@@ -1,6 +1,6 @@
 """The runtime commands: ``worker MODULE:ATTR`` and ``demo``.
 
-``worker`` imports ATTR from MODULE: a mapping of task type -> `Handler` (or async function),
+``worker`` imports ATTR from MODULE: a mapping of task type -> `Handler` (or function),
 or a function taking no arguments that returns either such a mapping or a dict of
 `open_consumer` keyword arguments (with ``handlers``).  ``--schedules MODULE:ATTR`` names a
 list of `Schedule` (or a function returning one) for the consumer to run (``schedules`` in

@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 `open_consumer` builds the tree's parts (`_tree.Parts`: settings, the tasks repository, the
-lease book, counters, the fetcher's wake-up, the stop flags), starts `_tree.serve_tree` in a
-task group of its own and yields the `Consumer` once LISTEN is in effect.  Whatever ends the
+lease book, counters, the fetcher's wake-up, the stop flags); `run_consumer` starts
+`_tree.serve_tree` in a task group of its own and yields the `Consumer` once LISTEN is in
+effect (the testing harness runs it on parts of its own, on a fake repository).  Whatever ends the
 ``async with`` block (normally, an exception, a cancellation) sets ``ending``: the tree then
 shuts down in its nesting order (stop claiming, let in-flight handlers finish, release the
 rest, write every outcome, stop the services), shielded and bounded by ``shutdown_timeout +
@@ -32,6 +33,7 @@ from .._core._config import (
     Handler,
     HandlerFn,
     Middleware,
+    SyncHandlerFn,
     build_config,
 )
 from .._core._errors import ConfigurationError, ConsumerError
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["Consumer", "open_consumer", "serve_consumer"]
+__all__ = ["Consumer", "open_consumer", "run_consumer", "serve_consumer"]
 
 logger = logging.getLogger("asynqpg_trio.consumer")
 
@@ -102,7 +104,7 @@ class Consumer:
 async def open_consumer(
     pool_or_dsn: Pool | str,
     *,
-    handlers: Mapping[str, Handler | HandlerFn],
+    handlers: Mapping[str, Handler | HandlerFn | SyncHandlerFn],
     middleware: Sequence[Middleware] = (),
     retry_policy: RetryPolicy | None = None,
     error_handler: ErrorHandler | None = None,
@@ -136,9 +138,10 @@ async def open_consumer(
     Args:
         pool_or_dsn: an `open_pool` pool (size it for about 4 connections plus your own use),
             or a DSN (the consumer opens and closes its own pool).
-        handlers: task type -> `Handler` (or a bare async function: 10 workers, 30 s
-            timeout).  A handler running past its ``Handler.timeout`` (default 30 s; None
-            for no limit) is cancelled and the attempt counts as failed.
+        handlers: task type -> `Handler` (or a bare function: 10 workers, 30 s timeout).
+            An ``async def`` handler runs on the event loop, a plain ``def`` one in a worker
+            thread (see `Handler`).  A handler running past its ``Handler.timeout`` (default
+            30 s; None for no limit) is cancelled and the attempt counts as failed.
         middleware: global middleware, outermost first, around every type's own middleware.
         retry_policy: back-off after failed attempts (default `DefaultRetryPolicy`:
             attempt**4 seconds, +-10 % jitter, capped at 24 h).
@@ -209,6 +212,8 @@ async def open_consumer(
     maintenance_config = _maintenance_config(maintenance)
     periodic = check_schedules(schedules)
     async with owned_pool(pool_or_dsn, max_size=6) as pool:
+        async with pool.connection() as conn:
+            await check_schema(conn)
         parts = Parts(
             config=config,
             pool=pool,
@@ -220,27 +225,37 @@ async def open_consumer(
         )
         if periodic:
             parts.scheduler = Scheduler(periodic, PgSchedules(pool), parts.telemetry)
-        consumer = Consumer(parts)
-        body_error: BaseException | None = None
+        async with run_consumer(parts) as consumer:
+            yield consumer
+
+
+@asynccontextmanager
+async def run_consumer(parts: Parts) -> AsyncIterator[Consumer]:
+    """Run the tree of ``parts`` while the block runs, then shut it down: `open_consumer`'s
+    body, on whatever tasks repository ``parts`` holds (`asynqpg_trio.testing` runs it on a
+    `FakeDatabase`).
+
+    Cancellation: as `open_consumer`.
+    """
+    consumer = Consumer(parts)
+    body_error: BaseException | None = None
+    try:
         try:
-            async with pool.connection() as conn:
-                await check_schema(conn)
-            try:
-                async with anyio.create_task_group() as root:
-                    await root.start(serve_tree, parts)
-                    try:
-                        yield consumer
-                    except BaseException as exc:  # re-raised below, outside the task group
-                        body_error = exc
-                    finally:
-                        parts.control.ending.set()  # the tree shuts down; the join waits for it
-            except BaseExceptionGroup as group:
-                raise ConsumerError(f"the consumer failed: {group!r}") from group
-            report_left(parts)
-            if body_error is not None:
-                raise body_error
-        finally:
-            parts.wakeup.close()
+            async with anyio.create_task_group() as root:
+                await root.start(serve_tree, parts)
+                try:
+                    yield consumer
+                except BaseException as exc:  # re-raised below, outside the task group
+                    body_error = exc
+                finally:
+                    parts.control.ending.set()  # the tree shuts down; the join waits for it
+        except BaseExceptionGroup as group:
+            raise ConsumerError(f"the consumer failed: {group!r}") from group
+        report_left(parts)
+        if body_error is not None:
+            raise body_error
+    finally:
+        parts.wakeup.close()
 
 
 def _maintenance_config(maintenance: object) -> MaintenanceConfig | None:

@@ -64,6 +64,7 @@ from ._listener import serve_listener
 from ._sampler import run_sampler
 from ._scheduler import Scheduler
 from ._shared import Counters, StopControl, Stopping, Wakeup, supervise
+from ._threads import runnable
 from ._watchdog import run_watchdog
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ class Parts:
     """What one consumer's tree is made of (built by `open_consumer` before it starts)."""
 
     config: ConsumerConfig
-    pool: Pool
+    #: None: no PostgreSQL behind ``tasks`` (the testing harness on a fake), no maintenance.
+    pool: Pool | None
     tasks: TasksRepository
     policy: RetryPolicy
     error_handler: ErrorHandler | None
@@ -140,7 +142,7 @@ async def serve_tree(
                 ),
             )
             services.start_soon(run_watchdog, config.stall_threshold, book, counters, p.telemetry)
-            if p.maintenance is not None:
+            if p.maintenance is not None and p.pool is not None:
                 services.start_soon(
                     functools.partial(
                         run_maintenance,
@@ -193,7 +195,9 @@ async def serve_work(
         try:
             for task_type, handler in config.handlers.items():
                 # Inside the tree: a middleware factory's bug surfaces as ConsumerError.
-                chain = build_chain(handler.fn, config.middleware + tuple(handler.middleware))
+                # A sync handler runs in threads, behind an async function of its own.
+                fn = runnable(task_type, handler)
+                chain = build_chain(fn, config.middleware + tuple(handler.middleware))
                 settings = HandlerSettings(
                     chain, handler.timeout, p.policy, p.error_handler, config.message_limit
                 )

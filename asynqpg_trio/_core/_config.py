@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,24 +22,66 @@ __all__ = [
     "Handler",
     "HandlerFn",
     "Middleware",
+    "SyncHandlerFn",
+    "is_async_callable",
 ]
 
 #: A task handler: ``async def handle(task: TaskInfo) -> None``.
 HandlerFn = Callable[["TaskInfo"], Awaitable[None]]
+#: A plain (sync) task handler, run in a worker thread: ``def handle(task: TaskInfo) -> None``.
+SyncHandlerFn = Callable[["TaskInfo"], object]
 #: Middleware takes the next handler and returns a handler that wraps it.
 Middleware = Callable[[HandlerFn], HandlerFn]
 #: Called for tasks that failed for good: ``async def on_error(task, error) -> None``.
 ErrorHandler = Callable[["TaskInfo", BaseException], Awaitable[None]]
 
 
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine to await: an ``async def`` function (also
+    one marked with ``inspect.markcoroutinefunction``), a `functools.partial` or bound method
+    of one, or an object whose ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn):
+        return False
+    return callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
 @dataclass(frozen=True, slots=True)
 class Handler:
     """How one task type is handled.
 
+    A handler is an ``async def`` function, which runs on the event loop, or a plain ``def``
+    function (Django, Flask or other blocking code), which runs in a worker thread so that it
+    cannot block the loop: the consumer keeps claiming, renewing leases and running the other
+    handlers meanwhile.  Which one it is, is decided here, once (`is_sync`).
+
+    Sync handlers: each type has its own bound on threads, ``threads`` (default: its
+    ``workers``), shared by nothing else (not anyio's default thread limiter).  The task
+    metadata (`get_task_metadata`) and every other context variable are copied into the
+    thread.  A thread cannot be killed: when the timeout passes, or the task is cancelled, its
+    lease lost or the shutdown grace ends, the attempt is settled at once exactly as for an
+    async handler (a timeout is a failed attempt, "timed out after N s") and the thread is
+    *abandoned*: it runs on until the function returns, and whatever it returns or raises is
+    discarded.  An abandoned thread keeps its slot until it ends, so a type never has more
+    than ``threads`` threads, even when its handler hangs; while the slots are taken, the
+    type's next tasks wait for one, and the wait counts towards their timeout.  A long sync
+    handler can stop early once abandoned by calling ``anyio.from_thread.check_cancelled()``
+    now and then (it raises when the attempt is over).  Shutdown stays bounded: the consumer
+    does not wait for abandoned threads.  On Trio they are daemon threads; on asyncio the
+    interpreter waits for them at exit.
+
+    A plain function must not return an awaitable (a ``lambda`` calling an async function, a
+    sync decorator around one): make it ``async def``.  If it does, the task fails at once
+    (no retry) with a `TypeError` saying so.
+
     Args:
-        fn: ``async def fn(task: TaskInfo) -> None``.  Returning completes the task; raising
-            `SkipRetry`, `TaskSnooze`, `TaskSnoozeWithError` or any other exception decides
-            its fate (see `open_consumer`).
+        fn: ``async def fn(task: TaskInfo) -> None``, or ``def fn(task: TaskInfo) -> None``
+            run in a worker thread.  Returning completes the task; raising `SkipRetry`,
+            `TaskSnooze`, `TaskSnoozeWithError` or any other exception decides its fate (see
+            `open_consumer`).
         workers: handler actors for this type: how many of its tasks run at once (>= 1).
         timeout: seconds a task may run before it is cancelled and counted as a failed
             attempt, whatever the handler then does with the cancellation (never sooner; up
@@ -47,20 +91,55 @@ class Handler:
             timeout, not ``lease_duration``, bounds how long a task may take: give a long
             task a larger timeout (or None), not a longer lease.
         middleware: per-type middleware, outermost first, inside the consumer's global one.
+            Middleware always wraps an async function: for a sync handler, the one that
+            runs it in its thread.
+        threads: sync handlers only: the most threads this type runs at once, abandoned ones
+            included (>= 1; default ``workers``).
+
+    Raises:
+        ConfigurationError: ``fn`` is not callable, or a generator function; a count or a
+            timeout is out of range; ``threads`` is given for an async handler.
     """
 
-    fn: HandlerFn
+    fn: HandlerFn | SyncHandlerFn
     workers: int = field(default=10, kw_only=True)
     timeout: float | None = field(default=30.0, kw_only=True)
     middleware: Sequence[Middleware] = field(default=(), kw_only=True)
+    threads: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
-        if not callable(self.fn):
-            raise ConfigurationError(f"handler must be an async callable, got {self.fn!r}")
+        fn = self.fn
+        if not callable(fn):
+            raise ConfigurationError(
+                f"handler must be a function (async def, or a plain def run in a thread),"
+                f" got {fn!r}"
+            )
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+            raise ConfigurationError(
+                f"handler must be a function that returns, not a generator function: {fn!r}"
+            )
         count(self.workers, "workers")
         if self.timeout is not None:
             object.__setattr__(self, "timeout", seconds(self.timeout, "timeout"))
         object.__setattr__(self, "middleware", tuple(self.middleware))
+        if self.threads is not None:
+            count(self.threads, "threads")
+            if not self.is_sync:
+                raise ConfigurationError(
+                    f"threads= is for plain (sync) handlers, which run in threads;"
+                    f" {fn!r} is async and runs on the event loop"
+                )
+
+    @property
+    def is_sync(self) -> bool:
+        """Whether ``fn`` is a plain function, run in a worker thread (else it is async)."""
+        return not is_async_callable(self.fn)
+
+    @property
+    def thread_limit(self) -> int:
+        """The most threads a sync handler of this type runs at once: ``threads`` or, by
+        default, ``workers``."""
+        return self.workers if self.threads is None else self.threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +173,7 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
     """Validate ``open_consumer``'s arguments; raise `ConfigurationError` with the reason."""
     if not isinstance(handlers, dict) or not handlers:
         raise ConfigurationError(
-            "handlers must be a non-empty dict of task type -> Handler (or async function)"
+            "handlers must be a non-empty dict of task type -> Handler (or function)"
         )
     checked: dict[str, Handler] = {}
     for task_type, handler in handlers.items():

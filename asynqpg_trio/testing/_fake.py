@@ -78,6 +78,11 @@ class FakeDatabase(FakeMaintenance):
 
     # -- test helpers (synchronous, no checkpoint) ------------------------------------------
 
+    @property
+    def epoch(self) -> datetime:
+        """The datetime of instant 0 on the clock."""
+        return self._epoch
+
     def enqueue(
         self,
         task_type: str,

@@ -21,6 +21,7 @@ from asynqpg_trio._consumer._fetcher import run_fetcher
 from asynqpg_trio._consumer._handlers import HandlerSettings, run_worker
 from asynqpg_trio._consumer._lease_keeper import run_lease_keeper
 from asynqpg_trio._consumer._shared import Counters, Stopping, Wakeup
+from asynqpg_trio._consumer._threads import runnable
 from asynqpg_trio._core._batching import Outcome
 from asynqpg_trio._core._book import Lease, LeaseBook
 from asynqpg_trio._core._config import ConsumerConfig
@@ -83,7 +84,11 @@ async def pipeline(
     s = shared
     handler = cfg.handlers[TYPE]
     settings = HandlerSettings(
-        handler.fn, handler.timeout, policy or ConstantRetryPolicy(1.0), None, cfg.message_limit
+        runnable(TYPE, handler),  # a sync handler runs in threads, as in serve_work
+        handler.timeout,
+        policy or ConstantRetryPolicy(1.0),
+        None,
+        cfg.message_limit,
     )
     completer = Completer(cfg, s.db, s.book, s.counters, s.telemetry)
     async with trio.open_nursery() as nursery:
