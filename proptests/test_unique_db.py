@@ -34,12 +34,14 @@ from hypothesis.stateful import invariant, multiple, precondition, rule, run_sta
 
 from asynqpg_trio import Client, DuplicateTask, Producer, Task, Unique, connect
 from asynqpg_trio._core._batching import OutcomeKind
+from asynqpg_trio._core._pacing import ClaimPlan
 from asynqpg_trio._core._state import Event, TaskStatus, apply
 from asynqpg_trio._core._unique import is_live, period_micros, states_mask, window_start
 from asynqpg_trio.sync import enqueue as sync_enqueue
 from asynqpg_trio.sync import enqueue_many as sync_enqueue_many
 from proptests.test_stateful_db import DELAYS, MAX_RETRIES, NO_FSYNC, Env, QueueMachine
 from tests.helpers import state_db as db
+from tests.helpers.claim_model import Placement
 
 S, E = TaskStatus, Event
 Slot = tuple[str, Any]  # (key, window)
@@ -100,6 +102,7 @@ class UniqueMachine(QueueMachine):
         self.idempotency[task_id] = None
         self.budget[task_id] = max(total, 1)
         self.slots[task_id] = (self.slot(unique), states_mask(unique.states))
+        self.where[task_id] = Placement(queue="default", type=db.TYPE, priority=0)
 
     # --- producers of unique tasks -------------------------------------------------------
 
@@ -160,6 +163,7 @@ class UniqueMachine(QueueMachine):
                 assert self.transition(task_id, E.ENQUEUE, self.params(max_retry=3))
                 self.idempotency[task_id] = None
                 self.budget[task_id] = 3
+                self.where[task_id] = Placement(queue="default", type=db.TYPE, priority=0)
             else:
                 self.add(task_id, unique, 0.0, None)
         return multiple(*new)
@@ -177,7 +181,7 @@ class UniqueMachine(QueueMachine):
     def finish(self, kind: OutcomeKind) -> None:
         """Claim the due tasks and end the unique ones at once: the shortcut to tasks that
         left their states (the base machine's claim and report, in one step)."""
-        handed = self.claim(10, 30.0)
+        handed = self.claim(ClaimPlan.of({db.TYPE: 10}), 30.0, "consumer-a")
         leases = [lease for lease in handed.values if lease.task in self.slots]
         self.report([(lease, kind, 0.0) for lease in leases])
 
