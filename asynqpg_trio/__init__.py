@@ -35,6 +35,13 @@ from ._core._metadata import get_max_retry as get_max_retry
 from ._core._metadata import get_retry_count as get_retry_count
 from ._core._metadata import get_task_id as get_task_id
 from ._core._metadata import get_task_metadata as get_task_metadata
+from ._core._progress import InvalidProgress as InvalidProgress
+from ._core._progress import report_progress as report_progress
+from ._core._results import ResultNotSerializable as ResultNotSerializable
+from ._core._results import ResultTooLarge as ResultTooLarge
+from ._core._results import TaskCancelled as TaskCancelled
+from ._core._results import TaskFailed as TaskFailed
+from ._core._results import TaskNotFinished as TaskNotFinished
 from ._core._metadata import with_task_metadata as with_task_metadata
 from ._core._outcome import SkipRetry as SkipRetry
 from ._core._outcome import TaskSnooze as TaskSnooze
@@ -83,6 +90,7 @@ __all__ = (
     "DuplicateTask",
     "Handler",
     "IllegalTransition",
+    "InvalidProgress",
     "InvalidQuery",
     "InvalidTask",
     "LATEST_VERSION",
@@ -97,17 +105,22 @@ __all__ = (
     "Producer",
     "QueueInfo",
     "QueueStats",
+    "ResultNotSerializable",
+    "ResultTooLarge",
     "RetryPolicy",
+    "Schedule",
     "SchemaError",
     "SchemaMissing",
     "SchemaTooNew",
-    "Schedule",
     "SkipRetry",
     "Task",
     "TaskAlreadyAvailable",
     "TaskAlreadyFinalized",
+    "TaskCancelled",
+    "TaskFailed",
     "TaskInfo",
     "TaskMetadata",
+    "TaskNotFinished",
     "TaskNotFound",
     "TaskPage",
     "TaskRecord",
@@ -128,6 +141,7 @@ __all__ = (
     "migrate",
     "open_consumer",
     "open_pool",
+    "report_progress",
     "serve_consumer",
     "with_task_metadata",
 )

@@ -54,6 +54,11 @@ if TYPE_CHECKING:
 S, E = TaskStatus, Event
 SQL_FILES: Final = ("tasks.sql", "client.sql", "maintenance.sql", "schema.sql")
 _EVENTS_LINE = re.compile(r"^--\s*events:(.*)$", re.MULTILINE)
+#: The columns a statement may write without an event: none of them is part of the state the
+#: table models (a handler's progress, and whether someone waits for the task).  Such a
+#: statement says "-- events: none".
+_UNMODELLED: Final = frozenset({"progress", "progress_note", "progress_at", "notify_done"})
+_SET_COLUMN = re.compile(r"(?:\bSET\b|,)\s*([a-z_]+)\s*=(?!=)", re.IGNORECASE)
 _WRITES_TASKS = re.compile(
     r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+asynqpg_tasks\b", re.IGNORECASE
 )
@@ -66,6 +71,9 @@ class Statement:
     file: str
     events: tuple[Event, ...]
     writes_tasks: bool
+    #: The columns its SET clauses assign (for "-- events: none" statements).
+    assigned: frozenset[str] = frozenset()
+    unmodelled: bool = False
 
 
 def statements() -> dict[str, Statement]:
@@ -76,10 +84,18 @@ def statements() -> dict[str, Statement]:
         for name, body in parse(text).items():
             lines = _EVENTS_LINE.findall(body)
             assert len(lines) <= 1, f"{name}: more than one events line"
-            events = tuple(Event(e.strip()) for e in lines[0].split(",")) if lines else ()
+            unmodelled = bool(lines) and lines[0].strip() == "none"
+            events = (
+                tuple(Event(e.strip()) for e in lines[0].split(","))
+                if lines and not unmodelled
+                else ()
+            )
             code = "\n".join(ln for ln in body.splitlines() if not ln.lstrip().startswith("--"))
             assert name not in found, f"block {name} is defined in two files"
-            found[name] = Statement(filename, events, bool(_WRITES_TASKS.search(code)))
+            assigned = frozenset(c.lower() for c in _SET_COLUMN.findall(code))
+            found[name] = Statement(
+                filename, events, bool(_WRITES_TASKS.search(code)), assigned, unmodelled
+            )
     return found
 
 
@@ -88,7 +104,14 @@ def statements() -> dict[str, Statement]:
 
 def test_every_statement_that_writes_tasks_names_its_events() -> None:
     for name, statement in statements().items():
-        if statement.writes_tasks:
+        if statement.unmodelled:
+            assert statement.writes_tasks, f"{name} says events: none but writes no task"
+            assert statement.assigned, f"{name}: no SET clause found"
+            assert statement.assigned <= _UNMODELLED, (
+                f"{name} writes {sorted(statement.assigned - _UNMODELLED)}, which the state"
+                f" table models: name its events"
+            )
+        elif statement.writes_tasks:
             assert statement.events, f"{name} writes asynqpg_tasks but names no events"
         else:
             assert not statement.events, f"{name} names events but writes no task"

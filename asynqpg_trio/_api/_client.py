@@ -51,7 +51,7 @@ from .._core._state import Event, allowed_pairs
 from .._pg import _client_repo as repo
 from .._pg._pool import Pool
 from .._telemetry._telemetry import Telemetry
-from ._queues import QueueAdmin
+from ._results import ResultReader
 
 if TYPE_CHECKING:
     import psycopg
@@ -87,7 +87,7 @@ def refusal(event: Event, status: TaskStatus, task: TaskRecord) -> AsynqpgError 
 
 
 @final
-class Client(QueueAdmin):
+class Client(ResultReader):
     """Reads and manages tasks: the operator's side of the queue.
 
     Args:
@@ -97,7 +97,8 @@ class Client(QueueAdmin):
 
     Every method takes ``conn=``: a psycopg async connection to run on instead of the pool,
     inside its open transaction if it has one.  Queue administration (`pause_queue`,
-    `resume_queue`, `queues`, `set_limit`, `clear_limit`, `limits`) comes from its base.
+    `resume_queue`, `queues`, `set_limit`, `clear_limit`, `limits`) and results
+    (`get_result`, `wait`) come from its bases.
     """
 
     def __init__(

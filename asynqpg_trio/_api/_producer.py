@@ -29,6 +29,7 @@ from .._pg import _tasks_repo as repo
 from .._pg._pool import Pool
 from .._telemetry._telemetry import Telemetry
 from ._owner import PoolOwner
+from ._waiters import wait_for_result
 
 if TYPE_CHECKING:
     import psycopg
@@ -100,6 +101,32 @@ class Producer(PoolOwner):
                 # The holder left (deleted, or out of its unique states) between the two
                 # statements: insert again.
             raise RuntimeError("enqueue kept racing with the holders of its token or key")
+
+    async def enqueue_and_wait(self, task: Task, *, cancel_on_cancel: bool = False) -> Any:
+        """Enqueue one task and wait for it to finish: request/response over the queue.
+
+        The same as `enqueue` then `Client.wait` on this producer's pool (whose one LISTEN
+        connection serves every waiter).  No ``timeout=``: bound it with ``move_on_after`` /
+        ``fail_after``.
+
+        Args:
+            task: the task.
+            cancel_on_cancel: if the wait is cancelled, cancel the task too (see
+                `Client.wait`).
+
+        Returns:
+            The task's result (what its handler returned; see `Client.get_result`).
+
+        Raises:
+            InvalidTask, DuplicateTask: as `enqueue` (nothing is waited for).
+            TaskFailed: the task failed for good.
+            TaskCancelled: the task was cancelled.
+
+        Cancellation: a checkpoint.  Cancelled during the insert, the task was inserted or
+        not; during the wait, it stays enqueued (cancelled too with ``cancel_on_cancel``).
+        """
+        task_id = await self.enqueue(task)
+        return await wait_for_result(self._pool, task_id, cancel_on_cancel=cancel_on_cancel)
 
     async def enqueue_many(
         self, tasks: Sequence[Task], *, conn: psycopg.AsyncConnection[Any] | None = None

@@ -43,6 +43,8 @@ import trio
 
 from .._core._batching import Outcome, OutcomeKind
 from .._core._metadata import CURRENT_TASK
+from .._core._progress import CURRENT_SINK, Progress, ProgressSink
+from .._core._results import DEFAULT_RESULT_LIMIT, encode_result
 from .._core._settle import DEADLINE_SLACK, Settled, deadline_after, run_error, settle
 
 if TYPE_CHECKING:
@@ -88,6 +90,12 @@ class HandlerCounters(Protocol):
     cancelled: int
 
 
+class ProgressSinkBook(ProgressSink, Protocol):
+    """The consumer's progress sink, which also hands a finished task's last report over."""
+
+    def finish(self, task_id: int) -> Progress | None: ...
+
+
 class RunTelemetry(Protocol):
     """A handler run's span and metrics."""
 
@@ -103,6 +111,9 @@ class HandlerSettings:
     policy: RetryPolicy
     error_handler: ErrorHandler | None
     message_limit: int
+    result_limit: int = DEFAULT_RESULT_LIMIT
+    #: Where `report_progress` calls of this type's handlers go (None: nowhere).
+    progress: ProgressSinkBook | None = None
 
 
 def build_chain(fn: HandlerFn, middleware: tuple[Middleware, ...]) -> HandlerFn:
@@ -136,6 +147,9 @@ async def run_worker(
     lease says (see the module docstring).
     """
     actor = _Actor(settings, book, wakeup, stopping, counters, telemetry, receive, outcomes)
+    # Once for the actor's whole life (its task's own context): report_progress finds the
+    # consumer's sink here, at no cost per task.
+    CURRENT_SINK.set(settings.progress)
     async with receive, outcomes:
         while True:
             try:
@@ -163,6 +177,7 @@ class _Actor:
         self.counters, self.telemetry = counters, telemetry
         self.receive, self.outcomes = receive, outcomes
         self.chain, self.error_handler = settings.chain, settings.error_handler
+        self.value: object = None  # what the last handler run returned
         self.reports = settings.error_handler is not None  # a final error goes somewhere
         self.timeout = math.inf if settings.timeout is None else settings.timeout
         # On Trio, trio's own cancel scope and clock: the hot path avoids anyio's wrappers.
@@ -232,9 +247,10 @@ class _Actor:
         assert info is not None  # the fetcher builds it with the lease
         lease.scope, lease.started = scope, started
         token = CURRENT_TASK.set(info)
+        self.value = None
         try:
             with run:
-                await self.chain(info)
+                self.value = await self.chain(info)
         except Exception as exc:
             return exc
         finally:
@@ -251,6 +267,16 @@ class _Actor:
         error = run_error(
             error, cut_short=cut_short, task_type=lease.type, timeout=settings.timeout
         )
+        encoded = None
+        if error is None and self.value is not None:
+            try:
+                encoded = encode_result(
+                    self.value, limit=settings.result_limit, task_type=lease.type
+                )
+            except Exception as exc:  # ResultTooLarge, ResultNotSerializable: a failed attempt
+                error = exc
+        self.value = None
+        progress = None if settings.progress is None else settings.progress.finish(lease.task_id)
         fate = settle(lease, error, policy=settings.policy, message_limit=settings.message_limit)
         if fate is Settled.LOST:
             self.counters.cancelled += 1
@@ -261,7 +287,12 @@ class _Actor:
             run.released()
             return Outcome(lease.task_id, lease.token, OutcomeKind.RELEASE), None
         run.finish(fate, error, timed_out=cut_short)
-        return fate.outcome, fate.final_error
+        outcome = fate.outcome
+        if outcome.kind is OutcomeKind.COMPLETE:
+            if encoded is not None:
+                outcome.result, outcome.codec = encoded
+            outcome.progress = progress
+        return outcome, fate.final_error
 
     async def _report(self, lease: Lease, error: BaseException) -> None:
         """Call the error handler for a task that failed for good (bounded by the timeout)."""

@@ -6,7 +6,7 @@ The nesting of `serve_tree`'s ``async with`` blocks is the start order, and thei
 the shutdown order:
 
 * *services*, outermost, start first and stop last: the listener (the tree reports started
-  once its LISTEN is in effect), the lease keeper, the queue sampler, the watchdog,
+  once its LISTEN is in effect), the progress writer, the lease keeper, the queue sampler, the watchdog,
   maintenance when enabled, and the scheduler when the consumer has schedules.  Leases are
   renewed and remote cancels heard until every outcome is written.
 * *completing*: the completer, which returns once every sender of the outcome channel has
@@ -60,6 +60,7 @@ from ._detached import Detached
 from ._fetcher import run_fetcher
 from ._handlers import HandlerSettings, build_chain, run_worker
 from ._lease_keeper import run_lease_keeper
+from ._progress_writer import ConsumerProgress, run_progress_writer
 from ._listener import serve_listener
 from ._sampler import run_sampler
 from ._scheduler import Scheduler
@@ -102,6 +103,8 @@ class Parts:
     control: StopControl = field(default_factory=StopControl)
     completer: Completer = field(init=False)
     scheduler: Scheduler | None = None
+    #: The handlers' progress sink (made when the tree starts, inside the event loop).
+    progress: ConsumerProgress | None = None
 
     def __post_init__(self) -> None:
         self.completer = Completer(
@@ -119,9 +122,11 @@ async def serve_tree(
     cancels the tree.
     """
     config, control, book, counters = p.config, p.control, p.book, p.counters
+    p.progress = ConsumerProgress(book.leases)
     with anyio.CancelScope(shield=True) as control.tree_scope:
         async with anyio.create_task_group() as services:  # 5. stop last
             await services.start(serve_listener, p.tasks, p.wakeup, book, counters)
+            services.start_soon(run_progress_writer, p.progress, p.tasks)
             services.start_soon(
                 supervise,
                 counters,
@@ -199,7 +204,13 @@ async def serve_work(
                 fn = runnable(task_type, handler)
                 chain = build_chain(fn, config.middleware + tuple(handler.middleware))
                 settings = HandlerSettings(
-                    chain, handler.timeout, p.policy, p.error_handler, config.message_limit
+                    chain,
+                    handler.timeout,
+                    p.policy,
+                    p.error_handler,
+                    config.message_limit,
+                    handler.result_limit,
+                    p.progress,
                 )
                 send, receive = anyio.create_memory_object_stream[Lease](config.limit(task_type))
                 sends[task_type] = send

@@ -27,6 +27,10 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import chain
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._progress import Progress
 
 
 class OutcomeKind(enum.StrEnum):
@@ -50,6 +54,10 @@ class Outcome:
         kind: What to write.
         delay: Seconds until the task is due again (retry and snooze only).
         message: Error text to append (fail and retry only).
+        result: The handler's encoded return value (complete only; None: it returned None).
+        codec: How ``result`` is encoded (``"bytes"`` or ``"json"``), with ``result``.
+        progress: The last progress the handler reported, written with the completion
+            (complete only; None: it reported none).
 
     Raises:
         ValueError: ``delay`` is negative or not finite.
@@ -60,6 +68,9 @@ class Outcome:
     kind: OutcomeKind
     delay: float = 0.0
     message: str | None = None
+    result: bytes | None = None
+    codec: str | None = None
+    progress: Progress | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.delay) and self.delay >= 0):
@@ -79,6 +90,9 @@ class KindBatch:
     tokens: tuple[int, ...]
     delays: tuple[float, ...]
     messages: tuple[str | None, ...]
+    #: Per outcome: (result, codec, progress); None when no outcome of the batch has any
+    #: (the common case: the write then binds no arrays for them).
+    extras: tuple[tuple[bytes | None, str | None, Progress | None], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -113,6 +127,14 @@ class FlushPlan:
         return KindBatch(kind, (), (), (), ())
 
 
+def _extras(
+    group: list[Outcome],
+) -> tuple[tuple[bytes | None, str | None, Progress | None], ...] | None:
+    if all(o.result is None and o.progress is None for o in group):
+        return None
+    return tuple((o.result, o.codec, o.progress) for o in group)
+
+
 def _plan(entries: list[_Entry]) -> FlushPlan:
     groups: dict[OutcomeKind, list[Outcome]] = {}
     for outcome, _, _ in entries:  # one pass; kinds are then put in OutcomeKind order
@@ -128,6 +150,7 @@ def _plan(entries: list[_Entry]) -> FlushPlan:
             tuple(o.lease_token for o in group),
             tuple(o.delay for o in group),
             tuple(o.message for o in group),
+            _extras(group),
         )
         for kind in OutcomeKind
         if (group := groups.get(kind))

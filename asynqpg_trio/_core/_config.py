@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._checks import count, seconds, storable
 from ._errors import ConfigurationError
+from ._results import DEFAULT_RESULT_LIMIT
 from ._task import DEFAULT_QUEUE, MAX_QUEUE_LENGTH, MAX_TYPE_LENGTH
 
 if TYPE_CHECKING:
@@ -26,8 +27,9 @@ __all__ = [
     "is_async_callable",
 ]
 
-#: A task handler: ``async def handle(task: TaskInfo) -> None``.
-HandlerFn = Callable[["TaskInfo"], Awaitable[None]]
+#: A task handler: ``async def handle(task: TaskInfo) -> object`` (what it returns is the
+#: task's result: None, bytes, or a JSON-serialisable value).
+HandlerFn = Callable[["TaskInfo"], Awaitable[Any]]
 #: A plain (sync) task handler, run in a worker thread: ``def handle(task: TaskInfo) -> None``.
 SyncHandlerFn = Callable[["TaskInfo"], object]
 #: Middleware takes the next handler and returns a handler that wraps it.
@@ -95,6 +97,11 @@ class Handler:
             runs it in its thread.
         threads: sync handlers only: the most threads this type runs at once, abandoned ones
             included (>= 1; default ``workers``).
+        result_limit: the longest result stored, in bytes once encoded (default 1 MiB).  A
+            handler's return value is stored with its completed task (`Client.get_result`,
+            `Client.wait`): None stores nothing, bytes are stored as they are, anything else
+            as JSON.  A longer result, or one JSON cannot encode, fails the attempt
+            (`ResultTooLarge`, `ResultNotSerializable`) like an exception would.
 
     Raises:
         ConfigurationError: ``fn`` is not callable, or a generator function; a count or a
@@ -106,6 +113,7 @@ class Handler:
     timeout: float | None = field(default=30.0, kw_only=True)
     middleware: Sequence[Middleware] = field(default=(), kw_only=True)
     threads: int | None = field(default=None, kw_only=True)
+    result_limit: int = field(default=DEFAULT_RESULT_LIMIT, kw_only=True)
 
     def __post_init__(self) -> None:
         fn = self.fn
@@ -119,6 +127,7 @@ class Handler:
                 f"handler must be a function that returns, not a generator function: {fn!r}"
             )
         count(self.workers, "workers")
+        count(self.result_limit, "result_limit")
         if self.timeout is not None:
             object.__setattr__(self, "timeout", seconds(self.timeout, "timeout"))
         object.__setattr__(self, "middleware", tuple(self.middleware))

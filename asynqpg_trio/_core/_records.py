@@ -59,6 +59,13 @@ class TaskRecord:
         lease_owner: the id of the consumer holding the lease, while running.
         queue: the named queue it is on (``"default"`` unless enqueued on another).
         priority: its priority, -5 (least urgent) to 5 (most urgent).
+        progress: the fraction (0.0 to 1.0) its handler last reported (`report_progress`),
+            else None.  Read by `Client.get_task` and `Client.get_task_summary`; lists leave
+            it None.
+        progress_note: the note reported with it, if any.
+        progress_at: when it was written (database clock), else None.
+        result_size: the stored result's length in bytes (None: no result stored; read it
+            with `Client.get_result`).  Like ``progress``, filled by the single-task reads.
     """
 
     id: int
@@ -78,6 +85,10 @@ class TaskRecord:
     lease_owner: str | None
     queue: str
     priority: int
+    progress: float | None = None
+    progress_note: str | None = None
+    progress_at: datetime | None = None
+    result_size: int | None = None
 
     @property
     def payload_size(self) -> int:
@@ -115,6 +126,13 @@ class TaskSummary:
         lease_owner: the id of the consumer holding the lease, while running.
         queue: the named queue it is on (``"default"`` unless enqueued on another).
         priority: its priority, -5 (least urgent) to 5 (most urgent).
+        progress: the fraction (0.0 to 1.0) its handler last reported (`report_progress`),
+            else None.  Read by `Client.get_task` and `Client.get_task_summary`; lists leave
+            it None.
+        progress_note: the note reported with it, if any.
+        progress_at: when it was written (database clock), else None.
+        result_size: the stored result's length in bytes (None: no result stored; read it
+            with `Client.get_result`).  Like ``progress``, filled by the single-task reads.
     """
 
     id: int
@@ -134,6 +152,10 @@ class TaskSummary:
     lease_owner: str | None
     queue: str
     priority: int
+    progress: float | None = None
+    progress_note: str | None = None
+    progress_at: datetime | None = None
+    result_size: int | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TaskSummary:
@@ -240,7 +262,18 @@ class ThroughputMinute:
 
 def _shared_fields(row: Sequence[Any]) -> dict[str, Any]:
     """The fields a `TaskRecord` and a `TaskSummary` build alike from a client statement's
-    task columns (all but the third: the payload, or its size)."""
+    task columns (all but the third: the payload, or its size), and the progress and
+    result size the single-task reads add after them."""
+    extra: dict[str, Any] = {}
+    if len(row) > TASK_COLUMNS:
+        progress, note, progress_at, result_size = row[TASK_COLUMNS:]
+        extra = {
+            "progress": None if progress is None else float(progress),
+            "progress_note": note,
+            "progress_at": progress_at,
+            "result_size": None if result_size is None else int(result_size),
+        }
+        row = row[:TASK_COLUMNS]
     (
         task_id,
         task_type,
@@ -277,4 +310,5 @@ def _shared_fields(row: Sequence[Any]) -> dict[str, Any]:
         "lease_owner": lease_owner,
         "queue": queue,
         "priority": int(priority),
+        **extra,
     }

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ._batching import FlushPlan
 from ._pacing import ClaimPlan
+from ._progress import Progress
 from ._rescue import ExpiredLease, RescueBatch, RescuePlan
 
 __all__ = [
@@ -129,6 +130,11 @@ class TasksRepository(Protocol):
 
     async def extend_leases(self, ids: list[int], tokens: list[int], lease: float) -> set[int]:
         """Push the leases forward; return the ids still held."""
+        ...
+
+    async def write_progress(self, reports: Sequence[tuple[int, int, Progress]]) -> set[int]:
+        """Store the latest progress of running tasks, each (id, lease token, progress) fenced
+        by its lease; return the ids written."""
         ...
 
     async def lost_leases(self, ids: list[int], tokens: list[int]) -> list[LostLease]:

@@ -11,7 +11,7 @@ fixed fragments keyed by a whitelisted sort field: no caller text ever reaches t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -23,6 +23,7 @@ from psycopg.pq import TransactionStatus
 from .._core._errors import DuplicateTask
 from .._core._inserted import ENQUEUE_ATTEMPTS
 from .._core._listing import ORDER_FIELDS
+from .._core._results import StoredOutcome
 from .._core._records import TASK_COLUMNS, QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from .._core._row import TaskStatus
 from .._core._state import Event
@@ -40,6 +41,10 @@ __all__ = [
     "PayloadRead",
     "delete_by_type_prefix",
     "delete_failed_batch",
+    "done_notifications",
+    "get_result",
+    "task_outcomes",
+    "watch_tasks",
     "get_payload",
     "get_task",
     "get_task_summary",
@@ -76,6 +81,10 @@ class ClientQueries:
     status_counts_by_type_prefix: str
     delete_by_type_prefix: str
     unique_holder: str
+    watch_task: str
+    task_outcomes: str
+    get_result: str
+    listen_done: str
 
 
 #: The loaded client statements.
@@ -300,3 +309,33 @@ async def delete_by_type_prefix(conn: psycopg.AsyncConnection[Any], prefix: str)
     return how many."""
     cur = await conn.execute(QUERIES.delete_by_type_prefix, {"prefix": prefix})
     return cur.rowcount
+
+
+async def watch_tasks(conn: psycopg.AsyncConnection[Any], ids: Sequence[int]) -> None:
+    """Mark the pending or running tasks of ``ids`` as waited for (their finish then
+    NOTIFYs ``asynqpg_done``); finished or missing tasks are left alone."""
+    await conn.execute(QUERIES.watch_task, {"ids": list(ids)})
+
+
+async def task_outcomes(
+    conn: psycopg.AsyncConnection[Any], ids: Sequence[int]
+) -> list[StoredOutcome]:
+    """Of these tasks, the finished ones and the missing ones (status None)."""
+    cur = await conn.execute(QUERIES.task_outcomes, {"ids": list(ids)})
+    return [StoredOutcome(int(i), s, r, c, m) for i, s, r, c, m in await cur.fetchall()]
+
+
+async def get_result(conn: psycopg.AsyncConnection[Any], task_id: int) -> StoredOutcome | None:
+    """One task's status, stored result and last message (None: no such task)."""
+    cur = await conn.execute(QUERIES.get_result, {"id": task_id})
+    row = await cur.fetchone()
+    return None if row is None else StoredOutcome(task_id, *row)
+
+
+@asynccontextmanager
+async def done_notifications(
+    conn: psycopg.AsyncConnection[Any],
+) -> AsyncIterator[None]:
+    """LISTEN on ``asynqpg_done`` on ``conn`` (a dedicated connection) for the block."""
+    await conn.execute(QUERIES.listen_done)
+    yield

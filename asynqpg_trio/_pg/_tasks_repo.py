@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import psycopg
 
-from .._core._batching import FlushPlan, OutcomeKind
+from .._core._batching import FlushPlan, KindBatch, OutcomeKind
 from .._core._enqueue import BatchPlan
 from .._core._inserted import Holder, Inserted, read_result
 from .._core._pacing import ClaimPlan
+from .._core._progress import Progress
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from .._core._task import DEFAULT_QUEUE
 from ._migrate import schema_required
@@ -48,6 +49,7 @@ class TaskQueries:
     retry_many: str
     snooze_many: str
     extend_leases: str
+    write_progress: str
     lost_leases: str
     next_ready_at: str
     queue_depth: str
@@ -190,9 +192,10 @@ async def write_outcomes(
         await conn.execute(QUERIES.lock_tasks, {"ids": every_id})
         for batch in plan.batches:
             ids, tokens = list(batch.ids), list(batch.tokens)
-            params: dict[str, list[Any]]
+            params: dict[str, list[Any] | None]
+            one_row = batch.kind is not OutcomeKind.SNOOZE and batch.kind is not OutcomeKind.RELEASE
             if batch.kind is OutcomeKind.COMPLETE:
-                query, params = QUERIES.complete_many, {"ids": ids, "tokens": tokens}
+                query, params = QUERIES.complete_many, _complete_params(batch)
             elif batch.kind is OutcomeKind.FAIL:
                 query = QUERIES.fail_many
                 params = {"ids": ids, "tokens": tokens, "messages": list(batch.messages)}
@@ -208,9 +211,46 @@ async def write_outcomes(
                 query = QUERIES.snooze_many
                 params = {"ids": ids, "tokens": tokens, "delays": list(batch.delays)}
             cur = await conn.execute(query, params)
-            stale = {int(r[0]) for r in await cur.fetchall()}  # usually none
+            if one_row:  # (stale ids or NULL, NOTIFYs sent)
+                row = await cur.fetchone()
+                stale = set() if row is None or row[0] is None else {int(i) for i in row[0]}
+            else:
+                stale = {int(r[0]) for r in await cur.fetchall()}  # usually none
             written.update(ids if not stale else (i for i in ids if i not in stale))
     return written
+
+
+def _complete_params(batch: KindBatch) -> dict[str, list[Any] | None]:
+    """complete_many's parameters: the result and progress arrays only when some outcome of
+    the batch has one (NULL arrays otherwise, which cost nothing to bind)."""
+    params: dict[str, list[Any] | None] = {
+        "ids": list(batch.ids),
+        "tokens": list(batch.tokens),
+        "results": None,
+        "codecs": None,
+        "progress": None,
+        "notes": None,
+    }
+    if batch.extras is not None:
+        params["results"] = [result for result, _, _ in batch.extras]
+        params["codecs"] = [codec for _, codec, _ in batch.extras]
+        params["progress"] = [None if p is None else p.fraction for _, _, p in batch.extras]
+        params["notes"] = [None if p is None else p.note for _, _, p in batch.extras]
+    return params
+
+
+async def write_progress(
+    conn: psycopg.AsyncConnection[Any], reports: Sequence[tuple[int, int, Progress]]
+) -> set[int]:
+    """Write the latest progress of running tasks, fenced by lease; return the ids written."""
+    params = {
+        "ids": [task_id for task_id, _, _ in reports],
+        "tokens": [token for _, token, _ in reports],
+        "progress": [p.fraction for _, _, p in reports],
+        "notes": [p.note for _, _, p in reports],
+    }
+    cur = await conn.execute(QUERIES.write_progress, params)
+    return {int(r[0]) for r in await cur.fetchall()}
 
 
 async def extend_leases(
@@ -286,6 +326,11 @@ class PgTasks:
         """`write_outcomes` on a pooled connection."""
         async with self.pool.connection() as conn:
             return await write_outcomes(conn, plan, idle_timeout=idle_timeout)
+
+    async def write_progress(self, reports: Sequence[tuple[int, int, Progress]]) -> set[int]:
+        """`write_progress` on a pooled connection."""
+        async with self.pool.connection() as conn:
+            return await write_progress(conn, reports)
 
     async def extend_leases(self, ids: list[int], tokens: list[int], lease: float) -> set[int]:
         """`extend_leases` on a pooled connection."""

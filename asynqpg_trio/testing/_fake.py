@@ -29,6 +29,7 @@ import anyio
 from .._core._batching import FlushPlan, OutcomeKind
 from .._core._errors import DuplicateTask, TaskNotFound
 from .._core._pacing import ClaimPlan
+from .._core._progress import Progress
 from .._core._row import TaskStatus, TransitionParams
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from .._core._state import Event, apply, matching_rules
@@ -269,12 +270,38 @@ class FakeDatabase(FakeMaintenance):
         written: set[int] = set()
         for batch in plan.batches:
             event = _EVENT_OF[batch.kind]
-            for task_id, token, delay, message in zip(
-                batch.ids, batch.tokens, batch.delays, batch.messages, strict=True
+            extras = batch.extras or ((None, None, None),) * len(batch)
+            for task_id, token, delay, message, (result, codec, progress) in zip(
+                batch.ids, batch.tokens, batch.delays, batch.messages, extras, strict=True
             ):
                 params = TransitionParams(now=now, delay=delay, token=token)
-                if self._transition(self._records.get(task_id), event, params, message=message):
+                record = self._records.get(task_id)
+                if self._transition(record, event, params, message=message):
                     written.add(task_id)
+                    if record is not None and batch.kind is OutcomeKind.COMPLETE:
+                        record.result, record.result_codec = result, codec
+                        if progress is not None:
+                            record.progress = progress.fraction
+                            record.progress_note = progress.note
+        return written
+
+    async def write_progress(self, reports: Sequence[tuple[int, int, Progress]]) -> set[int]:
+        """Store the latest progress of running tasks, fenced by lease; return the ids
+        written.
+
+        Cancellation: a checkpoint before anything is written.
+        """
+        await self._enter("write_progress")
+        written: set[int] = set()
+        for task_id, token, progress in reports:
+            record = self._records.get(task_id)
+            if (
+                record is not None
+                and record.row.status is TaskStatus.RUNNING
+                and record.row.lease_token == token
+            ):
+                record.progress, record.progress_note = progress.fraction, progress.note
+                written.add(task_id)
         return written
 
     async def extend_leases(self, ids: list[int], tokens: list[int], lease: float) -> set[int]:

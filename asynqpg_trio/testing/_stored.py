@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._core._results import decode_result
 from .._core._row import TaskRow, TaskStatus
 
 __all__ = ["FakeTask", "Leader", "Record"]
@@ -34,6 +35,10 @@ class FakeTask:
         attempted_at: When it was last claimed, if ever.
         queue: The queue it is on.
         priority: Its priority (larger runs first).
+        result: What its handler returned, decoded as `Client.get_result` does (None: no
+            result stored).
+        progress: The progress its handler last reported (0.0 to 1.0), else None.
+        progress_note: The note reported with it, if any.
     """
 
     id: int
@@ -52,6 +57,9 @@ class FakeTask:
     attempted_at: float | None
     queue: str = "default"
     priority: int = 0
+    result: Any = None
+    progress: float | None = None
+    progress_note: str | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -70,6 +78,10 @@ class Record:
     attempted_at: float | None = None
     queue: str = "default"
     priority: int = 0
+    result: bytes | None = None
+    result_codec: str | None = None
+    progress: float | None = None
+    progress_note: str | None = None
 
     def snapshot(self) -> FakeTask:
         """This task as a frozen `FakeTask`."""
@@ -91,6 +103,9 @@ class Record:
             self.attempted_at,
             self.queue,
             self.priority,
+            decode_result(self.result, self.result_codec),
+            self.progress,
+            self.progress_note,
         )
 
 

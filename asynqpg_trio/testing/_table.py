@@ -47,6 +47,7 @@ _METHODS: Final = frozenset(
         "next_ready_in",
         "write_outcomes",
         "extend_leases",
+        "write_progress",
         "lost_leases",
         "queue_depth",
         "notifications",

@@ -21,7 +21,8 @@
 -- One task by id.
 SELECT id, type, payload, status, idempotency_token, messages, blocked_till, attempts_left,
        attempts_elapsed, created_at, updated_at, finalized_at, attempted_at, lease_token,
-       lease_owner, queue, priority
+       lease_owner, queue, priority, progress, progress_note, progress_at,
+       octet_length(result)
 FROM asynqpg_tasks
 WHERE id = %(id)s
 
@@ -29,7 +30,8 @@ WHERE id = %(id)s
 -- One task by id, with its payload's size instead of the payload.
 SELECT id, type, octet_length(payload), status, idempotency_token, messages, blocked_till,
        attempts_left, attempts_elapsed, created_at, updated_at, finalized_at, attempted_at,
-       lease_token, lease_owner, queue, priority
+       lease_token, lease_owner, queue, priority, progress, progress_note, progress_at,
+       octet_length(result)
 FROM asynqpg_tasks
 WHERE id = %(id)s
 
@@ -107,8 +109,14 @@ WITH target AS (
     SELECT pg_notify('asynqpg_cancel', target.id::text)
     FROM target
     WHERE target.status = 'running'
+), announced AS (
+    -- Someone waits for it (Client.wait): tell them (asynqpg_done, payload the id).
+    SELECT pg_notify('asynqpg_done', c.id::text)
+    FROM changed c JOIN asynqpg_tasks t ON t.id = c.id
+    WHERE t.notify_done AND c.status = 'cancelled'
 )
-SELECT target.status, TRUE, (SELECT count(*) FROM woken) AS n, changed.*
+SELECT target.status, TRUE, (SELECT count(*) FROM woken) + (SELECT count(*) FROM announced) AS n,
+       changed.*
 FROM target, changed
 UNION ALL
 SELECT target.status, FALSE, (SELECT count(*) FROM woken), target.*
@@ -167,9 +175,13 @@ WITH target AS (
     DELETE FROM asynqpg_tasks t
     USING target
     WHERE t.id = target.id AND target.status <> 'running'
-    RETURNING t.id
+    RETURNING t.id, t.notify_done
+), announced AS (
+    -- Someone waits for it (Client.wait): tell them it is gone (asynqpg_done, the id).
+    SELECT pg_notify('asynqpg_done', g.id::text) FROM gone g WHERE g.notify_done
 )
-SELECT target.status, EXISTS (SELECT FROM gone), 0::bigint AS n, target.*
+SELECT target.status, EXISTS (SELECT FROM gone), (SELECT count(*) FROM announced) AS n,
+       target.*
 FROM target
 
 -- name: retry_failed_batch
@@ -302,3 +314,33 @@ JOIN asynqpg_tasks o
      = coalesce(t.unique_window, '-infinity'::timestamptz)
  AND o.unique_key IS NOT NULL AND asynqpg_unique_live(o.status, o.unique_states)
 WHERE t.id = %(id)s AND o.id <> t.id
+
+-- name: watch_task
+-- events: none
+-- (whether someone waits is not part of the state the state table models)
+-- Mark pending or running tasks as waited for (Client.wait): the statements that finish
+-- them then NOTIFY asynqpg_done with their ids.  Finished tasks are left alone (the waiter
+-- reads them next), and so are rows marked already (no write).
+UPDATE asynqpg_tasks SET notify_done = true
+WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'running')
+  AND notify_done IS NOT TRUE
+
+-- name: task_outcomes
+-- Of these tasks, those that are finished (completed, failed or cancelled), each with its
+-- status, stored result and codec, and its last message; and those that no longer exist
+-- (status NULL).  Tasks still pending or running are left out.
+SELECT u.id, t.status, t.result, t.result_codec, t.messages[cardinality(t.messages)]
+FROM unnest(%(ids)s::bigint[]) AS u(id)
+LEFT JOIN asynqpg_tasks t ON t.id = u.id
+WHERE t.id IS NULL OR t.status IN ('completed', 'failed', 'cancelled')
+
+-- name: get_result
+-- One task's status, stored result and codec, and its last message.  No row: no such task.
+SELECT status, result, result_codec, messages[cardinality(messages)]
+FROM asynqpg_tasks
+WHERE id = %(id)s
+
+-- name: listen_done
+-- The waiters' LISTEN connection (one per pool): statements that finish a task someone waits
+-- for NOTIFY this channel, payload the task ids joined by commas.
+LISTEN asynqpg_done

@@ -322,24 +322,42 @@ SELECT count(*) FROM (
 
 -- name: complete_many
 -- events: complete
--- Fenced: id, status running and the lease token must all match.
--- Returns the ids it did not write (stale: the lease changed), usually none: cheaper for
--- the client than reading back every id written.
+-- Fenced: id, status running and the lease token must all match.  Stores each task's result
+-- (NULL: the handler returned None) and the last progress its handler reported (NULL: none;
+-- the stored one is kept).  Batches without either bind NULL arrays, which unnest pads with
+-- NULLs.  A task someone waits for (notify_done) is announced on asynqpg_done: one NOTIFY per
+-- 300 ids, payload the ids joined by commas (a payload holds at most 8000 bytes); none when
+-- nobody waits (a NOTIFY serialises the commits of the transactions that send one).
+-- Returns one row: the ids it did not write (stale: the lease changed; usually none, NULL),
+-- cheaper for the client than reading back every id written; and the NOTIFYs sent.
 WITH written AS (
     UPDATE asynqpg_tasks t SET
         status = 'completed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
-        lease_token = NULL, lease_owner = NULL
-    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
+        lease_token = NULL, lease_owner = NULL, result = u.result, result_codec = u.codec,
+        progress = coalesce(u.progress, t.progress),
+        progress_note = CASE WHEN u.progress IS NULL THEN t.progress_note ELSE u.note END,
+        progress_at = CASE WHEN u.progress IS NULL THEN t.progress_at ELSE asynqpg_now() END
+    FROM unnest(
+        %(ids)b::bigint[], %(tokens)b::bigint[], %(results)b::bytea[], %(codecs)b::text[],
+        %(progress)b::float8[], %(notes)b::text[]
+    ) AS u(id, token, result, codec, progress, note)
     WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id
+    RETURNING t.id, t.notify_done
+), announced AS (
+    SELECT pg_notify('asynqpg_done', string_agg(w.id::text, ','))
+    FROM (SELECT w.id, (row_number() OVER (ORDER BY w.id) - 1) / 300 AS chunk
+          FROM written w WHERE w.notify_done) AS w
+    GROUP BY w.chunk
 )
-SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
-WHERE u.id NOT IN (SELECT w.id FROM written w)
+SELECT (SELECT array_agg(u.id) FROM unnest(%(ids)b::bigint[]) AS u(id)
+        WHERE u.id NOT IN (SELECT w.id FROM written w)),
+       (SELECT count(*) FROM announced)
 
 -- name: fail_many
 -- events: fail, skip_retry
--- Fenced.  Appends the message (the last 100 are kept).
--- Returns the ids it did not write, as complete_many.
+-- Fenced.  Appends the message (the last 100 are kept).  Tasks someone waits for are
+-- announced on asynqpg_done, as complete_many does.
+-- Returns one row, as complete_many.
 WITH written AS (
     UPDATE asynqpg_tasks t SET
         status = 'failed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
@@ -348,16 +366,23 @@ WITH written AS (
     FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(messages)b::text[])
         AS u(id, token, message)
     WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id
+    RETURNING t.id, t.notify_done
+), announced AS (
+    SELECT pg_notify('asynqpg_done', string_agg(w.id::text, ','))
+    FROM (SELECT w.id, (row_number() OVER (ORDER BY w.id) - 1) / 300 AS chunk
+          FROM written w WHERE w.notify_done) AS w
+    GROUP BY w.chunk
 )
-SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
-WHERE u.id NOT IN (SELECT w.id FROM written w)
+SELECT (SELECT array_agg(u.id) FROM unnest(%(ids)b::bigint[]) AS u(id)
+        WHERE u.id NOT IN (SELECT w.id FROM written w)),
+       (SELECT count(*) FROM announced)
 
 -- name: retry_many
 -- events: retry, snooze_with_error
 -- Fenced.  Back to pending after the delay when an attempt
--- is left (the claim already consumed this one), else failed.
--- Returns the ids it did not write, as complete_many.
+-- is left (the claim already consumed this one), else failed.  Tasks someone waits for that
+-- failed are announced on asynqpg_done, as complete_many does.
+-- Returns one row, as complete_many.
 WITH written AS (
     UPDATE asynqpg_tasks t SET
         status = CASE WHEN t.attempts_left >= 1 THEN 'pending' ELSE 'failed' END,
@@ -370,10 +395,16 @@ WITH written AS (
     FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[], %(messages)b::text[])
         AS u(id, token, delay, message)
     WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id
+    RETURNING t.id, t.notify_done AND t.status = 'failed' AS notify_done
+), announced AS (
+    SELECT pg_notify('asynqpg_done', string_agg(w.id::text, ','))
+    FROM (SELECT w.id, (row_number() OVER (ORDER BY w.id) - 1) / 300 AS chunk
+          FROM written w WHERE w.notify_done) AS w
+    GROUP BY w.chunk
 )
-SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
-WHERE u.id NOT IN (SELECT w.id FROM written w)
+SELECT (SELECT array_agg(u.id) FROM unnest(%(ids)b::bigint[]) AS u(id)
+        WHERE u.id NOT IN (SELECT w.id FROM written w)),
+       (SELECT count(*) FROM announced)
 
 -- name: snooze_many
 -- events: snooze, release
@@ -411,6 +442,18 @@ UPDATE asynqpg_tasks t SET
     blocked_till = asynqpg_now() + make_interval(secs => %(lease)b), updated_at = asynqpg_now()
 FROM held h
 WHERE t.id = h.id
+RETURNING t.id
+
+-- name: write_progress
+-- events: none
+-- (progress is not part of the state the state table models)
+-- Fenced (id, status running, lease token): the latest progress of running tasks, throttled
+-- by the consumer (asynqpg_trio._core._progress).  Returns the ids written.
+UPDATE asynqpg_tasks t SET
+    progress = u.progress, progress_note = u.note, progress_at = asynqpg_now()
+FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(progress)b::float8[], %(notes)b::text[])
+    AS u(id, token, progress, note)
+WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
 RETURNING t.id
 
 -- name: lost_leases

@@ -1,0 +1,214 @@
+"""Results, waiting and progress against real PostgreSQL: results round-trip (bytes, JSON),
+the result limit, get_result on an unfinished task, 1,000 waiters on one LISTEN connection,
+a cancelled waiter cancelling its running task, throttled progress writes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+
+from asynqpg_trio import (
+    Client,
+    Handler,
+    Pool,
+    Producer,
+    ResultTooLarge,
+    Task,
+    TaskCancelled,
+    TaskFailed,
+    TaskInfo,
+    TaskNotFinished,
+    TaskNotFound,
+    open_consumer,
+    report_progress,
+)
+
+FAST: dict[str, Any] = {"poll_interval": 0.1, "maintenance": False, "batch_interval": 0.005}
+
+
+def row(sync_conn: psycopg.Connection[Any], task_id: int) -> tuple[Any, ...]:
+    found = sync_conn.execute(
+        "SELECT status, result, result_codec, progress, progress_note, messages"
+        " FROM asynqpg_tasks WHERE id = %s",
+        (task_id,),
+    ).fetchone()
+    assert found is not None
+    return tuple(found)
+
+
+async def test_results_round_trip_bytes_and_json(pool: Pool, sync_conn: Any) -> None:
+    async def handle(task: TaskInfo) -> Any:
+        if task.payload == b"bytes":
+            return b"\x00\xffraw"
+        if task.payload == b"none":
+            return None
+        return {"payload": task.payload.decode(), "items": [1, 2.5, "x", None, True]}
+
+    producer, client = Producer(pool), Client(pool)
+    ids = await producer.enqueue_many(
+        [Task("t", b"bytes"), Task("t", b"json"), Task("t", b"none")]
+    )
+    async with open_consumer(pool, handlers={"t": handle}, **FAST):
+        with trio.fail_after(10):
+            results = [await client.wait(i) for i in ids if i is not None]
+    assert results == [
+        b"\x00\xffraw",
+        {"payload": "json", "items": [1, 2.5, "x", None, True]},
+        None,
+    ]
+    assert [await client.get_result(i) for i in ids if i is not None] == results
+    assert row(sync_conn, ids[0])[1:3] == (b"\x00\xffraw", "bytes")
+    assert row(sync_conn, ids[2])[1:3] == (None, None)  # None stores nothing
+
+
+async def test_a_too_large_or_unserialisable_result_fails_the_attempt(
+    pool: Pool, sync_conn: Any
+) -> None:
+    async def handle(task: TaskInfo) -> Any:
+        return b"x" * 101 if task.payload == b"big" else {1, 2}
+
+    producer, client = Producer(pool), Client(pool)
+    big = await producer.enqueue(Task("t", b"big", max_retry=1))
+    odd = await producer.enqueue(Task("t", b"set", max_retry=1))
+    async with open_consumer(pool, handlers={"t": Handler(handle, result_limit=100)}, **FAST):
+        with trio.fail_after(10):
+            with pytest.raises(TaskFailed) as failed:
+                await client.wait(big)
+            with pytest.raises(TaskFailed) as odd_failed:
+                await client.wait(odd)
+    assert failed.value.task_id == big
+    assert "ResultTooLarge" in str(failed.value)
+    assert "101 bytes, more than its result_limit of 100" in str(failed.value)
+    assert "return a reference" in str(failed.value)
+    assert "ResultNotSerializable" in str(odd_failed.value)
+    assert "JSON-serialisable" in str(odd_failed.value)
+    assert row(sync_conn, big)[0] == "failed" and row(sync_conn, big)[1] is None
+    with pytest.raises(TaskFailed):
+        await client.get_result(big)
+    assert issubclass(ResultTooLarge, Exception)
+
+
+async def test_get_result_of_an_unfinished_or_missing_task(pool: Pool) -> None:
+    client = Client(pool)
+    task_id = await Producer(pool).enqueue(Task("t", b""))
+    with pytest.raises(TaskNotFinished) as unfinished:
+        await client.get_result(task_id)
+    assert unfinished.value.status == "pending"
+    assert f"task {task_id} is pending, not completed" in str(unfinished.value)
+    assert "Client.wait" in str(unfinished.value)
+    with pytest.raises(TaskNotFound):
+        await client.get_result(task_id + 1000)
+    await client.cancel_task(task_id)
+    with pytest.raises(TaskCancelled):
+        await client.get_result(task_id)
+    with pytest.raises(TaskCancelled):
+        await client.wait(task_id)
+
+
+async def test_a_thousand_waiters_share_one_listen_connection(
+    pool: Pool, sync_conn: Any
+) -> None:
+    producer, client = Producer(pool), Client(pool)
+    n = 1000
+    ids = await producer.enqueue_many([Task("t", str(i).encode()) for i in range(n)])
+    release = trio.Event()
+    results: dict[int, Any] = {}
+    woken_at: list[float] = []
+
+    async def handle(task: TaskInfo) -> Any:
+        await release.wait()
+        return int(task.payload)
+
+    async def waiter(task_id: int) -> None:
+        results[task_id] = await client.wait(task_id)
+        woken_at.append(time.perf_counter())
+
+    async with open_consumer(pool, handlers={"t": Handler(handle, workers=n)}, prefetch=0, **FAST):
+        async with trio.open_nursery() as nursery:
+            for task_id in ids:
+                assert task_id is not None
+                nursery.start_soon(waiter, task_id)
+            with trio.fail_after(30):
+                while client.waiter_statistics()[0] < n:  # every waiter registered
+                    await trio.sleep(0.01)
+                await trio.sleep(0.2)  # let the per-waiter checks finish
+            sync_conn.execute("SELECT pg_stat_clear_snapshot()")
+            listening = sync_conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE '%%LISTEN asynqpg_done'"
+            ).fetchone()[0]
+            assert listening == 1
+            started = time.perf_counter()
+            release.set()
+    assert sorted(results.values()) == list(range(n))
+    waiting, opened, notes = client.waiter_statistics()
+    assert waiting == 0 and opened == 1 and notes >= 1
+    print(f"1,000 waiters woken {1000 * (max(woken_at) - started):.1f} ms after release")
+
+
+async def test_cancelling_a_waiter_cancels_its_running_task(pool: Pool, sync_conn: Any) -> None:
+    producer, client = Producer(pool), Client(pool)
+    running, cancelled = trio.Event(), trio.Event()
+    cancelled_at: list[float] = []
+    gave_up: list[float] = []
+
+    async def handle(task: TaskInfo) -> None:
+        running.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled_at.append(time.perf_counter())
+            cancelled.set()
+
+    async with open_consumer(pool, handlers={"t": handle}, **FAST):
+        with trio.move_on_after(10) as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def wait_then_give_up() -> None:
+                    await running.wait()
+                    await trio.sleep(0.05)
+                    gave_up.append(time.perf_counter())
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(wait_then_give_up)
+                await producer.enqueue_and_wait(Task("t", b""), cancel_on_cancel=True)
+        assert not scope.cancelled_caught
+        with trio.fail_after(5):
+            await cancelled.wait()
+    elapsed_ms = 1000 * (cancelled_at[0] - gave_up[0])
+    print(f"waiter cancel -> handler cancelled in {elapsed_ms:.1f} ms")
+    assert elapsed_ms < 1000  # generous; measured a few ms
+    (task_id,) = [r[0] for r in sync_conn.execute("SELECT id FROM asynqpg_tasks").fetchall()]
+    assert row(sync_conn, task_id)[0] == "cancelled"
+
+
+async def test_progress_is_throttled_and_the_last_value_kept(pool: Pool, sync_conn: Any) -> None:
+    producer, client = Producer(pool), Client(pool)
+    task_id = await producer.enqueue(Task("t", b""))
+    seen: list[tuple[Any, ...]] = []
+
+    async def handle(task: TaskInfo) -> str:
+        for i in range(1, 101):  # 100 reports over about 0.5 s
+            assert report_progress(i / 200, f"step {i}")
+            await trio.sleep(0.005)
+        record = await client.get_task(task.id)
+        seen.append((record.progress, record.progress_note))
+        assert report_progress(0.75, "last")  # never written by the writer: the completion
+        return "done"
+
+    async with open_consumer(pool, handlers={"t": handle}, **FAST) as consumer:
+        with trio.fail_after(10):
+            assert await client.wait(task_id) == "done"
+        writes = consumer._parts.progress.writes  # type: ignore[attr-defined]
+    # At most one write per 0.25 s: over ~0.5 s, about 3 writes, never 100.
+    assert 1 <= writes <= 6, writes
+    assert seen[0][0] is not None and 0 < seen[0][0] <= 0.5
+    assert row(sync_conn, task_id)[3:5] == (0.75, "last")
+    record = await client.get_task(task_id)
+    assert (record.progress, record.progress_note) == (0.75, "last")
+    assert record.progress_at is not None and record.result_size == len(b'"done"')
+    assert not report_progress(0.5)  # outside a handler: nothing to do
