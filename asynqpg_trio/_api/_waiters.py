@@ -15,6 +15,10 @@ sent its NOTIFY to nobody), and then reads notifications, resolving the slots th
 is cancelled, it closes the connection and wakes one remaining waiter, which leads next (and
 re-checks, closing the gap).  Every other waiter waits on its slot's event only.
 
+The connection outlives a leader while others wait (psycopg keeps the notifications that
+arrive between two leaders); it is closed when the last waiter leaves, or when its leader
+failed (it may be broken).  So a process opens one LISTEN connection per pool at a time.
+
 A waiter that arrives while a leader listens marks its task waited for (``watch_task``), then
 reads its state once: a finish committed before the mark is seen by the read; one committed
 after it sends a NOTIFY, which the leader (already listening) receives.
@@ -79,6 +83,7 @@ class Waiters:
         self._slots: dict[int, _Slot] = {}
         self._leading = False
         self._listening = anyio.Event()
+        self._conn: Connection[Any] | None = None  # the LISTEN connection, while anyone waits
         #: LISTEN connections opened so far, and notifications received (statistics).
         self.connections_opened = 0
         self.notifications = 0
@@ -121,27 +126,38 @@ class Waiters:
     async def _lead(self, slot: _Slot) -> None:
         """Listen for everyone until ``slot`` is resolved (or this is cancelled)."""
         self._leading = True
+        failed = True
         try:
-            conn = await self._pool.connect()
-            try:
-                with schema_required():
-                    async with repo.done_notifications(conn):
-                        self.connections_opened += 1
-                        self._listening.set()
-                        await self._check(list(self._slots), watch=True)
-                        while slot.outcome is None:
-                            heard = await self._listen(conn, slot)
-                            if not heard and slot.outcome is None:
-                                await self._check(list(self._slots), watch=False)  # the sweep
-            finally:
-                await conn.close()
+            with schema_required():
+                if self._conn is None or self._conn.closed:
+                    conn = await self._pool.connect()
+                    try:
+                        await repo.listen_done(conn)
+                    except BaseException:
+                        await conn.close()
+                        raise
+                    self._conn = conn
+                    self.connections_opened += 1
+                    watch = True  # LISTEN is new: mark and re-check every waited task
+                else:
+                    watch = False  # still listening: re-check what a hand-over may have missed
+                self._listening.set()
+                await self._check(list(self._slots), watch=watch)
+                while slot.outcome is None:
+                    heard = await self._listen(self._conn, slot)
+                    if not heard and slot.outcome is None:
+                        await self._check(list(self._slots), watch=False)  # the sweep
+            failed = False
         finally:
             self._leading = False
             self._listening = anyio.Event()
-            for other in self._slots.values():  # hand over to a waiter still waiting
-                if other.outcome is None and other is not slot:
-                    other.event.set()
-                    break
+            waiting = [s for s in self._slots.values() if s.outcome is None and s is not slot]
+            if (failed or not waiting) and self._conn is not None:
+                # Nobody left to listen for (or the connection may be broken): close it.
+                conn, self._conn = self._conn, None
+                await conn.close()
+            if waiting:  # hand over to a waiter still waiting
+                waiting[0].event.set()
 
     async def _listen(self, conn: Connection[Any], slot: _Slot) -> bool:
         """Resolve the slots the notifications of the next `SWEEP` seconds name, until

@@ -41,7 +41,7 @@ __all__ = [
     "PayloadRead",
     "delete_by_type_prefix",
     "delete_failed_batch",
-    "done_notifications",
+    "listen_done",
     "get_result",
     "task_outcomes",
     "watch_tasks",
@@ -332,10 +332,7 @@ async def get_result(conn: psycopg.AsyncConnection[Any], task_id: int) -> Stored
     return None if row is None else StoredOutcome(task_id, *row)
 
 
-@asynccontextmanager
-async def done_notifications(
-    conn: psycopg.AsyncConnection[Any],
-) -> AsyncIterator[None]:
-    """LISTEN on ``asynqpg_done`` on ``conn`` (a dedicated connection) for the block."""
+async def listen_done(conn: psycopg.AsyncConnection[Any]) -> None:
+    """LISTEN on ``asynqpg_done`` on ``conn`` (a dedicated connection, for as long as it is
+    open)."""
     await conn.execute(QUERIES.listen_done)
-    yield
