@@ -27,6 +27,8 @@ from asynqpg_trio import (
     report_progress,
 )
 
+from .helpers.waiting import wait_until
+
 FAST: dict[str, Any] = {"poll_interval": 0.1, "maintenance": False, "batch_interval": 0.005}
 
 
@@ -49,9 +51,7 @@ async def test_results_round_trip_bytes_and_json(pool: Pool, sync_conn: Any) -> 
         return {"payload": task.payload.decode(), "items": [1, 2.5, "x", None, True]}
 
     producer, client = Producer(pool), Client(pool)
-    ids = await producer.enqueue_many(
-        [Task("t", b"bytes"), Task("t", b"json"), Task("t", b"none")]
-    )
+    ids = await producer.enqueue_many([Task("t", b"bytes"), Task("t", b"json"), Task("t", b"none")])
     async with open_consumer(pool, handlers={"t": handle}, **FAST):
         with trio.fail_after(10):
             results = [await client.wait(i) for i in ids if i is not None]
@@ -75,11 +75,10 @@ async def test_a_too_large_or_unserialisable_result_fails_the_attempt(
     big = await producer.enqueue(Task("t", b"big", max_retry=1))
     odd = await producer.enqueue(Task("t", b"set", max_retry=1))
     async with open_consumer(pool, handlers={"t": Handler(handle, result_limit=100)}, **FAST):
-        with trio.fail_after(10):
-            with pytest.raises(TaskFailed) as failed:
-                await client.wait(big)
-            with pytest.raises(TaskFailed) as odd_failed:
-                await client.wait(odd)
+        with trio.fail_after(10), pytest.raises(TaskFailed) as failed:
+            await client.wait(big)
+        with trio.fail_after(10), pytest.raises(TaskFailed) as odd_failed:
+            await client.wait(odd)
     assert failed.value.task_id == big
     assert "ResultTooLarge" in str(failed.value)
     assert "101 bytes, more than its result_limit of 100" in str(failed.value)
@@ -109,9 +108,7 @@ async def test_get_result_of_an_unfinished_or_missing_task(pool: Pool) -> None:
         await client.wait(task_id)
 
 
-async def test_a_thousand_waiters_share_one_listen_connection(
-    pool: Pool, sync_conn: Any
-) -> None:
+async def test_a_thousand_waiters_share_one_listen_connection(pool: Pool, sync_conn: Any) -> None:
     producer, client = Producer(pool), Client(pool)
     n = 1000
     ids = await producer.enqueue_many([Task("t", str(i).encode()) for i in range(n)])
@@ -130,23 +127,31 @@ async def test_a_thousand_waiters_share_one_listen_connection(
         results[task_id] = await client.wait(task_id)
         woken_at.append(time.perf_counter())
 
-    async with open_consumer(pool, handlers={"t": Handler(handle, workers=n)}, prefetch=0, **FAST):
-        async with trio.open_nursery() as nursery:
-            for task_id in ids:
-                assert task_id is not None
-                nursery.start_soon(waiter, task_id)
-            with trio.fail_after(30):
-                while client.waiter_statistics()[0] < n:  # every waiter registered
-                    await trio.sleep(0.01)
-                await trio.sleep(1.0)  # let the per-waiter checks finish
-            sync_conn.execute("SELECT pg_stat_clear_snapshot()")
-            listening = sync_conn.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND query LIKE '%%LISTEN asynqpg_done'"
-            ).fetchone()[0]
-            assert listening == 1
-            started = time.perf_counter()
-            release.set()
+    handlers = {"t": Handler(handle, workers=n)}
+    async with (
+        open_consumer(pool, handlers=handlers, prefetch=0, **FAST),
+        trio.open_nursery() as nursery,
+    ):
+        for task_id in ids:
+            assert task_id is not None
+            nursery.start_soon(waiter, task_id)
+        await wait_until(lambda: client.waiter_statistics()[0] == n, what="registered")
+
+        def watched() -> bool:  # every waiter has marked its task waited for
+            marked = sync_conn.execute(
+                "SELECT count(*) FROM asynqpg_tasks WHERE notify_done"
+            ).fetchone()
+            return bool(marked[0] == n)
+
+        await wait_until(watched, timeout=30, what="every task marked")
+        sync_conn.execute("SELECT pg_stat_clear_snapshot()")
+        listening = sync_conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE '%%LISTEN asynqpg_done'"
+        ).fetchone()[0]
+        assert listening == 1
+        started = time.perf_counter()
+        release.set()
     assert sorted(results.values()) == list(range(n))
     waiting, opened, notes = client.waiter_statistics()
     assert waiting == 0 and opened == 1 and notes >= 1
@@ -158,7 +163,7 @@ async def test_a_thousand_waiters_share_one_listen_connection(
 
 
 async def test_cancelling_a_waiter_cancels_its_running_task(pool: Pool, sync_conn: Any) -> None:
-    producer, client = Producer(pool), Client(pool)
+    producer = Producer(pool)
     running, cancelled = trio.Event(), trio.Event()
     cancelled_at: list[float] = []
     gave_up: list[float] = []

@@ -6,9 +6,9 @@ The nesting of `serve_tree`'s ``async with`` blocks is the start order, and thei
 the shutdown order:
 
 * *services*, outermost, start first and stop last: the listener (the tree reports started
-  once its LISTEN is in effect), the progress writer, the lease keeper, the queue sampler, the watchdog,
-  maintenance when enabled, and the scheduler when the consumer has schedules.  Leases are
-  renewed and remote cancels heard until every outcome is written.
+  once its LISTEN is in effect), the progress writer, the lease keeper, the queue sampler,
+  the watchdog, maintenance when enabled, and the scheduler when the consumer has
+  schedules.  Leases are renewed and remote cancels heard until every outcome is written.
 * *completing*: the completer, which returns once every sender of the outcome channel has
   closed its end and everything is written (the final flush).
 * *the work*, innermost: the fetcher and, per task type, ``workers`` handler actors
@@ -60,8 +60,8 @@ from ._detached import Detached
 from ._fetcher import run_fetcher
 from ._handlers import HandlerSettings, build_chain, run_worker
 from ._lease_keeper import run_lease_keeper
-from ._progress_writer import ConsumerProgress, run_progress_writer
 from ._listener import serve_listener
+from ._progress_writer import ConsumerProgress, run_progress_writer
 from ._sampler import run_sampler
 from ._scheduler import Scheduler
 from ._shared import Counters, StopControl, Stopping, Wakeup, supervise

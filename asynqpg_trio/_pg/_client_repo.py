@@ -23,8 +23,8 @@ from psycopg.pq import TransactionStatus
 from .._core._errors import DuplicateTask
 from .._core._inserted import ENQUEUE_ATTEMPTS
 from .._core._listing import ORDER_FIELDS
-from .._core._results import StoredOutcome
 from .._core._records import TASK_COLUMNS, QueueStats, TaskRecord, TaskSummary, ThroughputMinute
+from .._core._results import StoredOutcome
 from .._core._row import TaskStatus
 from .._core._state import Event
 from ._sql import SCHEMA, load
