@@ -98,6 +98,19 @@ def test_unique_example(dsn: str) -> None:
     assert lines[-1] == "done"
 
 
+def test_results_example(dsn: str) -> None:
+    proc = _run([sys.executable, "examples/results.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "thumbnails: ['cat.png@64', 'cat.png@128', 'cat.png@256']"
+    assert lines[1] == "check returned b'hello'"
+    assert lines[2] == "stored result: b'hello'"
+    assert lines[3].endswith(" is completed, result 5 bytes")
+    assert lines[4] == "progress 100%: resized to 256px"
+    assert lines[5].startswith("failed: task ")
+    assert lines[-1] == "done"
+
+
 def test_django_example(dsn: str) -> None:
     """The Django recipe: a task enqueued on Django's own connection inside
     ``transaction.atomic()`` is rolled back with the order or committed with it, and a sync

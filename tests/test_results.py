@@ -61,6 +61,7 @@ async def test_results_round_trip_bytes_and_json(pool: Pool, sync_conn: Any) -> 
         None,
     ]
     assert [await client.get_result(i) for i in ids if i is not None] == results
+    assert ids[0] is not None and ids[2] is not None
     assert row(sync_conn, ids[0])[1:3] == (b"\x00\xffraw", "bytes")
     assert row(sync_conn, ids[2])[1:3] == (None, None)  # None stores nothing
 
@@ -215,7 +216,9 @@ async def test_progress_is_throttled_and_the_last_value_kept(pool: Pool, sync_co
     async with open_consumer(pool, handlers={"t": handle}, **FAST) as consumer:
         with trio.fail_after(10):
             assert await client.wait(task_id) == "done"
-        writes = consumer._parts.progress.writes  # type: ignore[attr-defined]
+        progress = consumer._parts.progress  # pyright: ignore[reportPrivateUsage]
+        assert progress is not None
+        writes = progress.writes
     # At most one write per 0.25 s: over ~0.5 s, about 3 writes, never 100.
     assert 1 <= writes <= 6, writes
     assert seen[0][0] is not None and 0 < seen[0][0] <= 0.5

@@ -194,6 +194,14 @@ def task_table(task: TaskRecord) -> Table:
         ("queue", task.queue),
         ("priority", str(task.priority)),
         ("status", _status(task.status)),
+    ]
+    if task.progress is not None:
+        note = "" if task.progress_note is None else f"  {task.progress_note}"
+        at = f"  (at {format_utc(task.progress_at)} UTC)" if task.progress_at else ""
+        rows.append(("progress", f"{_bar(task.progress)} {task.progress:.0%}{note}{at}"))
+    if task.result_size is not None:
+        rows.append(("result", f"{task.result_size} bytes (read it with Client.get_result)"))
+    rows += [
         ("payload", f"{payload}  ({len(task.payload)} bytes)"),
         ("idempotency token", task.idempotency_token or "-"),
         ("attempts", f"{task.attempts_elapsed} run, {task.attempts_left} left"),
@@ -209,6 +217,12 @@ def task_table(task: TaskRecord) -> Table:
     for field, value in rows:
         table.add_row(field, value)
     return table
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    """A text progress bar: ``[#####.....]``."""
+    filled = round(fraction * width)
+    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 def task_line(verb: str, task: TaskRecord) -> str:

@@ -66,13 +66,13 @@ class ConsumerProgress:
     """
 
     def __init__(self, leases: Mapping[int, Lease], interval: float = PROGRESS_INTERVAL) -> None:
-        self.book = ProgressBook(interval)
+        self.book: ProgressBook = ProgressBook(interval)
         self._leases = leases
         self._thread = threading.get_ident()
-        self._call_soon = _loop_caller()
+        self._call_soon: Callable[[Callable[[], object]], object] = _loop_caller()
         self._dirty = anyio.Event()
         #: Statements the writer ran (for tests and statistics).
-        self.writes = 0
+        self.writes: int = 0
 
     def report(self, task_id: int, progress: Progress) -> bool:
         """Record a report for a task this consumer holds (False: it holds none)."""

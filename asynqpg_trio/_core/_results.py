@@ -69,7 +69,9 @@ class ResultTooLarge(AsynqpgError):
             f" result_limit of {limit}: store large outputs elsewhere (a file, an object"
             f" store) and return a reference to them, or raise Handler(result_limit=...)"
         )
-        self.task_type, self.size, self.limit = task_type, size, limit
+        self.task_type: str = task_type
+        self.size: int = size
+        self.limit: int = limit
 
     def __reduce__(self) -> tuple[type[ResultTooLarge], tuple[str, int, int]]:
         return (type(self), (self.task_type, self.size, self.limit))
@@ -92,7 +94,8 @@ class ResultNotSerializable(AsynqpgError, TypeError):
             f" return None, bytes, or a JSON-serialisable value (dict with str keys, list,"
             f" str, int, float, bool), e.g. convert dataclasses with dataclasses.asdict()"
         )
-        self.task_type, self.reason = task_type, reason
+        self.task_type: str = task_type
+        self.reason: str = reason
 
     def __reduce__(self) -> tuple[type[ResultNotSerializable], tuple[str, str]]:
         return (type(self), (self.task_type, self.reason))
@@ -102,7 +105,8 @@ class _FinishedWithout(AsynqpgError):
     """A task that ended without a result (base of `TaskFailed` and `TaskCancelled`)."""
 
     def __init__(self, task_id: int, message: str | None) -> None:
-        self.task_id, self.message = task_id, message
+        self.task_id: int = task_id
+        self.message: str | None = message
         super().__init__(self._text())
 
     def _text(self) -> str:
@@ -155,7 +159,8 @@ class TaskNotFinished(AsynqpgError):
             f"task {task_id} is {status}, not completed, so it has no result yet:"
             f" wait for it with Client.wait({task_id})"
         )
-        self.task_id, self.status = task_id, status
+        self.task_id: int = task_id
+        self.status: str = status
 
     def __reduce__(self) -> tuple[type[TaskNotFinished], tuple[int, str]]:
         return (type(self), (self.task_id, self.status))
