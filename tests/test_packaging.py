@@ -23,7 +23,7 @@ PINNED = {
     "0002_queues.sql": "64fcad7c7393f793bcc3927d582bb5893539b46d6d86affd59dfdbf3c946ef00",
     "0003_schedules.sql": "8e2199083f3e80f4dce2c052ca0e9adb43653b2ba244e0c9752d484034ada5dc",
     "0004_unique.sql": "bcab9c6f93bcafb15a96ce23bd0573405334fa107e7854e83c5a5e7d68c9eb3f",
-    "0005_results.sql": "a2805b5524d49cc326ea54fc94732600761ba917bdbca3f85c8369d23292ba7c",
+    "0005_results.sql": "439628a572e0390a23471507b9b7be28c57cf7b7f84ee7d6ead9af8b9caa7f7e",
 }
 
 SQL_FILES = {

@@ -21,6 +21,7 @@ from asynqpg_trio import (
     TaskSnooze,
     TaskStatus,
     get_task_metadata,
+    report_progress,
 )
 from asynqpg_trio.testing import EPOCH, FakeDatabase, Harness, open_harness
 
@@ -99,6 +100,28 @@ async def test_sync_handlers_run_on_the_fake_with_their_metadata(autojump_clock:
     assert by_id[ok].status is TaskStatus.COMPLETED  # type: ignore[index]
     assert by_id[bad].status is TaskStatus.FAILED  # type: ignore[index]
     assert by_id[bad].messages[0].startswith("SkipRetry: bad payload")  # type: ignore[index]
+
+
+async def test_results_and_progress_on_the_fake(autojump_clock: object) -> None:
+    async def handle(task: TaskInfo) -> Any:
+        assert report_progress(0.5, "half")
+        await trio.sleep(1)
+        assert report_progress(0.9, "nearly")
+        return b"raw" if task.payload == b"bytes" else {"echo": task.payload.decode()}
+
+    db = FakeDatabase()
+    async with open_harness(db, handlers={"t": handle}) as harness:
+        raw, js = await harness.enqueue_many([Task("t", b"bytes"), Task("t", b"json")])
+        await harness.drain()
+        by_id = {t.id: t for t in await harness.tasks()}
+    assert by_id[raw].result == b"raw"  # type: ignore[index]
+    assert by_id[js].result == {"echo": "json"}  # type: ignore[index]
+    stored = db.get(js)  # type: ignore[arg-type]
+    assert (stored.result, stored.progress, stored.progress_note) == (
+        {"echo": "json"},
+        0.9,
+        "nearly",
+    )
 
 
 async def test_drain_waits_for_follow_up_tasks_and_timeouts(autojump_clock: object) -> None:
@@ -185,4 +208,5 @@ async def test_on_postgres_with_a_sync_handler_in_a_thread(dsn: str) -> None:
         (ids[1], b"corrupt", TaskStatus.FAILED, 1),
     ]
     assert tasks[0].messages[0].startswith("OSError: disk busy")
+    assert tasks[0].result is None  # the handler returned None
     assert tasks[1].messages[0].startswith("SkipRetry: not an image")

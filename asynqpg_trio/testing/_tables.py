@@ -47,6 +47,8 @@ class EnqueuedTask:
         attempts_left: attempts still allowed.
         messages: the error of each failed attempt, oldest first (each starts with the
             exception's type and message).
+        result: what the handler returned, as `Client.get_result` reads it back (None: the
+            task is not completed, or its handler returned None).
     """
 
     id: int
@@ -56,6 +58,7 @@ class EnqueuedTask:
     attempts_elapsed: int
     attempts_left: int
     messages: tuple[str, ...]
+    result: Any = None
 
     def json(self) -> Any:
         """The payload decoded as JSON."""
@@ -118,7 +121,14 @@ class FakeTable:
         await anyio.lowlevel.checkpoint()
         return [
             EnqueuedTask(
-                r.id, r.type, r.payload, r.status, r.attempts_elapsed, r.attempts_left, r.messages
+                r.id,
+                r.type,
+                r.payload,
+                r.status,
+                r.attempts_elapsed,
+                r.attempts_left,
+                r.messages,
+                r.result,
             )
             for r in self.db.rows()
             if (types is None or r.type in types) and (status is None or r.status is status)
@@ -163,6 +173,9 @@ class PgTable:
             )
             for t in page.tasks:
                 payload = await self.client.get_payload(t.id)
+                result = None
+                if t.status is TaskStatus.COMPLETED:
+                    result = await self.client.get_result(t.id)
                 found.append(
                     EnqueuedTask(
                         t.id,
@@ -172,6 +185,7 @@ class PgTable:
                         t.attempts_elapsed,
                         t.attempts_left,
                         t.messages,
+                        result,
                     )
                 )
             if page.next_cursor is None:

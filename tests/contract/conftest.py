@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 from asynqpg_trio import Client, Producer, Task, open_pool
+from asynqpg_trio._core._results import decode_result
 from asynqpg_trio._pg._maintenance_repo import PgMaintenance
 from asynqpg_trio._pg._tasks_repo import PgTasks
 from asynqpg_trio.testing import FakeDatabase
@@ -61,6 +62,10 @@ class View:
     lease_owner: str | None
     ready_in: float
     finalized: bool
+    #: The stored result, decoded (None: none), and the stored progress and note.
+    result: Any = None
+    progress: float | None = None
+    progress_note: str | None = None
 
 
 class Backend(Protocol):
@@ -206,6 +211,9 @@ class FakeBackend:
             t.lease_owner,
             t.blocked_till - self.now,
             t.finalized_at is not None,
+            t.result,
+            t.progress,
+            t.progress_note,
         )
 
     async def leader(self, group: str) -> str | None:
@@ -215,7 +223,7 @@ class FakeBackend:
 READ_VIEW = """
     SELECT status, attempts_left, attempts_elapsed, messages, lease_token IS NOT NULL,
            lease_owner, extract(epoch FROM blocked_till - asynqpg_now())::float8,
-           finalized_at IS NOT NULL
+           finalized_at IS NOT NULL, result, result_codec, progress, progress_note
     FROM asynqpg_tasks WHERE id = %(id)s
 """
 SET_OFFSET = "SELECT set_config('asynqpg.clock_offset', %(offset)s, false)"
@@ -298,8 +306,21 @@ class PgBackend:
             row = await cur.fetchone()
         if row is None:
             return None
-        status, left, elapsed, messages, leased, owner, ready_in, finalized = row
-        return View(status, left, elapsed, tuple(messages), leased, owner, ready_in, finalized)
+        status, left, elapsed, messages, leased, owner, ready_in, finalized, *rest = row
+        result, codec, progress, note = rest
+        return View(
+            status,
+            left,
+            elapsed,
+            tuple(messages),
+            leased,
+            owner,
+            ready_in,
+            finalized,
+            decode_result(result, codec),
+            progress,
+            note,
+        )
 
     async def leader(self, group: str) -> str | None:
         async with self.pool.connection() as conn:

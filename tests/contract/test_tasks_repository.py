@@ -13,6 +13,7 @@ import trio
 
 from asynqpg_trio._core._batching import Outcome, OutcomeKind
 from asynqpg_trio._core._pacing import ClaimPlan
+from asynqpg_trio._core._progress import Progress
 from asynqpg_trio._core._rows import ClaimedTask, LostLease, Notice
 
 from ..helpers.state_db import plan
@@ -123,6 +124,31 @@ async def test_complete_and_fail_finalize(backend: Backend) -> None:
     assert (v2.status, v2.finalized, v2.leased, v2.messages) == ("failed", True, False, ("boom",))
     # Written once: the row no longer runs, so the same write again is stale.
     assert await write(backend, Outcome(done, token(r1), OutcomeKind.COMPLETE)) == set()
+
+
+async def test_progress_and_results_are_stored_fenced_by_the_lease(backend: Backend) -> None:
+    a, b, c = await backend.enqueue(), await backend.enqueue(), await backend.enqueue()
+    r1, r2, r3 = await claim(backend, {"t": 3})
+    reports = [(a, token(r1), Progress(0.25, "a quarter")), (b, token(r2) + 99, Progress(1, None))]
+    assert await backend.tasks.write_progress(reports) == {a}  # b's token is stale
+    assert ((await view(backend, a)).progress, (await view(backend, a)).progress_note) == (
+        0.25,
+        "a quarter",
+    )
+    assert (await view(backend, b)).progress is None
+    json_result = Outcome(a, token(r1), OutcomeKind.COMPLETE, result=b'{"n":1}', codec="json")
+    last = Progress(0.5, "last")
+    with_progress = Outcome(b, token(r2), OutcomeKind.COMPLETE, result=b"\x00", codec="bytes")
+    with_progress.progress = last
+    assert await write(backend, json_result, with_progress) == {a, b}
+    va, vb = await view(backend, a), await view(backend, b)
+    assert (va.result, va.progress, va.progress_note) == ({"n": 1}, 0.25, "a quarter")
+    assert (vb.result, vb.progress, vb.progress_note) == (b"\x00", 0.5, "last")
+    # A plain completion stores nothing; a finished task takes no more progress.
+    assert await write(backend, Outcome(c, token(r3), OutcomeKind.COMPLETE)) == {c}
+    assert (await view(backend, c)).result is None
+    assert await backend.tasks.write_progress([(c, token(r3), Progress(0.9, None))]) == set()
+    assert (await view(backend, c)).progress is None
 
 
 async def test_retry_goes_back_to_pending_until_the_attempts_run_out(backend: Backend) -> None:
