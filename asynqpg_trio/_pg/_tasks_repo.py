@@ -234,7 +234,7 @@ def _complete_params(batch: KindBatch) -> dict[str, list[Any] | None]:
     if batch.extras is not None:
         params["results"] = [result for result, _, _ in batch.extras]
         params["codecs"] = [codec for _, codec, _ in batch.extras]
-        params["progress"] = [None if p is None else p.fraction for _, _, p in batch.extras]
+        params["progress"] = [None if p is None else float(p.fraction) for _, _, p in batch.extras]
         params["notes"] = [None if p is None else p.note for _, _, p in batch.extras]
     return params
 
@@ -246,7 +246,7 @@ async def write_progress(
     params = {
         "ids": [task_id for task_id, _, _ in reports],
         "tokens": [token for _, token, _ in reports],
-        "progress": [p.fraction for _, _, p in reports],
+        "progress": [float(p.fraction) for _, _, p in reports],
         "notes": [p.note for _, _, p in reports],
     }
     cur = await conn.execute(QUERIES.write_progress, params)
