@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 import trio
+from rich.console import Console
 
 from asynqpg_trio import (
     Client,
@@ -26,8 +27,10 @@ from asynqpg_trio import (
     open_consumer,
     report_progress,
 )
+from asynqpg_trio._cli._render import task_table
 
 from .helpers.waiting import wait_until
+from .helpers.web import dashboard_client
 
 FAST: dict[str, Any] = {"poll_interval": 0.1, "maintenance": False, "batch_interval": 0.005}
 
@@ -227,3 +230,27 @@ async def test_progress_is_throttled_and_the_last_value_kept(pool: Pool, sync_co
     assert (record.progress, record.progress_note) == (0.75, "last")
     assert record.progress_at is not None and record.result_size == len(b'"done"')
     assert not report_progress(0.5)  # outside a handler: nothing to do
+
+
+async def test_progress_shows_in_tasks_show_and_on_the_task_page(
+    pool: Pool, sync_conn: Any
+) -> None:
+    task_id = await Producer(pool).enqueue(Task("t", b""))
+    sync_conn.execute(
+        "UPDATE asynqpg_tasks SET status = 'completed', finalized_at = now(), progress = 0.5,"
+        " progress_note = 'half <way>', progress_at = now(), result = '\"ok\"',"
+        " result_codec = 'json' WHERE id = %s",
+        (task_id,),
+    )
+    record = await Client(pool).get_task(task_id)
+    console = Console(width=200, record=True)
+    console.print(task_table(record))
+    text = console.export_text()
+    assert "[##########..........] 50%  half <way>" in text
+    assert "4 bytes (read it with Client.get_result)" in text
+    async with dashboard_client(pool) as http:
+        page = await http.get(f"/tasks/{task_id}")
+    assert page.status_code == 200
+    assert '<progress class="progress" max="1" value="0.5"' in page.text
+    assert "half &lt;way&gt;" in page.text
+    assert "<td>4 bytes</td>" in page.text

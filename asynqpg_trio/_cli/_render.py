@@ -198,7 +198,8 @@ def task_table(task: TaskRecord) -> Table:
     if task.progress is not None:
         note = "" if task.progress_note is None else f"  {task.progress_note}"
         at = f"  (at {format_utc(task.progress_at)} UTC)" if task.progress_at else ""
-        rows.append(("progress", f"{_bar(task.progress)} {task.progress:.0%}{note}{at}"))
+        # Text, not markup: the bar's brackets and the handler's note are shown as they are.
+        rows.append(("progress", Text(f"{_bar(task.progress)} {task.progress:.0%}{note}{at}")))
     if task.result_size is not None:
         rows.append(("result", f"{task.result_size} bytes (read it with Client.get_result)"))
     rows += [
