@@ -254,3 +254,42 @@ async def test_progress_shows_in_tasks_show_and_on_the_task_page(
     assert '<progress class="progress" max="1" value="0.5"' in page.text
     assert "half &lt;way&gt;" in page.text
     assert "<td>4 bytes</td>" in page.text
+
+
+async def test_only_tasks_someone_waits_for_send_a_notify(pool: Pool, dsn: str) -> None:
+    producer, client = Producer(pool), Client(pool)
+    gate = trio.Event()
+
+    async def handle(task: TaskInfo) -> int:
+        if task.payload == b"abc":
+            await gate.wait()
+        return len(task.payload)
+
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("LISTEN asynqpg_done")
+        async with open_consumer(pool, handlers={"t": handle}, **FAST) as consumer:
+            unwatched = await producer.enqueue_many([Task("t", b"x" * i) for i in range(50)])
+            await wait_until(lambda: consumer.statistics().completed == 50, what="completed")
+            assert list(listener.notifies(timeout=0.2)) == []  # nobody waits: no NOTIFY
+            watched = await producer.enqueue(Task("t", b"abc"))
+            got: list[Any] = []
+
+            def marked() -> bool:
+                found = listener.execute(
+                    "SELECT notify_done FROM asynqpg_tasks WHERE id = %s", (watched,)
+                ).fetchone()
+                return found is not None and found[0] is True
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(lambda: _collect(client, watched, got))
+                await wait_until(marked, what="the task marked as waited for")
+                gate.set()
+            assert got == [3]
+            heard = [n.payload for n in listener.notifies(timeout=0.5)]
+        assert heard == [str(watched)]
+        assert [await client.get_result(i) for i in unwatched if i is not None] == list(range(50))
+
+
+async def _collect(client: Client, task_id: int, into: list[Any]) -> None:
+    with trio.fail_after(10):
+        into.append(await client.wait(task_id))
