@@ -293,3 +293,34 @@ async def test_only_tasks_someone_waits_for_send_a_notify(pool: Pool, dsn: str) 
 async def _collect(client: Client, task_id: int, into: list[Any]) -> None:
     with trio.fail_after(10):
         into.append(await client.wait(task_id))
+
+
+async def test_a_cancelled_leader_hands_over_to_the_other_waiters(pool: Pool) -> None:
+    producer, client = Producer(pool), Client(pool)
+    gate = trio.Event()
+
+    async def handle(task: TaskInfo) -> str:
+        await gate.wait()
+        return task.payload.decode()
+
+    first = await producer.enqueue(Task("t", b"first"))
+    second = await producer.enqueue(Task("t", b"second"))
+    got: list[Any] = []
+    async with open_consumer(pool, handlers={"t": handle}, **FAST):
+        async with trio.open_nursery() as nursery:
+            leader_scope = trio.CancelScope()
+
+            async def lead() -> None:
+                with leader_scope:
+                    await client.wait(first)  # the first waiter leads
+
+            nursery.start_soon(lead)
+            await wait_until(lambda: client.waiter_statistics()[1] == 1, what="listening")
+            nursery.start_soon(_collect, client, second, got)
+            await wait_until(lambda: client.waiter_statistics()[0] == 2, what="two waiters")
+            leader_scope.cancel()  # the leader leaves; the other waiter takes over
+            await wait_until(lambda: client.waiter_statistics()[0] == 1, what="one waiter")
+            gate.set()
+        assert got == ["second"]
+        assert await client.wait(first) == "first"
+    assert client.waiter_statistics()[0] == 0

@@ -150,6 +150,9 @@ class Waiters:
             failed = False
         finally:
             self._leading = False
+            # Wake whoever waits for LISTEN to be in effect (it may never be, if this failed):
+            # they look again, and one of them leads.
+            self._listening.set()
             self._listening = anyio.Event()
             waiting = [s for s in self._slots.values() if s.outcome is None and s is not slot]
             if (failed or not waiting) and self._conn is not None:
