@@ -4,9 +4,11 @@ and a leadership lease (`Leader`, a row of ``asynqpg_leader``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .._core._row import TaskRow, TaskStatus
+from .._core._unique import is_live
 
 __all__ = ["FakeTask", "Leader", "Record"]
 
@@ -70,6 +72,15 @@ class Record:
     attempted_at: float | None = None
     queue: str = "default"
     priority: int = 0
+    #: A unique task's (key, window start or None), and the statuses it holds them in.
+    unique_slot: tuple[str, datetime | None] | None = None
+    unique_mask: int = 0
+
+    def holds(self, slot: tuple[str, datetime | None], status: TaskStatus | None = None) -> bool:
+        """Whether this task, in its status or in ``status``, holds the unique ``slot``."""
+        if self.unique_slot != slot:
+            return False
+        return is_live((status or self.row.status).value, self.unique_mask)
 
     def snapshot(self) -> FakeTask:
         """This task as a frozen `FakeTask`."""
