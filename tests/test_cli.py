@@ -571,3 +571,29 @@ def test_readme_command_line_section_matches_the_help(capsys: pytest.CaptureFixt
     intro = section.split("\n- ", 1)[0]
     for option in re.findall(r"--[a-z][a-z-]*", intro):
         assert option in _help(capsys), option
+
+
+def test_enqueue_unique_reports_the_holder(dsn: str) -> None:
+    first = ok_json("enqueue", "--dsn", dsn, "report", "same", "--unique")["id"]
+    fails(1, "enqueue", "--dsn", dsn, "report", "same", "--unique", match=f"(id {first})")
+    other = ok_json("enqueue", "--dsn", dsn, "report", "other", "--unique")["id"]
+    assert other != first
+    keyed = ok_json("enqueue", "--dsn", dsn, "report", "a", "--unique-key", "k")["id"]
+    fails(1, "enqueue", "--dsn", dsn, "report", "b", "--unique-key", "k", match=f"(id {keyed})")
+    # A period or a state alone asks for uniqueness too, by the payload.
+    timed = ok_json("enqueue", "--dsn", dsn, "daily", "x", "--unique-period", "3600")["id"]
+    fails(1, "enqueue", "--dsn", dsn, "daily", "x", "--unique-period", "3600", match=f"{timed}")
+    fails(
+        2,
+        "enqueue",
+        "--dsn",
+        dsn,
+        "t",
+        "x",
+        "--unique-state",
+        "completed",
+        match="unique.states",
+    )
+    # Without a unique option, equal payloads are two tasks.
+    plain = {ok_json("enqueue", "--dsn", dsn, "report", "same")["id"] for _ in range(2)}
+    assert len(plain) == 2

@@ -21,6 +21,7 @@ machine."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -168,3 +169,24 @@ def test_a_most_urgent_task_passes_a_backlog_of_100_000(million: str) -> None:
 
     (row,) = (dict(zip(CLAIM_COLUMNS, r, strict=True)) for r in found)
     assert (row["id"], row["priority"], row["status"]) == (urgent, 5, "running")
+
+
+def readme_go_index() -> str:
+    """The README's statement recreating the Go library's claim index, for shared tables."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Sharing with the Go library", 1)[1]
+    return section.split("```sql\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_go_index_the_readme_recreates_leaves_our_claim_on_its_own(million: str) -> None:
+    statement = readme_go_index()
+    assert "asynqpg_tasks_ready_idx" in statement
+    with psycopg.connect(million) as conn, conn.transaction(force_rollback=True):
+        # CONCURRENTLY cannot run in a transaction; the plain build is the same index.
+        conn.execute(statement.replace(" CONCURRENTLY", ""))
+        conn.execute("ANALYZE asynqpg_tasks")
+        top = explain(conn, "COSTS true", PLAN)
+
+    used = {n.get("Index Name") for n in nodes(top["Plan"])}
+    assert INDEX in used
+    assert "asynqpg_tasks_ready_idx" not in used

@@ -13,6 +13,7 @@ import trio
 from asynqpg_trio import (
     ConfigurationError,
     ConstantRetryPolicy,
+    DuplicateTask,
     Handler,
     InvalidTask,
     SkipRetry,
@@ -20,6 +21,7 @@ from asynqpg_trio import (
     TaskInfo,
     TaskSnooze,
     TaskStatus,
+    Unique,
     get_task_metadata,
     report_progress,
 )
@@ -210,3 +212,50 @@ async def test_on_postgres_with_a_sync_handler_in_a_thread(dsn: str) -> None:
     assert tasks[0].messages[0].startswith("OSError: disk busy")
     assert tasks[0].result is None  # the handler returned None
     assert tasks[1].messages[0].startswith("SkipRetry: not an image")
+
+
+async def test_the_fake_keeps_unique_tasks_unique(autojump_clock: object) -> None:
+    db = FakeDatabase()
+    ran: list[bytes] = []
+
+    async def handle(task: TaskInfo) -> None:
+        ran.append(task.payload)
+        if task.payload == b"bad":
+            raise SkipRetry("no")
+
+    hourly = Unique(period=3600)
+    async with open_harness(db, handlers={"r": handle}) as harness:
+        first = await harness.enqueue(Task("r", b"a", unique=Unique()))
+        with pytest.raises(DuplicateTask) as caught:
+            await harness.enqueue(Task("r", b"a", unique=Unique()))
+        assert (caught.value.existing_id, caught.value.token) == (first, None)
+        assert caught.value.unique_key is not None and caught.value.unique_key.startswith("sha256:")
+        # Batches get None in a duplicate's place; another type or payload is another slot.
+        ids = await harness.enqueue_many(
+            [
+                Task("r", b"a", unique=Unique()),
+                Task("r", b"b", unique=Unique()),
+                Task("s", b"a", unique=Unique()),
+                Task("r", b"bad", unique=Unique("k")),
+                Task("r", b"other payload, same key", unique=Unique("k")),
+            ]
+        )
+        assert ids[0] is None and ids[4] is None and None not in ids[1:4]
+        await harness.drain()  # completes a and b; "bad" fails
+        # Completed and failed no longer hold the default states' keys.
+        again = await harness.enqueue(Task("r", b"a", unique=Unique()))
+        assert again != first
+        # A period: one per clock hour of the fake's clock.
+        hour = await harness.enqueue(Task("r", b"h", unique=hourly, delay=timedelta(days=1)))
+        with pytest.raises(DuplicateTask):
+            await harness.enqueue(Task("r", b"h", unique=hourly))
+        await trio.sleep(3600)
+        later = await harness.enqueue(Task("r", b"h", unique=hourly, delay=timedelta(days=1)))
+        assert later != hour
+    # An operator's retry of the failed task is refused while another holds its key.
+    (bad,) = [t for t in db.rows() if t.payload == b"bad"]
+    assert bad.status is TaskStatus.FAILED
+    db.enqueue("r", b"holder", unique=Unique("k"))
+    with pytest.raises(DuplicateTask):
+        db.retry(bad.id)
+    assert db.get(bad.id).status is TaskStatus.FAILED

@@ -37,6 +37,7 @@ from .._api._client import Client
 from .._api._producer import Producer
 from .._core._listing import DEFAULT_LIMIT, MAX_LIMIT, ORDER_FIELDS
 from .._core._task import DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY, Task
+from .._core._unique import DEFAULT_UNIQUE_STATES, Unique
 from .._pg._migrate import LATEST_VERSION, check_schema, migrate
 from .._pg._pool import Pool, open_pool
 from .._pg._server import DSN_ENV, resolve_dsn
@@ -97,10 +98,20 @@ async def _enqueue(pool: Pool, args: argparse.Namespace) -> int:
         max_retry=args.max_retry,
         queue=args.queue,
         priority=args.priority,
+        unique=_unique(args),
     )
     task_id = await Producer(pool).enqueue(task)
     emit(args, {"id": task_id}, f"enqueued task {task_id} ({args.type})")
     return 0
+
+
+def _unique(args: argparse.Namespace) -> Unique | None:
+    """The `Unique` the enqueue options ask for, or None."""
+    asked = (args.unique_key, args.unique_period, args.unique_state)
+    if not args.unique and all(a is None for a in asked):
+        return None
+    states = DEFAULT_UNIQUE_STATES if args.unique_state is None else args.unique_state
+    return Unique(args.unique_key, period=args.unique_period, states=states)
 
 
 async def _list(pool: Pool, args: argparse.Namespace) -> int:
@@ -287,6 +298,33 @@ def add_admin_commands(sub: Any, common: argtypes.Parser) -> None:
         default=0,
         metavar="P",
         help=f"from {MIN_PRIORITY} (least urgent) to {MAX_PRIORITY} (most urgent); default 0",
+    )
+    p.add_argument(
+        "--unique",
+        action="store_true",
+        help="make it unique by the payload: no other task of its type with the same payload"
+        " while pending or running (see --unique-key, --unique-period, --unique-state)",
+    )
+    p.add_argument(
+        "--unique-key",
+        default=None,
+        metavar="KEY",
+        help="make it unique by this key instead of the payload (implies --unique)",
+    )
+    p.add_argument(
+        "--unique-period",
+        type=argtypes.seconds,
+        default=None,
+        metavar="SECONDS",
+        help="unique only within this period of the database clock (implies --unique)",
+    )
+    p.add_argument(
+        "--unique-state",
+        action="append",
+        default=None,
+        metavar="STATUS",
+        help="a status in which it holds its key (repeat; default pending and running;"
+        " implies --unique)",
     )
     p.set_defaults(func=database(_enqueue))
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import anyio
@@ -34,6 +34,7 @@ from .._core._row import TaskStatus, TransitionParams
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
 from .._core._state import Event, apply, matching_rules
 from .._core._task import check_priority, check_queue
+from .._core._unique import Unique, derived_key, period_micros, states_mask, window_start
 from ._claiming import FakeLimit, charge, choose
 from ._fake_maintenance import FakeMaintenance
 from ._stored import FakeTask, Record
@@ -95,6 +96,7 @@ class FakeDatabase(FakeMaintenance):
         trace_context: Any = None,
         queue: str = "default",
         priority: int = 0,
+        unique: Unique | None = None,
     ) -> int:
         """Insert a pending task, ready after ``delay`` seconds; return its id.
 
@@ -104,13 +106,17 @@ class FakeDatabase(FakeMaintenance):
         Raises:
             InvalidTask: ``queue`` is not a queue name, or ``priority`` is not an int from -5
                 to 5 (as `Producer` refuses it).
-            DuplicateTask: a task of this type holds ``idempotency_token`` already.
+            DuplicateTask: a task of this type holds ``idempotency_token`` already, or holds
+                the ``unique`` key (in the same period) in one of its unique states.
         """
         queue, priority = check_queue(queue), check_priority(priority)
         if idempotency_token is not None:
             for record in self._records.values():
                 if record.type == task_type and record.idempotency_token == idempotency_token:
                     raise DuplicateTask(task_type, idempotency_token, record.id)
+        slot = None if unique is None else self._slot(unique, payload)
+        if slot is not None:
+            self._refuse_held(task_type, slot, None)
         now = self.now()
         params = TransitionParams(now=now, delay=max(delay, 0.0), max_retry=max_retry)
         row = apply(None, Event.ENQUEUE, params)
@@ -121,9 +127,38 @@ class FakeDatabase(FakeMaintenance):
         )
         self._records[task_id].queue = queue
         self._records[task_id].priority = priority
+        if unique is not None:
+            self._records[task_id].unique_slot = slot
+            self._records[task_id].unique_mask = states_mask(unique.states)
         if row.blocked_till <= now:
             self.notify(_NEW_CHANNEL, "")
         return task_id
+
+    def _slot(self, unique: Unique, payload: bytes) -> tuple[str, datetime | None]:
+        """The (key, window start) a unique task enqueued now takes, as the insert computes
+        them (the window on this clock's datetime)."""
+        key = derived_key(payload) if unique.key is None else unique.key
+        if unique.period is None:
+            return key, None
+        now = self.epoch + timedelta(seconds=self.now())
+        return key, window_start(now, period_micros(unique.period))
+
+    def _refuse_held(
+        self, task_type: str, slot: tuple[str, datetime | None], mover: Record | None
+    ) -> None:
+        """Raise `DuplicateTask` if a task of ``task_type`` other than ``mover`` holds
+        ``slot``."""
+        for record in self._records.values():
+            if record is not mover and record.type == task_type and record.holds(slot):
+                raise DuplicateTask(task_type, None, record.id, unique_key=slot[0])
+
+    def _guard_unique_move(self, record: Record | None, to: TaskStatus) -> None:
+        """An operator's move of a unique task into its unique states while another task
+        holds its key is refused (`DuplicateTask`), as the client's statements do."""
+        if record is None or record.unique_slot is None or record.holds(record.unique_slot):
+            return
+        if record.holds(record.unique_slot, to):
+            self._refuse_held(record.type, record.unique_slot, record)
 
     def get(self, task_id: int) -> FakeTask:
         """A snapshot of one task.
@@ -145,9 +180,12 @@ class FakeDatabase(FakeMaintenance):
 
         Raises:
             IllegalTransition: the task is completed, or missing (the state table's answer).
+            DuplicateTask: the task is unique, cancelled is one of its unique states, and
+                another task holds its key.
         """
         record = self._records.get(task_id)
         running = record is not None and record.row.status is TaskStatus.RUNNING
+        self._guard_unique_move(record, TaskStatus.CANCELLED)
         self._transition(record, Event.CANCEL, TransitionParams(now=self.now()))
         if running:
             self.notify(_CANCEL_CHANNEL, str(task_id))
@@ -158,8 +196,10 @@ class FakeDatabase(FakeMaintenance):
 
         Raises:
             IllegalTransition: the task is not failed or cancelled, or missing.
+            DuplicateTask: the task is unique and another task holds its key.
         """
         record = self._records.get(task_id)
+        self._guard_unique_move(record, TaskStatus.PENDING)
         self._transition(record, Event.MANUAL_RETRY, TransitionParams(now=self.now()))
         self.notify(_NEW_CHANNEL, "")
         return self.get(task_id)

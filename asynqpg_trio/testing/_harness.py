@@ -126,7 +126,8 @@ class Harness:
 
         Raises:
             InvalidTask: the task failed validation.
-            DuplicateTask: a task with the same type and idempotency token exists.
+            DuplicateTask: a task with the same type holds its idempotency token or its
+                unique key.
 
         Cancellation: a checkpoint; on PostgreSQL, the task was inserted or not.
         """

@@ -4,10 +4,12 @@ and a leadership lease (`Leader`, a row of ``asynqpg_leader``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .._core._results import decode_result
 from .._core._row import TaskRow, TaskStatus
+from .._core._unique import is_live
 
 __all__ = ["FakeTask", "Leader", "Record"]
 
@@ -82,6 +84,15 @@ class Record:
     result_codec: str | None = None
     progress: float | None = None
     progress_note: str | None = None
+    #: A unique task's (key, window start or None), and the statuses it holds them in.
+    unique_slot: tuple[str, datetime | None] | None = None
+    unique_mask: int = 0
+
+    def holds(self, slot: tuple[str, datetime | None], status: TaskStatus | None = None) -> bool:
+        """Whether this task, in its status or in ``status``, holds the unique ``slot``."""
+        if self.unique_slot != slot:
+            return False
+        return is_live((status or self.row.status).value, self.unique_mask)
 
     def snapshot(self) -> FakeTask:
         """This task as a frozen `FakeTask`."""

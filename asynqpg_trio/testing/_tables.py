@@ -113,6 +113,7 @@ class FakeTable:
             idempotency_token=valid.token,
             queue=valid.queue,
             priority=valid.priority,
+            unique=valid.unique,
         )
 
     async def rows(
