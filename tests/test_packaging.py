@@ -23,6 +23,9 @@ PINNED = {
     "0002_queues.sql": "64fcad7c7393f793bcc3927d582bb5893539b46d6d86affd59dfdbf3c946ef00",
     "0003_schedules.sql": "8e2199083f3e80f4dce2c052ca0e9adb43653b2ba244e0c9752d484034ada5dc",
     "0004_unique.sql": "bcab9c6f93bcafb15a96ce23bd0573405334fa107e7854e83c5a5e7d68c9eb3f",
+    # A placeholder for 0005_results.sql (a parallel branch): delete when the two meet.
+    "0005_reserved.sql": "174e9a4039fb1aa607c05f9c9f30da78f2b9a6ddc6fa4db1a1cc9f76e99027d7",
+    "0006_consumers.sql": "36e43eca2611572b6063d9d320398552a88d5939860f9e2b70e098e560155006",
 }
 
 SQL_FILES = {
@@ -36,6 +39,9 @@ SQL_FILES = {
     "asynqpg_trio/_pg/migrations/0002_queues.sql",
     "asynqpg_trio/_pg/migrations/0003_schedules.sql",
     "asynqpg_trio/_pg/migrations/0004_unique.sql",
+    "asynqpg_trio/_pg/migrations/0005_reserved.sql",
+    "asynqpg_trio/_pg/migrations/0006_consumers.sql",
+    "asynqpg_trio/_pg/sql/consumers.sql",
 }
 
 

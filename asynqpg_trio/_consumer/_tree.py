@@ -6,7 +6,7 @@ The nesting of `serve_tree`'s ``async with`` blocks is the start order, and thei
 the shutdown order:
 
 * *services*, outermost, start first and stop last: the listener (the tree reports started
-  once its LISTEN is in effect), the lease keeper, the queue sampler, the watchdog,
+  once its LISTEN is in effect), the lease keeper (which keeps the consumer's registry row), the queue sampler, the watchdog,
   maintenance when enabled, and the scheduler when the consumer has schedules.  Leases are
   renewed and remote cancels heard until every outcome is written.
 * *completing*: the completer, which returns once every sender of the outcome channel has
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
     from .._core._config import ConsumerConfig, ErrorHandler
+    from .._core._consumers import Registration, RegistryRepository
     from .._core._retry import RetryPolicy
     from .._core._rows import TasksRepository
     from .._maintenance._config import MaintenanceConfig
@@ -102,6 +103,10 @@ class Parts:
     control: StopControl = field(default_factory=StopControl)
     completer: Completer = field(init=False)
     scheduler: Scheduler | None = None
+    #: The consumer registry and what this consumer registers (None: not registered, as
+    #: the testing harness on a fake).
+    registry: RegistryRepository | None = None
+    registration: Registration | None = None
 
     def __post_init__(self) -> None:
         self.completer = Completer(
@@ -126,7 +131,16 @@ async def serve_tree(
                 supervise,
                 counters,
                 "lease keeper",
-                functools.partial(run_lease_keeper, config, p.tasks, book, counters, p.telemetry),
+                functools.partial(
+                    run_lease_keeper,
+                    config,
+                    p.tasks,
+                    book,
+                    counters,
+                    p.telemetry,
+                    p.registry,
+                    p.registration,
+                ),
             )
             services.start_soon(
                 supervise,

@@ -156,6 +156,9 @@ def list_query(
     order = (query.get("order", "").strip() or default_order).upper()
     if order not in ("ASC", "DESC"):
         raise BadParam("order must be ASC or DESC")
+    scheduled_text = query.get("scheduled", "").strip().lower()
+    if scheduled_text not in ("", "true", "false", "1", "0"):
+        raise BadParam("scheduled must be true or false")
     kwargs: dict[str, Any] = {
         "statuses": statuses or None,
         "types": split_csv(query.get("type", "")) or None,
@@ -163,6 +166,7 @@ def list_query(
         "ids": ids or None,
         "created_after": _when(query, "created_after"),
         "created_before": _when(query, "created_before"),
+        "scheduled": scheduled_text in ("true", "1"),
         "order_by": order_by,
         "descending": order == "DESC",
         "limit": limit,
