@@ -52,7 +52,7 @@ def consumers_table(rows: list[ConsumerRow]) -> Group:
     table.add_column("Heartbeat", no_wrap=True)
     table.add_column("Running", justify="right")
     for row in rows:
-        workers = ", ".join(f"{t}×{n}" for t, n in row.handlers.items())
+        workers = ", ".join(f"{t} x{n}" for t, n in row.handlers.items())
         table.add_row(
             row.id,
             row.host,

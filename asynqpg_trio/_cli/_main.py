@@ -33,9 +33,9 @@ from .._core._errors import (
 )
 from ._args import CommandError, Parser, UsageExit, common_options
 from ._commands import add_admin_commands, one_line
+from ._consumers import add_consumer_commands
 from ._queues import add_queue_commands
 from ._runtime import add_runtime_commands
-from ._consumers import add_consumer_commands
 from ._schedules import add_schedule_commands
 from ._web import add_web_commands
 

@@ -6,9 +6,10 @@ The nesting of `serve_tree`'s ``async with`` blocks is the start order, and thei
 the shutdown order:
 
 * *services*, outermost, start first and stop last: the listener (the tree reports started
-  once its LISTEN is in effect), the lease keeper (which keeps the consumer's registry row), the queue sampler, the watchdog,
-  maintenance when enabled, and the scheduler when the consumer has schedules.  Leases are
-  renewed and remote cancels heard until every outcome is written.
+  once its LISTEN is in effect), the lease keeper (which also keeps the consumer's registry
+  row), the queue sampler, the watchdog, maintenance when enabled, and the scheduler when
+  the consumer has schedules.  Leases are renewed and remote cancels heard until every
+  outcome is written.
 * *completing*: the completer, which returns once every sender of the outcome channel has
   closed its end and everything is written (the final flush).
 * *the work*, innermost: the fetcher and, per task type, ``workers`` handler actors

@@ -134,7 +134,8 @@ def handler_frames(exc: BaseException) -> list[str]:
 
 def format_error(exc: BaseException, limit: int) -> str:
     """The exception's type and message plus the innermost traceback frames of the handler's
-    own code (`handler_frames`: this package's frames are left out), at most ``limit`` characters (the head is kept: it says what happened).
+    own code (`handler_frames`: this package's frames are left out), at most ``limit``
+    characters (the head is kept: it says what happened).
 
     Whatever the exception holds, the result can be stored: an exception whose ``str()``
     raises gets a placeholder, and characters a text column refuses are escaped.

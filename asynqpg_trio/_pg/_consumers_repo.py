@@ -63,9 +63,7 @@ async def list_consumers(conn: Connection[Any]) -> list[ConsumerRow]:
         if not rows:
             return []
         ids = [str(r[0]) for r in rows]
-        cur = await conn.execute(
-            QUERIES.running_by_owner, {"owners": ids, "limit": RUNNING_LIMIT}
-        )
+        cur = await conn.execute(QUERIES.running_by_owner, {"owners": ids, "limit": RUNNING_LIMIT})
         running: dict[str, list[RunningTask]] = {}
         for values in await cur.fetchall():
             task = RunningTask(*values)
