@@ -723,7 +723,10 @@ async def test_pages_render_under_a_prefix(pool: Pool, sync_conn: SyncConn) -> N
     assert "Dead letters" in dead.text and "Retry all" in dead.text
     assert 'data-url="/ops/queue/api/tasks/bulk/retry"' in dead.text
     assert "smtp &lt;down&gt;" in dead.text  # escaped
-    assert (bad_filter.status_code, "invalid status: nope" in bad_filter.text) == (400, True)  # as the API (issue #22)
+    assert (bad_filter.status_code, "invalid status: nope" in bad_filter.text) == (
+        400,
+        True,
+    )  # as the API (issue #22)
     assert local_time.status_code == 200 and 'class="error"' not in local_time.text
     assert f"Task {failed}" in detail.text and "smtp &lt;down&gt;" in detail.text
     assert (missing.status_code, bad_id.status_code) == (404, 404)
