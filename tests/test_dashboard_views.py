@@ -186,3 +186,27 @@ async def test_scheduled_view_and_schedules_page(pool: Pool, sync_conn: SyncConn
     assert schedules[0]["spec"] == "0 3 * * *" and schedules[0]["timezone"] == "Europe/Paris"
     assert 'data-schedule="nightly"' in schedules_page.text
     assert json.loads(json.dumps(schedules))  # JSON-ready
+
+
+def test_consumers_command_lists_a_registered_consumer(dsn: str, sync_conn: SyncConn) -> None:
+    import subprocess
+    import sys
+
+    sync_conn.execute(
+        """INSERT INTO asynqpg_consumers (id, host, pid, version, queues, handlers,
+               heartbeat_every, in_flight, started_at, heartbeat_at)
+           VALUES ('cli-one', 'box', 42, '9.9', '{"mail": 4}', '{"email": 3}', 10.0, 1,
+                   asynqpg_now(), asynqpg_now())"""
+    )
+    command = [sys.executable, "-m", "asynqpg_trio._cli", "consumers", "--dsn", dsn]
+    as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, check=True)
+    table = subprocess.run(command, capture_output=True, text=True, check=True)
+    (only,) = json.loads(as_json.stdout)["consumers"]
+    assert (only["id"], only["host"], only["pid"], only["queues"]) == (
+        "cli-one",
+        "box",
+        42,
+        {"mail": 4},
+    )
+    assert only["handlers"] == {"email": 3} and only["running"] == []
+    assert "cli-one" in table.stdout and "mail (cap 4)" in table.stdout
