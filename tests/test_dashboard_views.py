@@ -215,3 +215,20 @@ def test_consumers_command_lists_a_registered_consumer(dsn: str, sync_conn: Sync
     )
     assert only["handlers"] == {"email": 3} and only["running"] == []
     assert "cli-one" in table.stdout and "mail (cap 4)" in table.stdout
+
+
+def test_stamps_stay_aligned_with_messages(sync_conn: SyncConn) -> None:
+    def stamp(times: str, kept: int) -> list[Any]:
+        query = f"SELECT asynqpg_stamp({times}, %s, '2026-01-01T00:00:00Z')"
+        row = sync_conn.execute(query, (kept,)).fetchone()
+        assert row is not None
+        return [None if t is None else t.year for t in row[0]]
+
+    # Messages a Go consumer (or an older version) wrote carry no stamp: NULLs in front.
+    assert stamp("NULL", 0) == [2026]
+    assert stamp("NULL", 2) == [None, None, 2026]
+    assert stamp("ARRAY['2025-01-01'::timestamptz]", 3) == [None, None, 2025, 2026]
+    # More stamps than messages (messages trimmed elsewhere): the newest are kept.
+    assert stamp("ARRAY['2024-01-01'::timestamptz, '2025-01-01']", 1) == [2025, 2026]
+    # The last 100, as the writes keep of messages.
+    assert len(stamp("NULL", 150)) == 100
