@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,6 +84,15 @@ def test_queues_example(dsn: str) -> None:
         assert conn.execute("SELECT name, paused FROM asynqpg_queues").fetchall() == [
             ("reports", False)
         ]
+
+
+def test_consumers_example(dsn: str) -> None:
+    proc = _run([sys.executable, "examples/consumers.py", dsn])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert sorted(line.split(" on ")[0] for line in lines[:2]) == ["encoder-1", "encoder-2"]
+    assert all(re.search(r": running tasks \[\d+\]$", line) for line in lines[:2]), lines
+    assert lines[2] == "after shutdown: 0 consumers registered"
 
 
 def test_unique_example(dsn: str) -> None:

@@ -24,6 +24,7 @@ PINNED = {
     "0003_schedules.sql": "8e2199083f3e80f4dce2c052ca0e9adb43653b2ba244e0c9752d484034ada5dc",
     "0004_unique.sql": "bcab9c6f93bcafb15a96ce23bd0573405334fa107e7854e83c5a5e7d68c9eb3f",
     "0005_results.sql": "439628a572e0390a23471507b9b7be28c57cf7b7f84ee7d6ead9af8b9caa7f7e",
+    "0006_consumers.sql": "36e43eca2611572b6063d9d320398552a88d5939860f9e2b70e098e560155006",
 }
 
 SQL_FILES = {
@@ -38,6 +39,8 @@ SQL_FILES = {
     "asynqpg_trio/_pg/migrations/0003_schedules.sql",
     "asynqpg_trio/_pg/migrations/0004_unique.sql",
     "asynqpg_trio/_pg/migrations/0005_results.sql",
+    "asynqpg_trio/_pg/migrations/0006_consumers.sql",
+    "asynqpg_trio/_pg/sql/consumers.sql",
 }
 
 

@@ -197,6 +197,7 @@ class Client(ResultReader):
         ids: Iterable[int] | int | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        scheduled: bool = False,
         order_by: str = "id",
         descending: bool = False,
         limit: int = DEFAULT_LIMIT,
@@ -225,6 +226,8 @@ class Client(ResultReader):
             ids: task ids to include.
             created_after: include tasks created at or after this aware datetime.
             created_before: include tasks created at or before this aware datetime.
+            scheduled: only pending tasks not due yet (ready later than the database's
+                clock says now): the delayed and retrying-later ones.
             order_by: ``"id"``, ``"created_at"``, ``"updated_at"`` or ``"blocked_till"``.
             descending: sort high to low.
             limit: page size; clamped to 1 .. 10000.
@@ -250,6 +253,7 @@ class Client(ResultReader):
             ids=ids,
             created_after=created_after,
             created_before=created_before,
+            scheduled=scheduled,
             order_by=order_by,
             descending=descending,
             limit=limit,

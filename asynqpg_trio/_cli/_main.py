@@ -33,6 +33,7 @@ from .._core._errors import (
 )
 from ._args import CommandError, Parser, UsageExit, common_options
 from ._commands import add_admin_commands, one_line
+from ._consumers import add_consumer_commands
 from ._queues import add_queue_commands
 from ._runtime import add_runtime_commands
 from ._schedules import add_schedule_commands
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_options(top=False)
     add_admin_commands(sub, common)
     add_schedule_commands(sub, common)
+    add_consumer_commands(sub, common)
     add_queue_commands(sub, common)
     add_runtime_commands(sub, common)
     add_web_commands(sub, common)

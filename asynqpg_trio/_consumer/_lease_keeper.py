@@ -14,6 +14,14 @@ failed to renew it in time: its event loop was blocked for longer than the lease
 watchdog) or it was cut off from the database.  Each is logged as a warning with the task and
 counted (``leases_lost``, and the ``asynqpg.tasks.leases_lost`` counter).
 
+The consumer registry rides on the same loop (no actor of its own): given a registry, the
+keeper registers the consumer when it starts, sends a heartbeat (with the number of tasks
+held) every renewal period whether or not it holds leases, registers again when its row was
+aged out, and deletes the row when it is cancelled: at the end of a graceful shutdown (the
+keeper is among the last services to stop), shielded and bounded by `DEREGISTER_GRACE`.  A
+failed heartbeat is a transient database error like any other (the keeper is restarted);
+a consumer killed outright leaves its row to age out.
+
 Cancellation: stops between statements; leases it did not renew expire on their own.
 """
 
@@ -26,11 +34,15 @@ import anyio
 
 if TYPE_CHECKING:
     from .._core._book import Lease
+    from .._core._consumers import Registration, RegistryRepository
     from .._core._rows import LostLease, TasksRepository
 
-__all__ = ["report_lost", "run_lease_keeper"]
+__all__ = ["DEREGISTER_GRACE", "report_lost", "run_lease_keeper"]
 
 logger = logging.getLogger("asynqpg_trio.leases")
+
+#: Seconds the keeper may spend deleting its registry row once cancelled.
+DEREGISTER_GRACE = 2.0
 
 
 class KeeperSettings(Protocol):
@@ -67,17 +79,53 @@ async def run_lease_keeper(
     book: KeeperBook,
     counters: KeeperCounters,
     telemetry: LostTelemetry,
+    registry: RegistryRepository | None = None,
+    registration: Registration | None = None,
 ) -> None:
-    """Renew and check leases until cancelled.
+    """Renew and check leases until cancelled; keep the consumer's registry row when given
+    ``registry`` and ``registration`` (whose ``heartbeat_every`` is the renewal period).
 
-    Cancellation: a checkpoint; stops between statements.
+    Cancellation: a checkpoint; stops between statements, then deletes the registry row
+    (shielded, at most `DEREGISTER_GRACE` seconds).
     """
+    if registry is None or registration is None:
+        await _keep_leases(settings, tasks, book, counters, telemetry, None)
+        return
+    await registry.register(registration, len(book.snapshot()[0]))
+    try:
+        await _keep_leases(settings, tasks, book, counters, telemetry, (registry, registration))
+    except anyio.get_cancelled_exc_class():
+        with anyio.move_on_after(DEREGISTER_GRACE, shield=True):
+            try:
+                await registry.deregister(registration.consumer_id)
+            except Exception:
+                logger.warning(
+                    "could not remove consumer %s from the registry: its row ages out",
+                    registration.consumer_id,
+                    exc_info=True,
+                )
+        raise
+
+
+async def _keep_leases(
+    settings: KeeperSettings,
+    tasks: TasksRepository,
+    book: KeeperBook,
+    counters: KeeperCounters,
+    telemetry: LostTelemetry,
+    registered: tuple[RegistryRepository, Registration] | None,
+) -> None:
     lease_duration = settings.lease_duration
     renew_every = lease_duration / 3
-    last_renewal = anyio.current_time()
+    last_renewal = last_beat = anyio.current_time()
     while True:
         await anyio.sleep(min(settings.cancel_check_interval, renew_every))
         ids, tokens = book.snapshot()
+        if registered is not None and anyio.current_time() - last_beat >= renew_every * 0.9:
+            last_beat = anyio.current_time()
+            registry, registration = registered
+            if not await registry.heartbeat(registration.consumer_id, len(ids)):
+                await registry.register(registration, len(ids))
         if not ids:
             last_renewal = anyio.current_time()
             continue

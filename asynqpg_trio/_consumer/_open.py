@@ -18,6 +18,8 @@ the janitor: counted (``abandoned``) and logged.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -36,12 +38,15 @@ from .._core._config import (
     SyncHandlerFn,
     build_config,
 )
+from .._core._consumers import Registration
 from .._core._errors import ConfigurationError, ConsumerError
 from .._core._policies import DefaultRetryPolicy
 from .._core._retry import RetryPolicy
 from .._core._schedule import check_schedules
 from .._core._schedule_spec import Schedule
+from .._core._version import __version__
 from .._maintenance._config import MaintenanceConfig
+from .._pg._consumers_repo import PgRegistry
 from .._pg._migrate import check_schema
 from .._pg._pool import Pool, owned_pool
 from .._pg._schedules_repo import PgSchedules
@@ -222,6 +227,16 @@ async def open_consumer(
             error_handler=error_handler,
             telemetry=Telemetry(meter_provider, tracer_provider),
             maintenance=maintenance_config,
+            registry=PgRegistry(pool),
+            registration=Registration(
+                consumer_id=config.consumer_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=__version__,
+                queues=dict(config.queues),
+                handlers={t: h.workers for t, h in config.handlers.items()},
+                heartbeat_every=config.lease_duration / 3,
+            ),
         )
         if periodic:
             parts.scheduler = Scheduler(periodic, PgSchedules(pool), parts.telemetry)

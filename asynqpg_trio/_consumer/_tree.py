@@ -6,9 +6,10 @@ The nesting of `serve_tree`'s ``async with`` blocks is the start order, and thei
 the shutdown order:
 
 * *services*, outermost, start first and stop last: the listener (the tree reports started
-  once its LISTEN is in effect), the progress writer, the lease keeper, the queue sampler,
-  the watchdog, maintenance when enabled, and the scheduler when the consumer has
-  schedules.  Leases are renewed and remote cancels heard until every outcome is written.
+  once its LISTEN is in effect), the progress writer, the lease keeper (which also keeps
+  the consumer's registry row), the queue sampler, the watchdog, maintenance when enabled,
+  and the scheduler when the consumer has schedules.  Leases are renewed and remote cancels
+  heard until every outcome is written.
 * *completing*: the completer, which returns once every sender of the outcome channel has
   closed its end and everything is written (the final flush).
 * *the work*, innermost: the fetcher and, per task type, ``workers`` handler actors
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
     from .._core._config import ConsumerConfig, ErrorHandler
+    from .._core._consumers import Registration, RegistryRepository
     from .._core._retry import RetryPolicy
     from .._core._rows import TasksRepository
     from .._maintenance._config import MaintenanceConfig
@@ -105,6 +107,10 @@ class Parts:
     scheduler: Scheduler | None = None
     #: The handlers' progress sink (made when the tree starts, inside the event loop).
     progress: ConsumerProgress | None = None
+    #: The consumer registry and what this consumer registers (None: not registered, as
+    #: the testing harness on a fake).
+    registry: RegistryRepository | None = None
+    registration: Registration | None = None
 
     def __post_init__(self) -> None:
         self.completer = Completer(
@@ -131,7 +137,16 @@ async def serve_tree(
                 supervise,
                 counters,
                 "lease keeper",
-                functools.partial(run_lease_keeper, config, p.tasks, book, counters, p.telemetry),
+                functools.partial(
+                    run_lease_keeper,
+                    config,
+                    p.tasks,
+                    book,
+                    counters,
+                    p.telemetry,
+                    p.registry,
+                    p.registration,
+                ),
             )
             services.start_soon(
                 supervise,

@@ -232,6 +232,7 @@ def plan_list(
     offset: object,
     after: object,
     queues: object = None,
+    scheduled: object = False,
 ) -> ListPlan:
     """Check `Client.list_tasks`'s arguments and build its query plan.
 
@@ -244,6 +245,8 @@ def plan_list(
     if not isinstance(descending, bool):
         raise InvalidQuery(f"descending must be a bool, got {descending!r}")
     size = min(max(_int(limit, "limit"), 1), MAX_LIMIT)
+    if not isinstance(scheduled, bool):
+        raise InvalidQuery(f"scheduled must be a bool, got {scheduled!r}")
     skip = _int(offset, "offset")
     if skip < 0:
         raise InvalidQuery(f"offset must not be negative, got {skip}")
@@ -256,6 +259,7 @@ def plan_list(
         "ids": _ids(ids),
         "created_after": _moment(created_after, "created_after"),
         "created_before": _moment(created_before, "created_before"),
+        "scheduled": scheduled,
         "limit": size,
         "offset": skip,
     }

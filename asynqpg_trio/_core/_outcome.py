@@ -14,11 +14,14 @@ Theory of operation
 One order serves the database write, the metrics status and the error handler alike, so they
 never disagree (the Go library checks SkipRetry and snooze in different orders).  Stored
 messages are bounded and storable: `format_error` keeps the exception line and the innermost
-frames of the traceback, cut to ``limit`` characters, and escapes what a text column refuses.
+frames of the handler's own code (never this package's frames: the actor and the middleware
+chain around every handler say nothing about the failure), cut to ``limit`` characters, and
+escapes what a text column refuses.
 """
 
 from __future__ import annotations
 
+import os.path
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,7 +37,13 @@ __all__ = [
     "TaskSnoozeWithError",
     "decide",
     "format_error",
+    "handler_frames",
 ]
+
+#: The most traceback frames a stored message keeps (the innermost ones).
+HANDLER_FRAMES = 5
+#: This package's directory (with a trailing separator): frames under it are left out.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _duration(value: float | timedelta, what: str) -> float:
@@ -114,15 +123,25 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def handler_frames(exc: BaseException) -> list[str]:
+    """The innermost `HANDLER_FRAMES` frames of ``exc``'s traceback that are not this
+    package's own (the handler actor, middleware chain and thread runner around every
+    handler), formatted as `traceback` does."""
+    summary = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in summary if not f.filename.startswith(_PACKAGE_DIR)]
+    return traceback.format_list(own[-HANDLER_FRAMES:])
+
+
 def format_error(exc: BaseException, limit: int) -> str:
-    """The exception's type and message plus the innermost traceback frames, at most
-    ``limit`` characters (the head is kept: it says what happened).
+    """The exception's type and message plus the innermost traceback frames of the handler's
+    own code (`handler_frames`: this package's frames are left out), at most ``limit``
+    characters (the head is kept: it says what happened).
 
     Whatever the exception holds, the result can be stored: an exception whose ``str()``
     raises gets a placeholder, and characters a text column refuses are escaped.
     """
     head = f"{type(exc).__name__}: {_text(exc)}"
-    frames = traceback.format_tb(exc.__traceback__)[-3:]
+    frames = handler_frames(exc)
     text = head if not frames else head + "\n" + "".join(frames).rstrip()
     text = _storable(text)
     if len(text) > limit:

@@ -20,6 +20,11 @@ the path, so it may hold a slash; a name no queue can have is 400 ``invalid_queu
 ``GET /api/limits`` lists the cluster-wide limits.  Tasks carry ``queue`` and ``priority``,
 and ``GET /api/tasks?queue=a,b`` filters by queue.
 
+Also ours: ``GET /api/consumers`` lists the live consumers (the registry each keeps with its
+heartbeat) with the tasks running under each one's lease; ``GET /api/schedules`` lists the
+periodic schedules with their last and next fires; ``GET /api/tasks?scheduled=true`` lists
+the pending tasks not due yet.
+
 Differences from the Go dashboard, each fixing a flaw it has: a failed health check uses the
 error envelope (503 ``database_unreachable``); ``by_type`` is sorted; task types are read
 fresh (no 30 s cache); ids past 2**63-1 are refused; ``payloads="hide"`` also hides the
@@ -38,6 +43,7 @@ import psycopg
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .._core._consumers import consumer_document
 from .._core._errors import (
     DuplicateTask,
     InvalidQuery,
@@ -49,6 +55,8 @@ from .._core._errors import (
 )
 from .._core._version import __version__
 from .._pg import _client_repo as client_repo
+from .._pg._consumers_repo import list_consumers
+from .._pg._schedules_repo import list_schedules
 from ._params import (
     BadParam,
     detail_json,
@@ -56,6 +64,7 @@ from ._params import (
     list_query,
     queue_name,
     queues_json,
+    schedule_json,
     stats_json,
     task_id,
     task_json,
@@ -311,6 +320,22 @@ class _Api:
     async def resume_queue(self, request: Request) -> Response:
         return await self._queue_action(request, pause=False)
 
+    async def consumers(self, request: Request) -> Response:
+        try:
+            async with self.site.pool.connection() as conn:
+                rows = await list_consumers(conn)
+        except Exception:
+            return _internal("list consumers")
+        return ok([consumer_document(r) for r in rows])
+
+    async def schedules(self, request: Request) -> Response:
+        try:
+            async with self.site.pool.connection() as conn:
+                rows = await list_schedules(conn)
+        except Exception:
+            return _internal("list schedules")
+        return ok([schedule_json(r) for r in rows])
+
 
 def _raw_payload(payload: bytes) -> Response:
     media = "application/octet-stream"
@@ -346,6 +371,8 @@ def api_routes(site: Site) -> list[Route]:
         ("/api/queues/{name:path}/pause", api.pause_queue, write, "POST"),
         ("/api/queues/{name:path}/resume", api.resume_queue, write, "POST"),
         ("/api/limits", api.limits, read, "GET"),
+        ("/api/consumers", api.consumers, read, "GET"),
+        ("/api/schedules", api.schedules, read, "GET"),
     ]
     return [
         Route(path, site.endpoint(handler, access), methods=[method])

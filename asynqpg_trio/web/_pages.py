@@ -1,5 +1,5 @@
-"""The dashboard's HTML pages: overview, task list (and dead letters), task detail, queues,
-login.
+"""The dashboard's HTML pages: overview, task list (and dead letters, scheduled), task detail,
+queues, consumers, schedules, login.
 
 Theory of operation
 -------------------
@@ -7,11 +7,12 @@ Pages are rendered on the server with Jinja2 from the same `Client` calls as the
 every URL in them is built from the request's base path, so they work under any prefix.  The
 part of a page that changes sits in ``<main id="live">``; ``static/dashboard.js`` re-fetches
 the page every few seconds and swaps that element (and the CSRF token) in place, and runs the
-action buttons through the JSON API with the CSRF header.  In read-only mode the buttons are
-not rendered at all (the queues page's Pause and Resume included).  Bad filters are shown on
-the page instead of failing it; an unexpected failure (the database is down) is logged and
-shown as an error page (500) in the dashboard's own layout, never as a bare "Internal Server
-Error".
+action buttons through the JSON API with the CSRF header, and shows times relative to now
+("3 min ago", the absolute UTC time on hover) from each ``<time datetime>``.  In read-only
+mode the buttons are not rendered at all (the queues page's Pause and Resume included).  Bad
+filters are shown on the page, answered 400 as the API answers them; an unexpected failure
+(the database is down) is logged and shown as an error page (500) in the dashboard's own
+layout, never as a bare "Internal Server Error".
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from .._core._consumers import consumer_document
 from .._core._errors import InvalidQuery, PayloadTooLarge, TaskNotFound
+from .._core._history import headline, timeline
 from .._core._listing import ORDER_FIELDS
 from .._core._queues import Limit
 from .._core._records import TaskPage
 from .._core._row import TaskStatus
 from .._core._views import describe_limit, format_age, format_utc, queue_document
+from .._pg._consumers_repo import list_consumers, message_stamps
+from .._pg._schedules_repo import list_schedules
 from ._auth import OAuth
 from ._oauth import safe_next
 from ._params import BadParam, list_query, task_id
@@ -77,6 +82,7 @@ def make_templates() -> Jinja2Templates:
     env.filters["when"] = format_utc
     env.filters["age"] = _age
     env.filters["limit"] = _limit
+    env.filters["headline"] = headline
     return Jinja2Templates(env=env)
 
 
@@ -158,28 +164,40 @@ class _Pages:
         }
         return self._render(request, "overview.html", context)
 
-    async def tasks(self, request: Request) -> Response:
+    async def scheduled(self, request: Request) -> Response:
+        return await self.tasks(request, scheduled=True)
+
+    async def tasks(self, request: Request, *, scheduled: bool = False) -> Response:
         raw = _utc_inputs(request.query_params)
+        defaults: dict[str, Any] = {"default_limit": 25, "default_order": "DESC"}
+        if scheduled:
+            raw = {**raw, "scheduled": "true"}
+            defaults = {"default_limit": 25, "default_order_by": "blocked_till"}
         error = None
         try:
-            query = list_query(raw, default_limit=25, default_order="DESC")
+            query = list_query(raw, **defaults)
             page = await self.client.list_tasks(**query.kwargs)
         except (BadParam, InvalidQuery) as ex:
             error = str(ex)
-            query = list_query({}, default_limit=25, default_order="DESC")
+            query = list_query({"scheduled": "true"} if scheduled else {}, **defaults)
             page = TaskPage(tasks=(), total=0, next_cursor=None)
         stats = await self.client.stats()
         queues = await self.client.queues()
         statuses = query.kwargs["statuses"] or []
         current = {k: v for k, v in request.query_params.items() if v}
 
+        path = "/scheduled" if scheduled else "/tasks"
+
         def link(**changes: object) -> str:
             merged = {**current, **{k: str(v) for k, v in changes.items()}}
-            return f"{self.site.base(request)}/tasks?{urlencode(merged)}"
+            return f"{self.site.base(request)}{path}?{urlencode(merged)}"
 
+        page_name = "dead" if statuses == ["failed"] else "tasks"
         context = {
-            "page": "dead" if statuses == ["failed"] else "tasks",
-            "dead_letters": statuses == ["failed"],
+            "page": "scheduled" if scheduled else page_name,
+            "scheduled": scheduled,
+            "path": path,
+            "dead_letters": statuses == ["failed"] and not scheduled,
             "tasks": page.tasks,
             "total": page.total,
             "query": query,
@@ -195,7 +213,7 @@ class _Pages:
             "order_fields": ORDER_FIELDS,
             "link": link,
         }
-        return self._render(request, "tasks.html", context)
+        return self._render(request, "tasks.html", context, 400 if error else 200)
 
     async def task(self, request: Request) -> Response:
         settings = self.site.settings
@@ -211,9 +229,13 @@ class _Pages:
             return self._render(request, "missing.html", missing, status=404)
         except PayloadTooLarge:
             fits = False
+        async with self.site.pool.connection() as conn:
+            stamps = await message_stamps(conn, ident)
+        times, starts = stamps if stamps is not None else ([], [])
         context: dict[str, Any] = {
             "page": "tasks",
             "task": task,
+            "events": timeline(task, times, starts),
             "payload_fits": fits,
             "max_payload": settings.max_payload_bytes,
             "payload_text": _pretty(payload) if payload else "",
@@ -231,6 +253,17 @@ class _Pages:
             "statuses": STATUSES,
         }
         return self._render(request, "queues.html", context)
+
+    async def consumers(self, request: Request) -> Response:
+        async with self.site.pool.connection() as conn:
+            rows = await list_consumers(conn)
+        context = {"page": "consumers", "consumers": [consumer_document(r) for r in rows]}
+        return self._render(request, "consumers.html", context)
+
+    async def schedules(self, request: Request) -> Response:
+        async with self.site.pool.connection() as conn:
+            rows = await list_schedules(conn)
+        return self._render(request, "schedules.html", {"page": "schedules", "schedules": rows})
 
     async def login(self, request: Request) -> Response:
         auth = self.site.settings.auth
@@ -257,6 +290,9 @@ def page_routes(site: Site) -> list[Route]:
         Route("/", site.endpoint(pages.guarded(pages.overview), read, page=True)),
         Route("/tasks", site.endpoint(pages.guarded(pages.tasks), read, page=True)),
         Route("/tasks/{id}", site.endpoint(pages.guarded(pages.task), read, page=True)),
+        Route("/scheduled", site.endpoint(pages.guarded(pages.scheduled), read, page=True)),
         Route("/queues", site.endpoint(pages.guarded(pages.queues), read, page=True)),
+        Route("/consumers", site.endpoint(pages.guarded(pages.consumers), read, page=True)),
+        Route("/schedules", site.endpoint(pages.guarded(pages.schedules), read, page=True)),
         Route("/login", site.endpoint(pages.guarded(pages.login), Access.PUBLIC, page=True)),
     ]

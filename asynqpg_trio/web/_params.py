@@ -27,6 +27,7 @@ from .._core._listing import MAX_LIMIT, MAX_TASK_ID, ORDER_FIELDS
 from .._core._queues import Limit, QueueInfo
 from .._core._records import QueueStats, TaskRecord, TaskSummary, ThroughputMinute
 from .._core._row import TaskStatus
+from .._core._schedule_rows import ScheduleRow
 from .._core._task import MAX_QUEUE_LENGTH
 from .._core._views import limit_document, queue_document, split_csv, stats_document
 
@@ -38,6 +39,7 @@ __all__ = [
     "list_query",
     "queue_name",
     "queues_json",
+    "schedule_json",
     "stats_json",
     "task_id",
     "task_json",
@@ -156,6 +158,9 @@ def list_query(
     order = (query.get("order", "").strip() or default_order).upper()
     if order not in ("ASC", "DESC"):
         raise BadParam("order must be ASC or DESC")
+    scheduled_text = query.get("scheduled", "").strip().lower()
+    if scheduled_text not in ("", "true", "false", "1", "0"):
+        raise BadParam("scheduled must be true or false")
     kwargs: dict[str, Any] = {
         "statuses": statuses or None,
         "types": split_csv(query.get("type", "")) or None,
@@ -163,6 +168,7 @@ def list_query(
         "ids": ids or None,
         "created_after": _when(query, "created_after"),
         "created_before": _when(query, "created_before"),
+        "scheduled": scheduled_text in ("true", "1"),
         "order_by": order_by,
         "descending": order == "DESC",
         "limit": limit,
@@ -238,3 +244,17 @@ def queues_json(queues: tuple[QueueInfo, ...]) -> list[dict[str, Any]]:
 def limits_json(limits: tuple[Limit, ...]) -> list[dict[str, Any]]:
     """The cluster-wide limits, by scope and name, with their running tasks."""
     return [limit_document(lim) for lim in limits]
+
+
+def schedule_json(row: ScheduleRow) -> dict[str, Any]:
+    """A periodic schedule: its declaration, last and next fires (RFC 3339 UTC)."""
+    return {
+        "name": row.name,
+        "type": row.type,
+        "spec": row.spec,
+        "timezone": row.timezone,
+        "catch_up": row.catch_up,
+        "last_fire": timestamp(row.last_fire),
+        "next_fire": timestamp(row.next_fire),
+        "updated_at": timestamp(row.updated_at),
+    }

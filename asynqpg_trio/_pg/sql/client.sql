@@ -48,7 +48,7 @@ WHERE id = %(id)s
 
 -- name: list_tasks
 -- A page of tasks and the count of all that match, from one snapshot.  A NULL filter is no
--- filter.  A template: the client fills the placeholder after_clause (TRUE, or the keyset
+-- filter; scheduled keeps only pending tasks not due yet (by the database clock).  A template: the client fills the placeholder after_clause (TRUE, or the keyset
 -- comparison against the cursor's (value, id)) and order_clause (the sort column then id,
 -- both in one direction) from fixed psycopg.sql fragments chosen by a whitelist.  The
 -- first row always exists (it carries the total); its task columns are NULL on an empty page.
@@ -62,6 +62,7 @@ WITH matching AS NOT MATERIALIZED (
       AND (%(ids)s::bigint[] IS NULL OR t.id = ANY(%(ids)s::bigint[]))
       AND (%(created_after)s::timestamptz IS NULL OR t.created_at >= %(created_after)s)
       AND (%(created_before)s::timestamptz IS NULL OR t.created_at <= %(created_before)s)
+      AND (NOT %(scheduled)s::boolean OR (t.status = 'pending' AND t.blocked_till > asynqpg_now()))
 )
 SELECT c.total,
        p.id, p.type, p.payload_size, p.status, p.idempotency_token, p.messages,

@@ -81,7 +81,9 @@ UPDATE asynqpg_tasks t SET
                         ELSE t.blocked_till END,
     finalized_at = CASE WHEN u.status = 'failed' THEN asynqpg_now() ELSE NULL END,
     updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL,
-    messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+    messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):],
+    message_times = asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()),
+    message_starts = asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at)
 FROM unnest(
     %(ids)s::bigint[], %(tokens)s::bigint[], %(statuses)s::text[], %(delays)s::float8[],
     %(messages)s::text[]

@@ -285,7 +285,11 @@ UPDATE asynqpg_tasks t SET
         WHEN d.old_status <> 'running' THEN t.messages
         WHEN d.exhausted THEN (t.messages || %(exhausted_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
         ELSE (t.messages || %(takeover_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
-    END
+    END,
+    message_times = CASE WHEN d.old_status <> 'running' THEN t.message_times
+        ELSE asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()) END,
+    message_starts = CASE WHEN d.old_status <> 'running' THEN t.message_starts
+        ELSE asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at) END
 FROM chosen d
 -- The ANY(ARRAY(...)) hands the planner the ids up front: a primary-key lookup per claimed
 -- row, never a join over the whole table.
@@ -362,7 +366,9 @@ WITH written AS (
     UPDATE asynqpg_tasks t SET
         status = 'failed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
         lease_token = NULL, lease_owner = NULL,
-        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):],
+        message_times = asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()),
+        message_starts = asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at)
     FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(messages)b::text[])
         AS u(id, token, message)
     WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
@@ -391,7 +397,9 @@ WITH written AS (
                             ELSE t.blocked_till END,
         finalized_at = CASE WHEN t.attempts_left >= 1 THEN NULL ELSE asynqpg_now() END,
         updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL,
-        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):],
+        message_times = asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()),
+        message_starts = asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at)
     FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[], %(messages)b::text[])
         AS u(id, token, delay, message)
     WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'

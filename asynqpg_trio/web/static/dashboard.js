@@ -19,6 +19,32 @@
     box.hidden = false;
   }
 
+  // Times: "3 min ago" / "in 2 h" next to now, the absolute UTC time on hover (title).
+  function relative(ms) {
+    const past = ms >= 0;
+    let s = Math.abs(ms) / 1000;
+    let text;
+    if (s < 5) return past ? "just now" : "in a moment";
+    if (s < 60) text = Math.round(s) + " s";
+    else if (s < 3600) text = Math.round(s / 60) + " min";
+    else if (s < 86400) text = Math.round(s / 3600) + " h";
+    else text = Math.round(s / 86400) + " d";
+    return past ? text + " ago" : "in " + text;
+  }
+
+  function humanize(root) {
+    const now = Date.now();
+    root.querySelectorAll("time[datetime]").forEach(function (el) {
+      const at = Date.parse(el.getAttribute("datetime"));
+      if (isNaN(at)) return;
+      if (!el.title) el.title = new Date(at).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+      el.textContent = relative(now - at);
+    });
+  }
+
+  humanize(document);
+  window.setInterval(function () { humanize(document); }, 15000);
+
   async function refresh() {
     const live = document.getElementById("live");
     if (!live || busy) return;
@@ -31,11 +57,12 @@
       });
       const doc = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = doc.getElementById("live");
-      if (!response.ok || !fresh || doc.body.dataset.page !== body.dataset.page) {
+      if ((!response.ok && response.status !== 400) || !fresh || doc.body.dataset.page !== body.dataset.page) {
         location.reload();
         return;
       }
       live.innerHTML = fresh.innerHTML;
+      humanize(live);
       const token = doc.querySelector('meta[name="csrf-token"]');
       const mine = document.querySelector('meta[name="csrf-token"]');
       if (token && mine) mine.content = token.content;
