@@ -193,7 +193,11 @@ class Cluster:
     @property
     def dsn(self) -> str:
         """A DSN to its ``postgres`` database."""
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
+        return self.dsn_for("postgres")
+
+    def dsn_for(self, dbname: str) -> str:
+        """A DSN to ``dbname`` on this cluster alone."""
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
 
     def ctl(self, *args: str) -> None:
         """Run ``pg_ctl`` on it."""
@@ -305,6 +309,11 @@ def replicated_pair(*, synchronous: bool = True) -> Iterator[Replicated]:
             capture_output=True,
             timeout=300,
         )
+        # The standby's configuration is a copy of the primary's: once promoted it has no
+        # standby of its own, and with the primary's synchronous_standby_names every commit
+        # would wait for one forever.
+        with open(standby.datadir / "postgresql.conf", "a") as conf:
+            conf.write("synchronous_standby_names = ''\n")
         standby.start()
         _wait_accepting(standby.dsn)
         if synchronous:  # the first commit waits until the standby is attached as sync
