@@ -90,7 +90,11 @@ async def _measure(dsn: str) -> dict[str, Any]:
             for _ in range(200):
                 started = time.perf_counter()
                 await claim(
-                    conn, plan, owner="bench", lease=3600.0, takeover_message="x",
+                    conn,
+                    plan,
+                    owner="bench",
+                    lease=3600.0,
+                    takeover_message="x",
                     exhausted_message="x",
                 )
                 latencies.append((time.perf_counter() - started) * 1000)

@@ -55,27 +55,29 @@ class BurnResult:
 
 
 async def _child(dsn: str, direct: str, outfile: str, workers: int, pool_size: int) -> None:
-    with open(outfile, "a", buffering=1) as out:
+    with open(outfile, "a", buffering=1) as out:  # noqa: ASYNC230 - once, at start-up
 
         async def record(task: Any) -> None:
             out.write(f"{task.id}\n")
 
         pooled = direct != "-"
-        async with open_pool(
-            dsn,
-            min_size=1,
-            max_size=pool_size,
-            transaction_pooling=pooled,
-            direct_dsn=direct if pooled and direct != "poll" else None,
-        ) as pool:
-            async with open_consumer(
+        async with (
+            open_pool(
+                dsn,
+                min_size=1,
+                max_size=pool_size,
+                transaction_pooling=pooled,
+                direct_dsn=direct if pooled and direct != "poll" else None,
+            ) as pool,
+            open_consumer(
                 pool,
                 handlers={TASK_TYPE: Handler(record, workers=workers)},
                 maintenance=False,
                 poll_interval=0.2,
-            ):
-                print("ready", flush=True)
-                await trio.to_thread.run_sync(sys.stdin.readline)
+            ),
+        ):
+            print("ready", flush=True)
+            await trio.to_thread.run_sync(sys.stdin.readline)
 
 
 def _start_child(dsn: str, direct: str, outfile: Path, workers: int, pool_size: int) -> Any:
@@ -158,9 +160,7 @@ def burn_down(
                 child.wait()
             for stream in (child.stdin, child.stdout):
                 stream.close()
-    runs = Counter(
-        int(line) for f in files if f.exists() for line in f.read_text().split() if line
-    )
+    runs = Counter(int(line) for f in files if f.exists() for line in f.read_text().split() if line)
     return BurnResult(
         mode=mode,
         processes=processes,
@@ -216,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                 workdir.mkdir()
                 consumer_dsn = dsn if mode == "direct" else bouncer.dsn_for(dsn)
                 result = burn_down(
-                    dsn, consumer_dsn, workdir, mode=mode, processes=args.processes,
+                    dsn,
+                    consumer_dsn,
+                    workdir,
+                    mode=mode,
+                    processes=args.processes,
                     tasks=args.tasks,
                 )
                 print(json.dumps(asdict(result)), flush=True)

@@ -30,7 +30,6 @@ from psycopg import conninfo, sql
 
 from asynqpg_trio import (
     Client,
-    Handler,
     MaintenanceConfig,
     Producer,
     SkipRetry,
@@ -41,7 +40,6 @@ from asynqpg_trio import (
     open_consumer,
     open_pool,
 )
-
 from asynqpg_trio._pg._tasks_repo import PgTasks
 
 from .helpers.web import dashboard_client

@@ -44,10 +44,13 @@ def second_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
 async def test_two_consumers_on_two_dsns_in_one_nursery(dsn: str, second_dsn: str) -> None:
     handled: dict[str, list[bytes]] = {dsn: [], second_dsn: []}
     each = 20
+    all_done = trio.Event()
 
     def recorder(where: str) -> Handler:
         async def record(task: TaskInfo) -> None:
             handled[where].append(task.payload)
+            if all(len(done) >= each for done in handled.values()):
+                all_done.set()
 
         return Handler(record, workers=4)
 
@@ -67,8 +70,7 @@ async def test_two_consumers_on_two_dsns_in_one_nursery(dsn: str, second_dsn: st
                     [Task("t", f"{where[-10:]}-{i}".encode()) for i in range(each)]
                 )
         with trio.fail_after(30):
-            while any(len(done) < each for done in handled.values()):
-                await trio.sleep(0.05)
+            await all_done.wait()
         nursery.cancel_scope.cancel()
 
     # Each consumer ran its own database's tasks, and only those.

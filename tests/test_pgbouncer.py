@@ -94,9 +94,7 @@ async def test_producer_consumer_and_client_through_pgbouncer_listening_directly
     bouncer: Bouncer, dsn: str
 ) -> None:
     through = bouncer.dsn_for(dsn)
-    async with open_pool(
-        through, max_size=6, transaction_pooling=True, direct_dsn=dsn
-    ) as pool:
+    async with open_pool(through, max_size=6, transaction_pooling=True, direct_dsn=dsn) as pool:
         # A long poll interval: the tasks are claimed at once only if the NOTIFYs (sent
         # through PgBouncer) reach the LISTEN connection (direct).
         ids, handled = await _work_through(pool, dsn, poll_interval=30.0)
@@ -145,20 +143,22 @@ async def test_a_remote_cancel_reaches_a_poll_only_consumer(bouncer: Bouncer, ds
         finally:
             cancelled.set()
 
-    async with open_pool(bouncer.dsn_for(dsn), max_size=6, transaction_pooling=True) as pool:
-        async with open_consumer(
+    async with (
+        open_pool(bouncer.dsn_for(dsn), max_size=6, transaction_pooling=True) as pool,
+        open_consumer(
             pool,
             handlers={"t": Handler(wait_forever, workers=1)},
             poll_interval=0.1,
             cancel_check_interval=0.2,
             maintenance=False,
-        ):
-            task_id = await Producer(pool).enqueue(Task("t", b""))
-            with trio.fail_after(30):
-                await started.wait()
-                await Client(pool).cancel_task(task_id)
-                await cancelled.wait()
-            task = await Client(pool).get_task(task_id)
+        ),
+    ):
+        task_id = await Producer(pool).enqueue(Task("t", b""))
+        with trio.fail_after(30):
+            await started.wait()
+            await Client(pool).cancel_task(task_id)
+            await cancelled.wait()
+        task = await Client(pool).get_task(task_id)
     assert task.status == "cancelled"
 
 
@@ -183,9 +183,7 @@ async def test_the_dashboard_through_pgbouncer(bouncer: Bouncer, dsn: str) -> No
 def test_many_consumer_processes_through_a_small_pgbouncer_pool(
     bouncer: Bouncer, dsn: str, tmp_path: Path
 ) -> None:
-    result = burn_down(
-        dsn, bouncer.dsn_for(dsn), tmp_path, mode="bouncer", processes=6, tasks=6000
-    )
+    result = burn_down(dsn, bouncer.dsn_for(dsn), tmp_path, mode="bouncer", processes=6, tasks=6000)
     assert result.completed == result.tasks == 6000
     assert result.handler_runs == result.distinct_ids == 6000  # nothing lost, nothing doubled
     assert result.doubled == 0
