@@ -23,7 +23,7 @@ PINNED = {
     "0002_queues.sql": "64fcad7c7393f793bcc3927d582bb5893539b46d6d86affd59dfdbf3c946ef00",
     "0003_schedules.sql": "8e2199083f3e80f4dce2c052ca0e9adb43653b2ba244e0c9752d484034ada5dc",
     "0004_unique.sql": "bcab9c6f93bcafb15a96ce23bd0573405334fa107e7854e83c5a5e7d68c9eb3f",
-    "0005_final_type_index.sql": "088fcf893df95b9bcd60b7afbf6bd8a2928d4fc76d2ad85c96399891e5219918",
+    "0005_list_indexes.sql": "fbb4dd09a3878507da5c88a6a6291111f4e4a975f5c7a51a6e1bbd4d240ba854",
 }
 
 SQL_FILES = {
@@ -37,7 +37,7 @@ SQL_FILES = {
     "asynqpg_trio/_pg/migrations/0002_queues.sql",
     "asynqpg_trio/_pg/migrations/0003_schedules.sql",
     "asynqpg_trio/_pg/migrations/0004_unique.sql",
-    "asynqpg_trio/_pg/migrations/0005_final_type_index.sql",
+    "asynqpg_trio/_pg/migrations/0005_list_indexes.sql",
 }
 
 
