@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -50,6 +51,10 @@ def _run_as() -> list[str]:
         return []
     if shutil.which("runuser") is None:
         pytest.skip("running as root without runuser: cannot start a server as a non-root user")
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("running as root and no 'postgres' OS user to run the server as")
     return ["runuser", "-u", "postgres", "--"]
 
 
