@@ -9,9 +9,10 @@ producer, a consumer with handlers that complete, fail, retry, snooze and outliv
 renewal, the maintenance leader's rescue and clean, the client and the dashboard's reads) on a
 connection with ``auto_explain`` loaded, which sends each statement's plan back as a NOTICE.
 Every plan is searched for a ``Seq Scan`` on ``asynqpg_tasks`` and for a walk of its primary
-key without an index condition (a page in id order filtered row by row, which reads every
-finished row to find a page of pending ones), and each hot statement must have been seen.  The figures on 10 million completed and 1 million pending rows are in the
-benchmarks README (``benchmarks/large_table.py``).
+key filtering row by row (a page in id order that reads every finished row to find a page of
+pending ones), and each hot statement must have been seen.  The figures on 10 million
+completed and 1 million pending rows are in the benchmarks README
+(``benchmarks/large_table.py``).
 
 Known exceptions, listed (``FULL_COUNTS``) so that they show: the whole-table counts of
 ``Client.stats`` and ``Client.queues`` (the dashboard's overview and Queues pages) read every
@@ -230,7 +231,7 @@ def test_no_hot_statement_scans_the_table(big: str) -> None:
     missing = [name for name, fragment in HOT.items() if not any(fragment in t for t in texts)]
     assert missing == [], "hot statements not exercised"
 
-    scans = []
+    scans: list[tuple[str, str | None, str | None]] = []
     for plan in plans:
         text = plan["Query Text"]
         if any(marker in text for marker in FULL_COUNTS):

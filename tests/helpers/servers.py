@@ -45,25 +45,35 @@ def _as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _run_as() -> list[str]:
-    """The prefix that runs a server as a non-root user when we are root."""
+def _run_as(user: str = "postgres") -> list[str]:
+    """The prefix that runs a server as a non-root ``user`` when we are root."""
     if not _as_root():
         return []
     if shutil.which("runuser") is None:
         pytest.skip("running as root without runuser: cannot start a server as a non-root user")
     try:
-        pwd.getpwnam("postgres")
+        pwd.getpwnam(user)
     except KeyError:
-        pytest.skip("running as root and no 'postgres' OS user to run the server as")
-    return ["runuser", "-u", "postgres", "--"]
+        pytest.skip(f"running as root and no {user!r} OS user to run the server as")
+    return ["runuser", "-u", user, "--"]
 
 
-def _owned_tmpdir(prefix: str) -> Path:
+def _owned_tmpdir(prefix: str, user: str = "postgres") -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     if _as_root():
-        shutil.chown(path, "postgres", "postgres")
+        shutil.chown(path, user, pwd.getpwnam(user).pw_gid)
     os.chmod(path, 0o700)
     return path
+
+
+def _socket_owner(host: str) -> str:
+    """Who may reach the server: the owner of its Unix socket's directory (the embedded
+    server's keeps it private), else ``postgres``."""
+    if host.startswith("/") and os.path.isdir(host):
+        owner = pwd.getpwuid(os.stat(host).st_uid).pw_name
+        if owner != "root":
+            return owner
+    return "postgres"
 
 
 def _wait_accepting(dsn: str, seconds: float = 30.0) -> None:
@@ -134,7 +144,8 @@ def pgbouncer(server_dsn: str, *, pool_size: int = 10) -> Iterator[Bouncer]:
     user = str(target.get("user") or "postgres")
     password = target.get("password")
     port = free_port()
-    workdir = _owned_tmpdir("asynqpg-pgbouncer-")
+    user_os = _socket_owner(host)
+    workdir = _owned_tmpdir("asynqpg-pgbouncer-", user_os)
     login = f" password={password}" if password else ""
     (workdir / "pgbouncer.ini").write_text(
         f"""[databases]
@@ -158,10 +169,10 @@ pidfile = {workdir}/pgbouncer.pid
     )
     if _as_root():
         for child in workdir.iterdir():
-            shutil.chown(child, "postgres", "postgres")
+            shutil.chown(child, user_os, pwd.getpwnam(user_os).pw_gid)
     with open(workdir / "stdout.log", "wb") as out:
         proc = subprocess.Popen(
-            [*_run_as(), str(binary), str(workdir / "pgbouncer.ini")],
+            [*_run_as(user_os), str(binary), str(workdir / "pgbouncer.ini")],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
