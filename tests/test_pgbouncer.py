@@ -13,6 +13,11 @@ direct connections is in the benchmarks README).
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -36,9 +41,10 @@ from benchmarks.scale_pgbouncer import burn_down
 from .helpers.servers import Bouncer, pgbouncer
 from .helpers.web import dashboard_client
 
+ROOT = Path(__file__).resolve().parent.parent
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +199,48 @@ def test_16_consumer_processes_burn_50_000_tasks_through_a_pool_of_10(
     assert result.completed == result.tasks == 50_000
     assert result.handler_runs == result.distinct_ids == 50_000
     assert result.doubled == 0
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-dsn", "poll-only"])
+def test_the_worker_command_through_pgbouncer(bouncer: Bouncer, dsn: str, direct: bool) -> None:
+    from asynqpg_trio import sync
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        sync.enqueue_many(conn, [Task("greet", f"n{i}".encode()) for i in range(30)])
+    extra = ["--direct-dsn", dsn] if direct else []
+    command = [sys.executable, "-m", "asynqpg_trio._cli", "--dsn", bouncer.dsn_for(dsn)]
+    proc = subprocess.Popen(
+        [*command, "--transaction-pooling", *extra, "worker", "examples.worker_app:handlers"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                done = conn.execute(
+                    "SELECT count(*) FROM asynqpg_tasks WHERE status = 'completed'"
+                ).fetchone()
+                if done == (30,):
+                    break
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.count("hello, n") == 30
+
+
+def test_direct_dsn_without_transaction_pooling_is_refused(dsn: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "asynqpg_trio._cli", "--dsn", dsn, "--direct-dsn", dsn, "stats"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--direct-dsn is only used with --transaction-pooling" in proc.stderr
