@@ -31,6 +31,18 @@ def test_trio_example(dsn: str) -> None:
     assert "done: 5 emails" in proc.stdout
 
 
+def test_pgbouncer_example(dsn: str) -> None:
+    from .helpers.servers import pgbouncer
+
+    with pgbouncer(dsn, pool_size=2) as bouncer:
+        for extra in ([dsn], []):  # LISTEN on a direct connection, then poll-only
+            proc = _run([sys.executable, "examples/pgbouncer.py", bouncer.dsn_for(dsn), *extra])
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.count("resized img") == 3
+            mode = "listening directly" if extra else "poll-only"
+            assert proc.stdout.splitlines()[-1] == f"{mode} - done"
+
+
 def test_anyio_example(dsn: str) -> None:
     proc = _run([sys.executable, "examples/anyio_consumer.py", dsn])
     assert proc.returncode == 0, proc.stderr

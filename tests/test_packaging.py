@@ -25,6 +25,7 @@ PINNED = {
     "0004_unique.sql": "bcab9c6f93bcafb15a96ce23bd0573405334fa107e7854e83c5a5e7d68c9eb3f",
     "0005_results.sql": "439628a572e0390a23471507b9b7be28c57cf7b7f84ee7d6ead9af8b9caa7f7e",
     "0006_consumers.sql": "36e43eca2611572b6063d9d320398552a88d5939860f9e2b70e098e560155006",
+    "0007_list_indexes.sql": "ef8ca2f3fd3b5fb2aaa3395afcd866f43c5dae23dbba03288b74dd8ab99dec82",
 }
 
 SQL_FILES = {
@@ -41,6 +42,7 @@ SQL_FILES = {
     "asynqpg_trio/_pg/migrations/0005_results.sql",
     "asynqpg_trio/_pg/migrations/0006_consumers.sql",
     "asynqpg_trio/_pg/sql/consumers.sql",
+    "asynqpg_trio/_pg/migrations/0007_list_indexes.sql",
 }
 
 

@@ -14,6 +14,7 @@ shows.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime
 from typing import Any, NoReturn
@@ -23,6 +24,9 @@ from .._core._row import TaskStatus
 from .._core._task import MAX_PRIORITY, MAX_QUEUE_LENGTH, MAX_TYPE_LENGTH, MIN_PRIORITY
 from .._core._views import split_csv
 from .._pg._server import DSN_ENV
+
+#: The environment variable that names the direct DSN (``--direct-dsn``).
+DIRECT_DSN_ENV = "ASYNQPG_DIRECT_DSN"
 
 __all__ = [
     "STATUS_NAMES",
@@ -257,6 +261,20 @@ def common_options(*, top: bool) -> Parser:
         help=f"PostgreSQL connection string or URL (default: ${DSN_ENV})",
     )
     common.add_argument(
+        "--direct-dsn",
+        default=None if top else suppress,
+        metavar="DSN",
+        help="with --transaction-pooling: a DSN straight to PostgreSQL for LISTEN and "
+        f"migrate's lock (default: ${DIRECT_DSN_ENV}; none: consumers poll)",
+    )
+    common.add_argument(
+        "--transaction-pooling",
+        action="store_true",
+        default=False if top else suppress,
+        help="--dsn goes through a transaction-mode pooler such as PgBouncer "
+        "(see docs/how-to/deployment.md)",
+    )
+    common.add_argument(
         "--json",
         action="store_true",
         default=False if top else suppress,
@@ -270,3 +288,22 @@ def common_options(*, top: bool) -> Parser:
         help="give up connecting after this long (default: 5; the DSN's own wins)",
     )
     return common
+
+
+def pool_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`open_pool`'s pooler settings from ``--transaction-pooling`` and ``--direct-dsn`` (or
+    ``$ASYNQPG_DIRECT_DSN``, read only with ``--transaction-pooling``).
+
+    Raises:
+        CommandError: ``--direct-dsn`` is given without ``--transaction-pooling`` (status 2).
+    """
+    pooling = bool(getattr(args, "transaction_pooling", False))
+    given = getattr(args, "direct_dsn", None)
+    if given and not pooling:
+        raise CommandError(
+            "--direct-dsn is only used with --transaction-pooling: add it when --dsn goes "
+            "through PgBouncer, or drop --direct-dsn",
+            2,
+        )
+    direct = (given or os.environ.get(DIRECT_DSN_ENV) or None) if pooling else None
+    return {"transaction_pooling": pooling, "direct_dsn": direct}

@@ -43,7 +43,7 @@ from .._pg._pool import Pool, open_pool
 from .._pg._server import DSN_ENV, resolve_dsn
 from . import _args as argtypes
 from . import _render as render
-from ._args import CommandError
+from ._args import CommandError, pool_options
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -229,7 +229,10 @@ async def checked_pool(
     """
     bound, extra = _connect_bound(dsn, args)
     reconnect = min(bound, 3600.0) if retry else 0.0
-    async with open_pool(dsn, min_size=0, max_size=1, reconnect_timeout=reconnect, **extra) as pool:
+    pooler = pool_options(args)
+    async with open_pool(
+        dsn, min_size=0, max_size=1, reconnect_timeout=reconnect, **extra, **pooler
+    ) as pool:
         with trio.move_on_after(bound) as scope:
             try:
                 async with pool.connection() as conn:

@@ -36,9 +36,10 @@ from rich.text import Text
 from .._consumer._open import open_consumer
 from .._core._schedule import check_schedules
 from .._core._task import DEFAULT_QUEUE
+from .._pg._pool import open_pool
 from .._pg._server import DSN_ENV, embedded_server, resolve_dsn
 from . import _args as argtypes
-from ._args import CommandError, command
+from ._args import CommandError, command, pool_options
 from ._commands import checked_pool, one_line
 from ._thread import LEFT_TO_JANITOR, run_in_thread, stop_signals
 
@@ -114,11 +115,15 @@ def _call_factory(spec: str, factory: Any, expected: str = _EXPECTED) -> Any:
     return factory()
 
 
-async def _worker(dsn: str, options: dict[str, Any]) -> int:
+async def _worker(dsn: str, options: dict[str, Any], pooler: dict[str, Any]) -> int:
     # The signal watcher lives outside the consumer's block, so that it still hears the
     # second signal while the graceful shutdown (the block's exit) runs.
-    async with stop_signals() as signals, trio.open_nursery() as nursery:
-        async with open_consumer(dsn, **options) as consumer:
+    async with (
+        stop_signals() as signals,
+        trio.open_nursery() as nursery,
+        open_pool(dsn, min_size=0, max_size=6, **pooler) as pool,
+    ):
+        async with open_consumer(pool, **options) as consumer:
             served = ", ".join(options.get("queues") or [DEFAULT_QUEUE])
             print(
                 f"worker {consumer.consumer_id} running (queues: {served}); Ctrl-C to stop",
@@ -176,7 +181,7 @@ def _served_queues(specs: list[tuple[str, int | None]]) -> dict[str, int | None]
 async def _checked_worker(dsn: str, options: dict[str, Any], args: argparse.Namespace) -> int:
     async with checked_pool(dsn, args, retry=True):
         pass
-    return await _worker(dsn, options)
+    return await _worker(dsn, options, pool_options(args))
 
 
 def _describe(dsn: str) -> str:

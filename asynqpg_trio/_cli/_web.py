@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._pg._server import DSN_ENV, resolve_dsn
-from ._args import CommandError, Parser, command, common_options, positive_seconds, split
+from ._args import (
+    CommandError,
+    Parser,
+    command,
+    common_options,
+    pool_options,
+    positive_seconds,
+    split,
+)
 from ._commands import one_line
 
 if TYPE_CHECKING:
@@ -82,7 +90,9 @@ def _auth(args: argparse.Namespace) -> BasicAuth | OAuth | None:
     )
 
 
-async def _serve(dsn: str, options: dict[str, Any], host: str, port: int) -> int:
+async def _serve(
+    dsn: str, options: dict[str, Any], host: str, port: int, pooler: dict[str, Any]
+) -> int:
     import psycopg
 
     from .._pg._migrate import check_schema
@@ -90,7 +100,7 @@ async def _serve(dsn: str, options: dict[str, Any], host: str, port: int) -> int
     from ..web import create_app, serve_dashboard
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_pool(dsn, min_size=0, max_size=8, reconnect_timeout=2.0) as pool:
+        async with open_pool(dsn, min_size=0, max_size=8, reconnect_timeout=2.0, **pooler) as pool:
             try:
                 async with pool.connection() as conn:
                     await check_schema(conn)
@@ -139,7 +149,7 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         check(dsn, **options)  # validates every option; the lazy pool opens nothing
     except ConfigurationError as ex:
         raise CommandError(str(ex), 2) from None
-    return trio.run(_serve, dsn, options, args.host, port)
+    return trio.run(_serve, dsn, options, args.host, port, pool_options(args))
 
 
 def add_web_commands(sub: Any, common: Parser) -> None:

@@ -19,8 +19,8 @@ method is one statement, done or not.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
@@ -82,6 +82,12 @@ class PgMaintenance:
 
     @asynccontextmanager
     async def resignations(self, group: str) -> AsyncIterator[AsyncIterator[None]]:
+        if not self._pool.has_session:
+            # Behind a transaction pooler with no direct DSN: no LISTEN, so followers hear
+            # of a resignation only at their next campaign (renew_interval).
+            async with aclosing(_never()) as never:
+                yield never
+            return
         conn: Connection[Any] = await self._pool.connect()
         try:
             await conn.set_autocommit(True)
@@ -137,6 +143,11 @@ class PgMaintenance:
         async with self._pool.connection() as conn:
             cur = await conn.execute(QUERIES.clean, params)
             return cur.rowcount
+
+
+async def _never() -> AsyncGenerator[None]:
+    await anyio.sleep_forever()
+    yield None  # pragma: no cover - never reached
 
 
 async def _resigned(conn: Connection[Any], group: str) -> AsyncIterator[None]:

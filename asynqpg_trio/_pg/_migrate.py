@@ -402,6 +402,12 @@ async def migrate(
     steps done before stay applied and recorded.
     """
     async with owned_pool(pool_or_dsn, max_size=1) as pool:
+        if not pool.has_session:
+            raise ConfigurationError(
+                "migrate needs a session of its own (it holds an advisory lock), which a "
+                "transaction pooler cannot give: open the pool with direct_dsn= (a DSN "
+                "straight to PostgreSQL), or run `asynqpg-trio migrate --dsn <direct DSN>`"
+            )
         conn = await pool.connect()
         try:
             if not conn.autocommit:

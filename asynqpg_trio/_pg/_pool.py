@@ -22,6 +22,15 @@ they all pass in virtual time, and so do the connection's own deadlines (``_conn
 On return a connection goes back to the idle stack only when it is open and idle; a leftover
 transaction is committed (clean exit) or rolled back (error), shielded and bounded by
 ``return_timeout``; anything else is closed and its slot freed.
+
+Poolers: behind a transaction-mode pooler (PgBouncer ``pool_mode = transaction``) each
+transaction may run on a different server session, so nothing may outlive a transaction.  With
+``transaction_pooling`` the pooled connections never prepare statements on the server
+(``prepare_threshold=None``), and session-scoped work (LISTEN, the migration lock) uses
+`Pool.connect`, which opens its dedicated connection on ``direct_dsn``; without a
+``direct_dsn`` there is no session to be had (`Pool.has_session` is False): consumers poll
+instead of listening and `migrate` refuses.  Everything else the package runs is one
+statement or one transaction with transaction-local settings only (``set_config(..., true)``).
 """
 
 from __future__ import annotations
@@ -115,11 +124,15 @@ class Pool:
         reconnect_timeout: float,
         return_timeout: float,
         connect_kwargs: dict[str, Any],
+        direct_dsn: str | None = None,
+        transaction_pooling: bool = False,
     ) -> None:
-        try:
-            conninfo.conninfo_to_dict(dsn)
-        except psycopg.ProgrammingError as ex:
-            raise ConfigurationError(f"invalid DSN: {ex}") from None
+        for name, value in (("dsn", dsn), ("direct_dsn", direct_dsn)):
+            try:
+                if value is not None:
+                    conninfo.conninfo_to_dict(value)
+            except psycopg.ProgrammingError as ex:
+                raise ConfigurationError(f"invalid {name}: {ex}") from None
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, got {max_size}")
         if not 0 <= min_size <= max_size:
@@ -132,7 +145,14 @@ class Pool:
         self._check_idle_after = check_idle_after
         self._reconnect_timeout = reconnect_timeout
         self._return_timeout = return_timeout
-        self._connect_kwargs = connect_kwargs
+        self._direct_dsn = direct_dsn
+        self._transaction_pooling = transaction_pooling
+        self._direct_kwargs = dict(connect_kwargs)
+        self._connect_kwargs = dict(connect_kwargs)
+        if transaction_pooling:
+            # A server-side prepared statement lives in one server session, which a
+            # transaction pooler hands to another client after the transaction.
+            self._connect_kwargs["prepare_threshold"] = None
         self._slots = anyio.Semaphore(max_size, fast_acquire=True)
         self._idle: deque[tuple[Connection[Any], float]] = deque()
         self._in_use = 0
@@ -147,6 +167,22 @@ class Pool:
     def dsn(self) -> str:
         """The connection string this pool connects with."""
         return self._dsn
+
+    @property
+    def direct_dsn(self) -> str | None:
+        """The connection string dedicated connections (`connect`) use, if not `dsn`."""
+        return self._direct_dsn
+
+    @property
+    def transaction_pooling(self) -> bool:
+        """Whether `dsn` goes through a transaction-mode pooler (see `open_pool`)."""
+        return self._transaction_pooling
+
+    @property
+    def has_session(self) -> bool:
+        """Whether `connect` gives a session of its own (LISTEN, session advisory locks):
+        True unless `dsn` goes through a transaction pooler and no ``direct_dsn`` is given."""
+        return self._direct_dsn is not None or not self._transaction_pooling
 
     @property
     def max_size(self) -> int:
@@ -170,10 +206,13 @@ class Pool:
     async def connect(self) -> Connection[Any]:
         """Open a new connection with the pool's settings, outside the pool.
 
-        For long-lived dedicated connections (LISTEN); the caller closes it.
+        For long-lived dedicated connections (LISTEN, the migration lock); the caller closes
+        it.  It goes to ``direct_dsn`` when one is given (bypassing a pooler), else to `dsn`.
 
         Cancellation: a checkpoint; nothing stays open if cancelled.
         """
+        if self._direct_dsn is not None:
+            return await self._connect_with_backoff(self._direct_dsn, self._direct_kwargs)
         return await self._connect_with_backoff()
 
     @asynccontextmanager
@@ -233,12 +272,16 @@ class Pool:
             return False
         return True
 
-    async def _connect_with_backoff(self) -> Connection[Any]:
+    async def _connect_with_backoff(
+        self, dsn: str | None = None, kwargs: dict[str, Any] | None = None
+    ) -> Connection[Any]:
+        dsn = self._dsn if dsn is None else dsn
+        kwargs = self._connect_kwargs if kwargs is None else kwargs
         deadline = anyio.current_time() + self._reconnect_timeout
         delay = 0.05
         while True:
             try:
-                conn: Connection[Any] = await Connection.connect(self._dsn, **self._connect_kwargs)
+                conn: Connection[Any] = await Connection.connect(dsn, **kwargs)
             except psycopg.OperationalError as ex:
                 self._connect_failures += 1
                 if anyio.current_time() + delay > deadline:
@@ -341,6 +384,8 @@ async def open_pool(
     check_idle_after: float = 10.0,
     reconnect_timeout: float = 5.0,
     return_timeout: float = 5.0,
+    direct_dsn: str | None = None,
+    transaction_pooling: bool = False,
     **connect_kwargs: Any,
 ) -> AsyncIterator[Pool]:
     """Open a bounded pool of Trio/asyncio-native PostgreSQL connections.
@@ -354,6 +399,15 @@ async def open_pool(
         reconnect_timeout: how long a checkout keeps retrying (with back-off) a failing
             connect before it raises `ConnectionFailed` (a `psycopg.OperationalError` too).
         return_timeout: how long ending a transaction left open on return may take.
+        direct_dsn: a DSN straight to the PostgreSQL server, for the few connections that
+            need a session of their own (each consumer's LISTEN connection, its leader
+            election's LISTEN, `migrate`'s lock).  Give it when ``dsn`` goes through a
+            transaction-mode pooler.
+        transaction_pooling: ``dsn`` goes through a transaction-mode pooler (PgBouncer
+            ``pool_mode = transaction``): pooled connections prepare no statements on the
+            server.  Without ``direct_dsn`` consumers then run poll-only (no LISTEN: a new
+            task waits up to ``poll_interval`` to be claimed, a remote cancel up to
+            ``cancel_check_interval`` to reach its handler) and `migrate` refuses the pool.
         **connect_kwargs: psycopg connection parameters; ``autocommit`` defaults to True.
 
     Raises:
@@ -371,6 +425,8 @@ async def open_pool(
         reconnect_timeout=reconnect_timeout,
         return_timeout=return_timeout,
         connect_kwargs=connect_kwargs,
+        direct_dsn=direct_dsn,
+        transaction_pooling=transaction_pooling,
     )
     try:
         await pool._fill()

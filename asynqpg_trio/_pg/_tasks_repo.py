@@ -352,7 +352,15 @@ class PgTasks:
     @asynccontextmanager
     async def notifications(self) -> AsyncIterator[AsyncIterator[Notice]]:
         """A dedicated connection (outside the pool) LISTENing on ``asynqpg_new`` and
-        ``asynqpg_cancel``; entered once LISTEN is in effect, closed on exit."""
+        ``asynqpg_cancel``; entered once LISTEN is in effect, closed on exit.
+
+        Poll-only behind a transaction pooler without a direct DSN (`Pool.has_session` is
+        False): no connection, and an iterator that never yields (the fetcher polls, the
+        lease keeper's periodic check catches remote cancels)."""
+        if not self.pool.has_session:
+            async with aclosing(_silence()) as silence:
+                yield silence
+            return
         conn = await self.pool.connect()
         notices = _notices(conn)
         try:
@@ -367,6 +375,12 @@ class PgTasks:
                 await notices.aclose()
             finally:
                 await conn.close()
+
+
+async def _silence() -> AsyncGenerator[Notice]:
+    """The notifications of a consumer that cannot LISTEN: none, ever."""
+    await anyio.sleep_forever()
+    yield Notice("", "")  # pragma: no cover - never reached
 
 
 async def _notices(conn: psycopg.AsyncConnection[Any]) -> AsyncGenerator[Notice]:

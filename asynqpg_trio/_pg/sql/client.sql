@@ -52,11 +52,14 @@ WHERE id = %(id)s
 -- comparison against the cursor's (value, id)) and order_clause (the sort column then id,
 -- both in one direction) from fixed psycopg.sql fragments chosen by a whitelist.  The
 -- first row always exists (it carries the total); its task columns are NULL on an empty page.
--- The task columns are a summary row: payload sizes, never payloads.
+-- The task columns are a summary row: payload sizes, never payloads.  %(status)s repeats
+-- %(statuses)s when it holds one status: as an equality it lets the planner read a page in id
+-- order from asynqpg_tasks_status_id_idx.
 WITH matching AS NOT MATERIALIZED (
     SELECT t.*
     FROM asynqpg_tasks t
     WHERE (%(statuses)s::text[] IS NULL OR t.status = ANY(%(statuses)s::text[]))
+      AND (%(status)s::text IS NULL OR t.status = %(status)s::text)
       AND (%(types)s::text[] IS NULL OR t.type = ANY(%(types)s::text[]))
       AND (%(queues)s::text[] IS NULL OR t.queue = ANY(%(queues)s::text[]))
       AND (%(ids)s::bigint[] IS NULL OR t.id = ANY(%(ids)s::bigint[]))
