@@ -16,8 +16,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import gen_architecture  # noqa: E402  (the scripts folder is put on the path just above)
-import gen_state_diagram  # noqa: E402
+import gen_architecture
+import gen_state_diagram
 
 #: Marker name -> renderer of the Mermaid source.
 GENERATED = {"state-diagram": gen_state_diagram.render, **gen_architecture.BLOCKS}
