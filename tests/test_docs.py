@@ -4,8 +4,8 @@ The rule for a fenced block in ``docs/**/*.md``, by its language:
 
 * ``python``: either only snippet includes (``--8<-- "examples/x.py"``, or a section of it,
   ``"FILE:NAME"`` between ``# --8<-- [start:NAME]`` / ``[end:NAME]`` lines) of a file that a
-  test runs (its path, or its module's dotted name, appears in a test module), or executed here, in a fresh namespace, with
-  ``$ASYNQPG_DSN`` naming a migrated database of its own.
+  test runs (its path, or its module's dotted name, appears in a test module), or executed
+  here, in a fresh namespace, with ``$ASYNQPG_DSN`` naming a migrated database of its own.
 * ``console``: a shell session.  Every ``$ asynqpg-trio ...`` command is parsed by the real
   command-line parser (a renamed command or option fails); those of the tutorial are also run,
   in order, against a fresh database, and the output the page shows is checked against what
@@ -247,9 +247,11 @@ def test_every_page_is_in_the_nav() -> None:
 
 
 def test_generated_diagram_markers_name_known_diagrams() -> None:
+    import importlib
+
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        import mkdocs_hooks
+        mkdocs_hooks: Any = importlib.import_module("mkdocs_hooks")
     finally:
         sys.path.remove(str(ROOT / "scripts"))
     names = [
