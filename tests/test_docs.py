@@ -13,9 +13,10 @@ The rule for a fenced block in ``docs/**/*.md``, by its language:
   shown, not run: they set up what the test environment already has.
 * ``text``: output (the tutorial's ``title="worker output"`` blocks are checked against the
   worker's output).
-* ``ini``, ``dockerfile``, ``nginx``: configuration files for programs the tests do not run
-  (systemd, Docker, nginx); exempt.  Their ``asynqpg-trio`` command lines are parsed like a
-  console block's.
+* ``ini``, ``dockerfile``, ``nginx``, ``yaml``, ``toml``: configuration files for programs the
+  tests do not run (systemd, PgBouncer, Docker, nginx, Kubernetes); exempt.  The
+  ``asynqpg-trio`` command lines of systemd units (``ExecStart=``) and Dockerfiles (``CMD``)
+  are parsed like a console block's.
 * any other language, or none: an error.
 
 Mermaid diagrams are not written in the pages: ``<!-- generated: NAME -->`` lines are replaced
@@ -46,7 +47,7 @@ from psycopg import conninfo, sql
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-EXEMPT = {"text", "ini", "dockerfile", "nginx"}
+EXEMPT = {"text", "ini", "dockerfile", "nginx", "yaml", "toml"}
 _FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w-]*)(?P<options>[^\n`]*)$")
 _SNIPPET = re.compile(r'^--8<-- "(?P<path>[^":]+)(?::(?P<section>[\w-]+))?"$')
 
