@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -467,3 +468,54 @@ def _check_dashboard(url: str, dsn: str) -> None:
     with urllib.request.urlopen(f"{url}tasks/2", timeout=10) as response:
         page = response.read().decode()
     assert "ConnectionError: the mail server did not answer" in page
+
+
+def test_health_worker_example(dsn: str, sync_conn: Any) -> None:
+    """examples/health_worker.py (docs/how-to/workers.md): 200 with the statistics while it
+    runs, 503 while it shuts down gracefully, and the running task still completes."""
+    from asynqpg_trio import Task
+    from asynqpg_trio.sync import enqueue
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    worker = _Background(
+        [sys.executable, "examples/health_worker.py", dsn, "--port", "0"], ROOT, env
+    )
+    try:
+        line = worker.wait_for(lambda s: s.startswith("health on "), "the health endpoint")
+        url = line.removeprefix("health on ")
+        code, health = _get(url)
+        assert (code, health["status"]) == (200, "ok")
+        assert health["statistics"]["completed"] == 0
+        task_id = enqueue(sync_conn, Task("work", b"2"))
+        deadline = time.monotonic() + 60
+        while sync_conn.execute(
+            "SELECT status FROM asynqpg_tasks WHERE id = %s", [task_id]
+        ).fetchone() != ("running",):
+            assert time.monotonic() < deadline, "the task never ran"
+            time.sleep(0.05)
+        worker.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        # The shutdown waits for the running task: the probe says so meanwhile (once the
+        # signal has arrived).
+        deadline = time.monotonic() + 30
+        while (answer := _get(url))[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert answer == (503, {"status": "stopping"})
+        assert worker.close() == 0, worker.lines
+    finally:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.close()
+    assert worker.lines[-2:] == [f"worked 2 s (task {task_id})", "stopped"]
+    status = sync_conn.execute("SELECT status FROM asynqpg_tasks WHERE id = %s", [task_id])
+    assert status.fetchone() == ("completed",)
+
+
+def _get(url: str) -> tuple[int, Any]:
+    """The status and JSON body of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error)
