@@ -27,6 +27,8 @@ from asynqpg_trio.sync import enqueue
 
 # -- enqueueing, in your views -----------------------------------------------------------
 
+# --8<-- [start:enqueue]
+
 
 def enqueue_in_django(task: Task) -> int:
     """Enqueue ``task`` on Django's default connection, inside its current transaction."""
@@ -44,7 +46,12 @@ def place_order(order_id: int, *, fail: bool = False) -> None:
             raise RuntimeError(f"order {order_id}: payment refused")  # rolls both back
 
 
+# --8<-- [end:enqueue]
+
+
 # -- handling, in the worker ---------------------------------------------------------------
+
+# --8<-- [start:handle]
 
 
 def django_handler(fn: Any) -> Any:
@@ -68,6 +75,9 @@ def confirm_order(task: TaskInfo) -> None:
         cursor.execute("SELECT current_database()")
         (database,) = cursor.fetchone()
     print(f"confirmed order {task.payload.decode()} (Django on {database})")
+
+
+# --8<-- [end:handle]
 
 
 async def consume(dsn: str, count: int) -> None:

@@ -27,12 +27,14 @@ async def resize(task: TaskInfo) -> None:
 async def main(pooled: str, direct: str | None) -> None:
     if direct is not None:
         await asynqpg_trio.migrate(direct)  # migrations hold a session lock: go direct
+    # --8<-- [start:pool]
     async with open_pool(
         pooled,
         max_size=4,
         transaction_pooling=True,  # no server-side prepared statements on pooled connections
         direct_dsn=direct,  # None: poll-only
     ) as pool:
+        # --8<-- [end:pool]
         producer = Producer(pool)
         ids = await producer.enqueue_many(
             [Task("image.resize", f"img{i}.png".encode()) for i in range(3)]

@@ -325,6 +325,7 @@ def test_worker_command_graceful_sigterm(dsn: str, sync_conn: Any) -> None:
     assert "worker stopped: completed 1" in err
 
 
+# --8<-- [start:harness]
 async def test_worker_app_handlers_with_the_testing_harness(
     autojump_clock: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -351,6 +352,9 @@ async def test_worker_app_handlers_with_the_testing_harness(
     out = capsys.readouterr().out
     assert "hello, world!" in out
     assert f"3 words in task {tasks[1].id}" in out
+
+
+# --8<-- [end:harness]
 
 
 def test_worker_command_bad_target(dsn: str) -> None:

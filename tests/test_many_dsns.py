@@ -54,6 +54,7 @@ async def test_two_consumers_on_two_dsns_in_one_nursery(dsn: str, second_dsn: st
 
         return Handler(record, workers=4)
 
+    # --8<-- [start:nursery]
     async with trio.open_nursery() as nursery:
         for where in (dsn, second_dsn):
             await nursery.start(
@@ -72,6 +73,7 @@ async def test_two_consumers_on_two_dsns_in_one_nursery(dsn: str, second_dsn: st
         with trio.fail_after(30):
             await all_done.wait()
         nursery.cancel_scope.cancel()
+    # --8<-- [end:nursery]
 
     # Each consumer ran its own database's tasks, and only those.
     for where, payloads in handled.items():

@@ -93,7 +93,8 @@ class Client(ResultReader):
     Args:
         pool_or_dsn: an `open_pool` pool, or a DSN (the client then keeps a small pool of its
             own, closed by `aclose` or ``async with``).
-        meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
+        meter_provider: the OpenTelemetry meter provider (default: the global one).
+        tracer_provider: the OpenTelemetry tracer provider (default: the global one).
 
     Every method takes ``conn=``: a psycopg async connection to run on instead of the pool,
     inside its open transaction if it has one.  Queue administration (`pause_queue`,

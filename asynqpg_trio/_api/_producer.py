@@ -50,7 +50,8 @@ class Producer(PoolOwner):
             its own, closed by `aclose` or ``async with``).
         default_max_retry: total runs allowed for tasks that do not set ``max_retry``
             (0 to 32767; the Go library's default, 3).
-        meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
+        meter_provider: the OpenTelemetry meter provider (default: the global one).
+        tracer_provider: the OpenTelemetry tracer provider (default: the global one).
 
     Raises:
         ConfigurationError: ``default_max_retry`` is out of range.

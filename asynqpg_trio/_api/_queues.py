@@ -107,7 +107,8 @@ class QueueAdmin(PoolOwner):
         """Limit a queue or a task type across every consumer (replacing its limit, if any).
 
         Args:
-            queue, type: what to limit: exactly one.
+            queue: the queue to limit (give exactly one of ``queue`` and ``type``).
+            type: the task type to limit.
             max_running: at most this many of its tasks running at once (0 stops it).
             rate: at most this many task starts per ``per`` seconds on average...
             per: ...(seconds or a `timedelta`, default 1)...

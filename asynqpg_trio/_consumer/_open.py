@@ -168,7 +168,8 @@ async def open_consumer(
         message_limit: longest error message stored per failed attempt (characters).
         maintenance: True (default) to take part in leader election and, when leader, run
             the janitor and the cleaner; False to disable; or a `MaintenanceConfig`.
-        meter_provider, tracer_provider: OpenTelemetry providers (default: the global ones).
+        meter_provider: the OpenTelemetry meter provider (default: the global one).
+        tracer_provider: the OpenTelemetry tracer provider (default: the global one).
         queue_metrics_interval: seconds the queue depth and lag gauges are cached (default 5).
         stall_threshold: seconds the event loop may run nothing else (a handler blocking it)
             before a warning names the handlers that may have done it (default: a quarter
