@@ -3,14 +3,15 @@
 Theory of operation
 -------------------
 Each cycle asks, per type, for as many tasks as it has free capacity (its workers plus its
-prefetch buffer, minus what it already holds), but only when at least half that capacity is
-free or the type holds nothing, from each queue the consumer serves, within the queue's own
-cap if it has one (the pure `_core._pacing.plan_claim` decides): claims come in batches rather
-than one per finished task.  One ``claim`` statement serves all (queue, type) pairs (``FOR NO
-KEY UPDATE SKIP LOCKED``, larger priority first, then oldest ``blocked_till``, id as
-tie-breaker), leaves paused queues out and stays within the cluster-wide limits.  Claimed
-tasks go into the type's bounded memory channel, whose size is that capacity, so sending
-never blocks.
+prefetch buffer, minus what it already holds; with the default ``prefetch=None`` the buffer
+adapts to the type's backlog and its handlers' speed, see `_core._adaptive`), but only when at
+least half that capacity is free or the type holds nothing, from each queue the consumer
+serves, within the queue's own cap if it has one (the pure `_core._pacing.plan_claim` decides):
+claims come in batches rather than one per finished task.  One ``claim`` statement serves all
+(queue, type) pairs (``FOR NO KEY UPDATE SKIP LOCKED``, larger priority first, then oldest
+``blocked_till``, id as tie-breaker), leaves paused queues out and stays within the
+cluster-wide limits.  Claimed tasks go into the type's bounded memory channel, whose size is
+the largest that capacity can be, so sending never blocks.
 
 When a type got all it asked for, more may be waiting: it is marked backlogged, and a handler
 finishing a task of that type wakes the fetcher.  When nothing was left, the fetcher sleeps
@@ -63,7 +64,7 @@ class FetchSettings(Protocol):
     def poll_interval(self) -> float: ...
     @property
     def queues(self) -> Mapping[str, int | None]: ...
-    def limit(self, task_type: str) -> int: ...
+    def capacity(self, task_type: str, mean: float | None, *, backlogged: bool) -> int: ...
 
 
 class FetchBook(Protocol):
@@ -73,6 +74,8 @@ class FetchBook(Protocol):
     def busy(self) -> Mapping[str, int]: ...
     @property
     def busy_queues(self) -> Mapping[str, int]: ...
+    @property
+    def durations(self) -> Mapping[str, float]: ...
     def add(self, lease: Lease) -> None: ...
 
 
@@ -121,13 +124,16 @@ async def run_fetcher(
     module docstring).
     """
     types = list(sends)
-    limits = {t: settings.limit(t) for t in types}
     queues = dict(settings.queues)
     pairs = [(q, t) for q in queues for t in types]
-    busy, busy_queues = book.busy, book.busy_queues
+    busy, busy_queues, durations = book.busy, book.busy_queues, book.durations
+    capacity = settings.capacity
     wake_at = -math.inf  # when to look again without a wake-up
     while True:
         await anyio.lowlevel.checkpoint()  # where a stop reaches the fetcher (see below)
+        # Each type's capacity now: adaptive unless prefetch is fixed (`_core._adaptive`).
+        backlog = wakeup.backlogged
+        limits = {t: capacity(t, durations.get(t), backlogged=t in backlog) for t in types}
         free = {t: limits[t] - busy.get(t, 0) for t in types}
         plan = plan_claim(free, busy, limits, queues, busy_queues)
         got: dict[str, int] = {}
