@@ -8,7 +8,8 @@ callers decide about pools and transactions.  `PgTasks` is the consumer's side o
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,10 +44,7 @@ class TaskQueries:
     claim: str
     bound_idle_in_transaction: str
     lock_tasks: str
-    complete_many: str
-    fail_many: str
-    retry_many: str
-    snooze_many: str
+    write_outcomes: str
     extend_leases: str
     lost_leases: str
     next_ready_at: str
@@ -178,39 +176,36 @@ async def bounded_transaction(
 async def write_outcomes(
     conn: psycopg.AsyncConnection[Any], plan: FlushPlan, *, idle_timeout: float | None = None
 ) -> set[int]:
-    """Write a flush plan in one transaction, one statement per kind; return written ids.
+    """Write a flush plan in one transaction, all kinds in one statement; return written ids.
 
     The rows are locked in id order first, so the write never deadlocks with a lease renewal.
     ``idle_timeout``: see `bounded_transaction` (the consumer passes half its lease, so a
     stalled consumer's locks are gone before its leases expire).
     """
-    written: set[int] = set()
+    outcomes = plan.outcomes
+    ids = [o.task_id for o in outcomes]
+    params = {
+        "ids": ids,
+        "tokens": [o.lease_token for o in outcomes],
+        "kinds": [_KIND_CODES[o.kind] for o in outcomes],
+        "delays": [float(o.delay) for o in outcomes],
+        "messages": [o.message for o in outcomes],
+    }
     async with bounded_transaction(conn, idle_timeout):
-        every_id = sorted({task_id for batch in plan.batches for task_id in batch.ids})
-        await conn.execute(QUERIES.lock_tasks, {"ids": every_id})
-        for batch in plan.batches:
-            ids, tokens = list(batch.ids), list(batch.tokens)
-            params: dict[str, list[Any]]
-            if batch.kind is OutcomeKind.COMPLETE:
-                query, params = QUERIES.complete_many, {"ids": ids, "tokens": tokens}
-            elif batch.kind is OutcomeKind.FAIL:
-                query = QUERIES.fail_many
-                params = {"ids": ids, "tokens": tokens, "messages": list(batch.messages)}
-            elif batch.kind is OutcomeKind.RETRY:
-                query = QUERIES.retry_many
-                params = {
-                    "ids": ids,
-                    "tokens": tokens,
-                    "delays": list(batch.delays),
-                    "messages": list(batch.messages),
-                }
-            else:  # SNOOZE and RELEASE: back to pending, attempt refunded
-                query = QUERIES.snooze_many
-                params = {"ids": ids, "tokens": tokens, "delays": list(batch.delays)}
-            cur = await conn.execute(query, params)
-            stale = {int(r[0]) for r in await cur.fetchall()}  # usually none
-            written.update(ids if not stale else (i for i in ids if i not in stale))
-    return written
+        await conn.execute(QUERIES.lock_tasks, {"ids": sorted(ids)})
+        cur = await conn.execute(QUERIES.write_outcomes, params)
+        stale = {int(r[0]) for r in await cur.fetchall()}  # usually none
+    return set(ids) - stale if stale else set(ids)
+
+
+#: The outcome statement's kind codes (see write_outcomes in tasks.sql).
+_KIND_CODES: dict[OutcomeKind, int] = {
+    OutcomeKind.COMPLETE: 0,
+    OutcomeKind.FAIL: 1,
+    OutcomeKind.RETRY: 2,
+    OutcomeKind.SNOOZE: 3,
+    OutcomeKind.RELEASE: 3,
+}
 
 
 async def extend_leases(
@@ -305,26 +300,63 @@ class PgTasks:
             return await queue_depth(conn, types, queues)
 
     @asynccontextmanager
-    async def notifications(self) -> AsyncIterator[AsyncIterator[Notice]]:
+    async def notifications(self) -> AsyncIterator[PgListening]:
         """A dedicated connection (outside the pool) LISTENing on ``asynqpg_new`` and
         ``asynqpg_cancel``; entered once LISTEN is in effect, closed on exit."""
         conn = await self.pool.connect()
-        notices = _notices(conn)
         try:
             await conn.execute(QUERIES.listen_new)
             await conn.execute(QUERIES.listen_cancel)
-            yield notices
+            yield PgListening(conn)
         finally:
-            try:
-                # Closed here, in the task that iterated it: left for the garbage collector,
-                # a generator paused between notices is closed from another task, and psycopg
-                # then fails to release its connection lock.
-                await notices.aclose()
-            finally:
-                await conn.close()
+            await conn.close()
 
 
-async def _notices(conn: psycopg.AsyncConnection[Any]) -> AsyncGenerator[Notice]:
-    async with aclosing(conn.notifies()) as notes:
-        async for note in notes:
-            yield Notice(note.channel, note.payload)
+class PgListening:
+    """The LISTEN connection (a `Listening`): notices one at a time, claims in between.
+
+    psycopg's ``notifies()`` holds the connection's lock while it is iterated, so each notice
+    is read by a generator of its own, run to its end (and closed) in the task that asked:
+    between two, the connection is free for a claim, and notices arriving during the claim
+    wait in psycopg's backlog for the next read.
+    """
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+        self._heard: deque[Notice] = deque()
+
+    def __aiter__(self) -> PgListening:
+        """This object: it is its own iterator."""
+        return self
+
+    async def __anext__(self) -> Notice:
+        """The next notice.  Cancellation: a checkpoint; nothing is lost (psycopg keeps the
+        notices it read and this object those it has not handed out)."""
+        while not self._heard:
+            async with aclosing(self._conn.notifies(stop_after=1)) as notes:
+                async for note in notes:
+                    self._heard.append(Notice(note.channel, note.payload))
+        return self._heard.popleft()
+
+    async def claim(
+        self,
+        plan: ClaimPlan,
+        *,
+        owner: str,
+        lease: float,
+        takeover_message: str,
+        exhausted_message: str,
+        grace: float,
+    ) -> list[ClaimedTask]:
+        """`claim` on the LISTEN connection; shielded for up to ``grace`` seconds (see
+        `PgTasks.claim`)."""
+        with anyio.move_on_after(grace, shield=True):
+            return await claim(
+                self._conn,
+                plan,
+                owner=owner,
+                lease=lease,
+                takeover_message=takeover_message,
+                exhausted_message=exhausted_message,
+            )
+        return []  # the grace ran out: whatever it claimed is left to the janitor

@@ -320,79 +320,50 @@ SELECT count(*) FROM (
     FOR NO KEY UPDATE
 ) AS locked
 
--- name: complete_many
--- events: complete
--- Fenced: id, status running and the lease token must all match.
--- Returns the ids it did not write (stale: the lease changed), usually none: cheaper for
--- the client than reading back every id written.
-WITH written AS (
+-- name: write_outcomes
+-- events: complete, fail, skip_retry, retry, snooze_with_error, snooze, release
+-- Every outcome of a flush in one statement: one row per task of parallel arrays (id, lease
+-- token, kind, delay, message), kind a code: 0 complete; 1 fail (and skip_retry): failed, the
+-- message appended; 2 retry (and snooze_with_error): back to pending after the delay when an
+-- attempt is left (the claim already consumed this one), else failed, the message appended;
+-- 3 snooze (and release, delay 0): back to pending after the delay, the attempt the claim
+-- consumed refunded.  Each row is fenced: id, status running and the lease token must all
+-- match.  Messages keep the last 100.  A further per-task column (a result, say) is one more
+-- unnest array here.
+-- Returns the ids it did not write (stale: the lease changed), usually none: cheaper for the
+-- client than reading back every id written.
+WITH u AS (
+    SELECT * FROM unnest(
+        %(ids)b::bigint[], %(tokens)b::bigint[], %(kinds)b::int2[], %(delays)b::float8[],
+        %(messages)b::text[]
+    ) AS u(id, token, kind, delay, message)
+), written AS (
     UPDATE asynqpg_tasks t SET
-        status = 'completed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
-        lease_token = NULL, lease_owner = NULL
-    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[]) AS u(id, token)
-    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id
-)
-SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
-WHERE u.id NOT IN (SELECT w.id FROM written w)
-
--- name: fail_many
--- events: fail, skip_retry
--- Fenced.  Appends the message (the last 100 are kept).
--- Returns the ids it did not write, as complete_many.
-WITH written AS (
-    UPDATE asynqpg_tasks t SET
-        status = 'failed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
-        lease_token = NULL, lease_owner = NULL,
-        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
-    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(messages)b::text[])
-        AS u(id, token, message)
-    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id
-)
-SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
-WHERE u.id NOT IN (SELECT w.id FROM written w)
-
--- name: retry_many
--- events: retry, snooze_with_error
--- Fenced.  Back to pending after the delay when an attempt
--- is left (the claim already consumed this one), else failed.
--- Returns the ids it did not write, as complete_many.
-WITH written AS (
-    UPDATE asynqpg_tasks t SET
-        status = CASE WHEN t.attempts_left >= 1 THEN 'pending' ELSE 'failed' END,
-        blocked_till = CASE WHEN t.attempts_left >= 1
-                            THEN asynqpg_now() + make_interval(secs => u.delay)
-                            ELSE t.blocked_till END,
-        finalized_at = CASE WHEN t.attempts_left >= 1 THEN NULL ELSE asynqpg_now() END,
-        updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL,
-        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
-    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[], %(messages)b::text[])
-        AS u(id, token, delay, message)
-    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id
-)
-SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
-WHERE u.id NOT IN (SELECT w.id FROM written w)
-
--- name: snooze_many
--- events: snooze, release
--- snooze: the delay comes from the handler; release (on shutdown): delay 0.  Fenced.  The
--- attempt the claim consumed is refunded.
--- Returns the ids it did not write, as complete_many.
-WITH written AS (
-    UPDATE asynqpg_tasks t SET
-        status = 'pending',
-        blocked_till = asynqpg_now() + make_interval(secs => u.delay),
-        attempts_left = t.attempts_left + 1,
-        attempts_elapsed = greatest(t.attempts_elapsed - 1, 0),
+        status = CASE
+            WHEN u.kind = 0 THEN 'completed'
+            WHEN u.kind = 1 THEN 'failed'
+            WHEN u.kind = 2 AND t.attempts_left < 1 THEN 'failed'
+            ELSE 'pending' END,
+        blocked_till = CASE
+            WHEN u.kind = 3 OR (u.kind = 2 AND t.attempts_left >= 1)
+            THEN asynqpg_now() + make_interval(secs => u.delay)
+            ELSE t.blocked_till END,
+        finalized_at = CASE
+            WHEN u.kind IN (0, 1) OR (u.kind = 2 AND t.attempts_left < 1) THEN asynqpg_now()
+            WHEN u.kind = 2 THEN NULL
+            ELSE t.finalized_at END,
+        attempts_left = CASE WHEN u.kind = 3 THEN t.attempts_left + 1 ELSE t.attempts_left END,
+        attempts_elapsed = CASE WHEN u.kind = 3 THEN greatest(t.attempts_elapsed - 1, 0)
+                                ELSE t.attempts_elapsed END,
+        messages = CASE WHEN u.kind IN (1, 2)
+                        THEN (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+                        ELSE t.messages END,
         updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL
-    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[]) AS u(id, token, delay)
+    FROM u
     WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
     RETURNING t.id
 )
-SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
-WHERE u.id NOT IN (SELECT w.id FROM written w)
+SELECT u.id FROM u WHERE u.id NOT IN (SELECT w.id FROM written w)
 
 -- name: extend_leases
 -- events: extend_lease
