@@ -141,6 +141,7 @@ class Completer:
                 now = anyio.current_time()
                 if open_ and len(batch) < max_backlog and not batch.should_flush(now):
                     deadline = batch.deadline()
+                    held = len(batch)
                     with anyio.move_on_at(math.inf if deadline is None else deadline):
                         try:
                             batch.add(await receive.receive(), anyio.current_time())
@@ -148,7 +149,6 @@ class Completer:
                             open_ = False
                     # Take whatever else is already waiting, without yielding.
                     now = anyio.current_time()
-                    before = len(batch)
                     while open_ and len(batch) < max_backlog:
                         try:
                             batch.add(receive.receive_nowait(), now)
@@ -157,7 +157,8 @@ class Completer:
                         except anyio.EndOfStream:
                             open_ = False
                     if meter is not None:  # the adaptive flush delay follows the rate
-                        meter.add(len(batch) - before + 1, now)
+                        # Only what arrived counts (a wait that timed out brought nothing).
+                        meter.add(len(batch) - held, now)
                         batch.max_age = flush_delay(meter.rate(now))
                     if open_ and not batch.should_flush(anyio.current_time()):
                         continue
