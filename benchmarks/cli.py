@@ -169,8 +169,10 @@ def run_system(
     enqueue: Callable[[str, int], float],
     burn: Callable[[str, int], float],
     latency: Callable[[str, int], tuple[float, float]],
+    burn_defaults: Callable[[str, int], float] | None = None,
 ) -> None:
-    """Enqueue, ANALYZE, burn-down and idle latency for one system in one fresh database."""
+    """Enqueue, ANALYZE, burn-down and idle latency for one system in one fresh database
+    (``burn_defaults``: a second burn-down with the default settings, given the server)."""
     out["n"] = n
     with fresh_database(server, name) as dsn:
         setup(dsn)
@@ -179,6 +181,13 @@ def run_system(
         analyze(dsn)
         out["burn_down_per_s"] = burn(dsn, n)
         clock.log(f"{name}: burn-down {out['burn_down_per_s']:,.0f} tasks/s")
+        if burn_defaults is not None:
+            out["burn_down_default_per_s"] = burn_defaults(server, n)
+            out["default_over_tuned"] = out["burn_down_default_per_s"] / out["burn_down_per_s"]
+            clock.log(
+                f"{name}: burn-down with the defaults {out['burn_down_default_per_s']:,.0f}"
+                f" tasks/s ({out['default_over_tuned']:.2f}x tuned)"
+            )
         p50, p99 = latency(dsn, latency_count)
         out["latency_p50_ms"], out["latency_p99_ms"] = p50, p99
         clock.log(f"{name}: idle latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
@@ -262,6 +271,7 @@ def _plan(
                 setup=ours.setup,
                 enqueue=ours.enqueue_batch,
                 burn=ours.burn_down,
+                burn_defaults=ours.burn_down_defaults,
                 latency=lambda d, c: ours.idle_latency(d, c, gap),
             )
             plan.append(("ours", ours_out, step))

@@ -9,8 +9,12 @@ prints "ours: not available yet" instead of calling anything here.
 - *Enqueue*: ``Producer.enqueue_many`` in chunks of `ENQUEUE_CHUNK`, `ENQUEUE_IN_FLIGHT`
   chunks in flight over one pool.
 - *Burn-down*: ``processes`` children, each one ``open_consumer`` with ``Handler(noop,
-  workers=WORKERS)``; done when no row is ``pending`` or ``running``.
-- *Latency*: one consumer and the producer in the same process and Trio run.
+  workers=WORKERS)`` and the tuned batch settings; done when no row is ``pending`` or
+  ``running``.  *Burn-down, defaults*: the same in a fresh database, but with what a user
+  gets without tuning: ``Handler(noop)`` and ``open_consumer``'s defaults.
+- *Latency*: the consumer (defaults) in a child process, the producer in this one, as in
+  production; the handler stamps ``time.perf_counter()`` (CLOCK_MONOTONIC, one clock for
+  every process of the machine) and sends the stamp back over a pipe.
 - *Scaling*: burn-down with 1, 2 and 4 consumer processes, each in a fresh database.
 - *Memory*: one consumer process over a backlog loaded with COPY; VmRSS sampled from
   /proc/<pid>/status when it is ready (idle, nothing claimed yet) and while it drains for a
@@ -27,6 +31,8 @@ import trio
 from . import ceiling
 from .common import (
     IDLE_GAP,
+    SPAWN,
+    BenchError,
     ConsumerGroup,
     analyze,
     counting_remaining,
@@ -36,6 +42,8 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from .common import Signals
 
 try:
@@ -57,6 +65,7 @@ __all__ = [
     "AVAILABLE",
     "UNAVAILABLE_REASON",
     "burn_down",
+    "burn_down_defaults",
     "consumer_rss",
     "enqueue_batch",
     "idle_latency",
@@ -138,15 +147,17 @@ def single_enqueue(server_dsn: str, count: int) -> float:
         return trio.run(main)
 
 
-def _consumer_child(signals: Signals, dsn: str, workers: int, task_type: str) -> None:
+def _consumer_child(
+    signals: Signals, dsn: str, workers: int, task_type: str, tuned: bool = True
+) -> None:
     try:
-        trio.run(_consume, signals, dsn, workers, task_type)
+        trio.run(_consume, signals, dsn, workers, task_type, tuned)
     except BaseException:
         signals.failed()
         raise
 
 
-async def _consume(signals: Signals, dsn: str, workers: int, task_type: str) -> None:
+async def _consume(signals: Signals, dsn: str, workers: int, task_type: str, tuned: bool) -> None:
     async def noop(task: Any) -> None:
         signals.bump()
 
@@ -155,53 +166,83 @@ async def _consume(signals: Signals, dsn: str, workers: int, task_type: str) -> 
         await trio.to_thread.run_sync(signals.go.wait, 600.0)
         if signals.stop.is_set():
             return
-        async with open_consumer(
-            pool,
-            handlers={task_type: Handler(noop, workers=workers)},
-            prefetch=BURN_PREFETCH,
-            batch_size=BURN_BATCH,
-            batch_interval=BURN_INTERVAL,
-        ):
+        if tuned:
+            consumer = open_consumer(
+                pool,
+                handlers={task_type: Handler(noop, workers=workers)},
+                prefetch=BURN_PREFETCH,
+                batch_size=BURN_BATCH,
+                batch_interval=BURN_INTERVAL,
+            )
+        else:  # what a user gets without tuning
+            consumer = open_consumer(pool, handlers={task_type: Handler(noop)})
+        async with consumer:
             await trio.to_thread.run_sync(signals.stop.wait, 600.0)
 
 
-def burn_down(dsn: str, n: int, processes: int = PROCESSES, timeout: float = 300.0) -> float:
-    """Tasks/s processing N pending no-op tasks to an empty queue."""
+def burn_down(
+    dsn: str, n: int, processes: int = PROCESSES, timeout: float = 300.0, *, tuned: bool = True
+) -> float:
+    """Tasks/s processing N pending no-op tasks to an empty queue (``tuned``: the benchmark's
+    settings; else ``Handler(noop)`` and ``open_consumer``'s defaults)."""
     remaining, close = counting_remaining(dsn, _UNFINISHED)
     try:
-        args = [(dsn, WORKERS, TASK_TYPE)] * processes
+        args = [(dsn, WORKERS, TASK_TYPE, tuned)] * processes
         with ConsumerGroup(_consumer_child, args) as group:
             return n / group.run_to_empty(n, remaining, timeout)
     finally:
         close()
 
 
+def burn_down_defaults(server_dsn: str, n: int) -> float:
+    """Burn-down with the default settings, in a fresh database of its own (so it meets the
+    same table as the tuned one: N fresh rows, ANALYZEd)."""
+    with fresh_database(server_dsn, "ours_defaults") as dsn:
+        setup(dsn)
+        enqueue_batch(dsn, n)
+        analyze(dsn)
+        return burn_down(dsn, n, tuned=False)
+
+
+def _latency_child(signals: Signals, dsn: str, stamps: Connection) -> None:
+    try:
+        trio.run(_latency_consume, signals, dsn, stamps)
+    except BaseException:
+        signals.failed()
+        raise
+
+
+async def _latency_consume(signals: Signals, dsn: str, stamps: Connection) -> None:
+    async def noop(task: Any) -> None:
+        stamps.send(time.perf_counter())
+
+    async with open_pool(dsn) as pool, open_consumer(pool, handlers={TASK_TYPE: Handler(noop)}):
+        signals.ready()
+        await trio.to_thread.run_sync(signals.stop.wait, 600.0)
+
+
 def idle_latency(dsn: str, count: int, gap: float = IDLE_GAP) -> tuple[float, float]:
-    """(p50, p99) ms from just before ``enqueue_many`` to handler start, idle consumer."""
+    """(p50, p99) ms from just before ``enqueue_many`` to handler start, idle consumer (the
+    defaults) in another process."""
+    receive_stamps, send_stamps = SPAWN.Pipe(duplex=False)
 
     async def main() -> tuple[float, float]:
-        send, receive = trio.open_memory_channel[float](count + 1)
-
-        async def noop(task: Any) -> None:
-            send.send_nowait(time.perf_counter())
-
         latencies: list[float] = []
-        async with (
-            open_pool(dsn) as pool,
-            open_consumer(pool, handlers={TASK_TYPE: Handler(noop, workers=WORKERS)}),
-        ):
+        async with open_pool(dsn, min_size=1, max_size=1) as pool:
             producer = Producer(pool)
             await trio.sleep(0.5)  # let the consumer reach its idle wait
             for _ in range(count):
                 before = time.perf_counter()
                 await producer.enqueue_many([Task(TASK_TYPE, PAYLOAD)])
-                with trio.fail_after(5):
-                    started = await receive.receive()
-                latencies.append((started - before) * 1000.0)
+                if not await trio.to_thread.run_sync(receive_stamps.poll, 5.0):
+                    raise BenchError("idle latency: no handler start within 5 s")
+                latencies.append((receive_stamps.recv() - before) * 1000.0)
                 await trio.sleep(gap)  # back to idle
         return percentile(latencies, 50), percentile(latencies, 99)
 
-    return trio.run(main)
+    with ConsumerGroup(_latency_child, [(dsn, send_stamps)]) as group:
+        group.wait_ready()
+        return trio.run(main)
 
 
 def throughput_scaling(

@@ -22,6 +22,7 @@ PEERS = ("pgqueuer", "procrastinate")
 ROWS: tuple[tuple[str, str, str | None, str], ...] = (
     ("batch enqueue", "enqueue_per_s", "insert_unnest_per_s", "tasks/s"),
     ("burn-down", "burn_down_per_s", "claim_complete_per_s", "tasks/s"),
+    ("burn-down, defaults", "burn_down_default_per_s", "claim_complete_per_s", "tasks/s"),
     ("idle latency p50", "latency_p50_ms", "notify_latency_p50_ms", "ms"),
     ("idle latency p99", "latency_p99_ms", "notify_latency_p99_ms", "ms"),
 )

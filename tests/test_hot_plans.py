@@ -90,10 +90,8 @@ HOT = {
     "enqueue without tokens": "array_agg",
     "enqueue unique": "unique_states",
     "find a token's holder": "idempotency_token = $2",
-    "complete": "status = 'completed', finalized_at",
-    "fail": "status = 'failed', finalized_at",
-    "retry": "THEN 'pending' ELSE 'failed'",
-    "snooze": "attempts_left = t.attempts_left + 1",
+    # Every outcome (complete, fail, retry, snooze, release) is one statement per flush.
+    "outcomes": "WHEN u.kind = 0 THEN 'completed'",
     "lock before an outcome write": "ORDER BY t.id\n    FOR NO KEY UPDATE\n",
     "lease renewal": "make_interval(secs => $3), updated_at",
     "lost leases": "IS DISTINCT FROM u.token",

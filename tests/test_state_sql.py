@@ -305,13 +305,13 @@ class Impl:
 
 
 ACK_STATEMENTS: Final = {
-    E.COMPLETE: "complete_many",
-    E.FAIL: "fail_many",
-    E.SKIP_RETRY: "fail_many",
-    E.RETRY: "retry_many",
-    E.SNOOZE_WITH_ERROR: "retry_many",
-    E.SNOOZE: "snooze_many",
-    E.RELEASE: "snooze_many",
+    E.COMPLETE: "write_outcomes",
+    E.FAIL: "write_outcomes",
+    E.SKIP_RETRY: "write_outcomes",
+    E.RETRY: "write_outcomes",
+    E.SNOOZE_WITH_ERROR: "write_outcomes",
+    E.SNOOZE: "write_outcomes",
+    E.RELEASE: "write_outcomes",
 }
 IMPLS: Final = (
     Impl(E.ENQUEUE, "enqueue_many", _enqueue),

@@ -3,8 +3,10 @@
 Theory of operation
 -------------------
 Outcomes arrive on a bounded channel.  The pure `CompletionBatch` decides when to flush (size
-or age) and cuts plans of at most ``batch_size``; each plan is written in one transaction with
-one statement per outcome kind, every statement matching id, status running and lease token.
+or age; with the default ``batch_interval=None`` the age follows the outcome rate, measured
+here: about zero when idle, up to 50 ms when draining, see `_core._adaptive`) and cuts plans
+of at most ``batch_size``; each plan is written in one transaction with one statement per
+outcome kind, every statement matching id, status running and lease token.
 Ids the database did not update are stale acknowledgements (the lease changed meanwhile): each
 is counted and logged as a warning with the task.  After a plan is written its leases leave the
 lease book.
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from .._core._adaptive import RateMeter, flush_delay
 from .._core._batching import CompletionBatch, FlushPlan, Outcome, OutcomeKind
 from .._pg._errors import TRANSIENT
 
@@ -51,7 +54,7 @@ class CompleterSettings(Protocol):
     @property
     def batch_size(self) -> int: ...
     @property
-    def batch_interval(self) -> float: ...
+    def batch_interval(self) -> float | None: ...
     @property
     def max_backlog(self) -> int: ...
     @property
@@ -106,7 +109,12 @@ class Completer:
     ) -> None:
         self.settings, self.tasks, self.book = settings, tasks, book
         self.counters, self.telemetry = counters, telemetry
-        self._batch = CompletionBatch(max_size=settings.batch_size, max_age=settings.batch_interval)
+        interval = settings.batch_interval
+        #: None: the flush delay adapts to the outcome rate (`_core._adaptive.flush_delay`).
+        self._meter = RateMeter() if interval is None else None
+        self._batch = CompletionBatch(
+            max_size=settings.batch_size, max_age=0.0 if interval is None else interval
+        )
         self._receive: MemoryObjectReceiveStream[Outcome] | None = None
         self._writing = 0  # outcomes of the plan being written
 
@@ -125,7 +133,7 @@ class Completer:
         expire and the janitor rescues their tasks).
         """
         self._receive = receive
-        batch, max_backlog = self._batch, self.settings.max_backlog
+        batch, max_backlog, meter = self._batch, self.settings.max_backlog, self._meter
         open_ = True
         delay = 0.05
         async with receive:
@@ -133,6 +141,7 @@ class Completer:
                 now = anyio.current_time()
                 if open_ and len(batch) < max_backlog and not batch.should_flush(now):
                     deadline = batch.deadline()
+                    held = len(batch)
                     with anyio.move_on_at(math.inf if deadline is None else deadline):
                         try:
                             batch.add(await receive.receive(), anyio.current_time())
@@ -147,6 +156,10 @@ class Completer:
                             break
                         except anyio.EndOfStream:
                             open_ = False
+                    if meter is not None:  # the adaptive flush delay follows the rate
+                        # Only what arrived counts (a wait that timed out brought nothing).
+                        meter.add(len(batch) - held, now)
+                        batch.max_age = flush_delay(meter.rate(now))
                     if open_ and not batch.should_flush(anyio.current_time()):
                         continue
                 if not len(batch):

@@ -3,14 +3,15 @@
 Theory of operation
 -------------------
 Each cycle asks, per type, for as many tasks as it has free capacity (its workers plus its
-prefetch buffer, minus what it already holds), but only when at least half that capacity is
-free or the type holds nothing, from each queue the consumer serves, within the queue's own
-cap if it has one (the pure `_core._pacing.plan_claim` decides): claims come in batches rather
-than one per finished task.  One ``claim`` statement serves all (queue, type) pairs (``FOR NO
-KEY UPDATE SKIP LOCKED``, larger priority first, then oldest ``blocked_till``, id as
-tie-breaker), leaves paused queues out and stays within the cluster-wide limits.  Claimed
-tasks go into the type's bounded memory channel, whose size is that capacity, so sending
-never blocks.
+prefetch buffer, minus what it already holds; with the default ``prefetch=None`` the buffer
+adapts to the type's backlog and its handlers' speed, see `_core._adaptive`), but only when at
+least half that capacity is free or the type holds nothing, from each queue the consumer
+serves, within the queue's own cap if it has one (the pure `_core._pacing.plan_claim` decides):
+claims come in batches rather than one per finished task.  One ``claim`` statement serves all
+(queue, type) pairs (``FOR NO KEY UPDATE SKIP LOCKED``, larger priority first, then oldest
+``blocked_till``, id as tie-breaker), leaves paused queues out and stays within the
+cluster-wide limits.  Claimed tasks go into the type's bounded memory channel, whose size is
+the largest that capacity can be, so sending never blocks.
 
 When a type got all it asked for, more may be waiting: it is marked backlogged, and a handler
 finishing a task of that type wakes the fetcher.  When nothing was left, the fetcher sleeps
@@ -21,6 +22,17 @@ again after `BLOCKED_RETRY` seconds (or the poll interval, if shorter).  It asks
 moment is only when a cycle claimed nothing or the previous deadline has passed: after a claim
 that took tasks the query would delay the handlers' start (the server competes for the CPU), and
 the previous deadline still covers what was due.
+
+The listener claims too: on a NOTIFY it runs the same plan-claim-dispatch (`Claimer`) on its
+own LISTEN connection, at once, which saves the hop to the fetcher and a pool checkout on the
+path from an enqueue to the handler's start.  One claim runs at a time (the claimer's lock; a
+NOTIFY during the fetcher's claim just wakes the fetcher, as before); a listener claim that got
+all it asked for marks its types backlogged and wakes the fetcher, which goes on.  Claims are
+dispatched only while the work runs: `Claimer.close` (at the work's end, after the fetcher is
+cancelled) waits for a claim in flight, then closes the lease channels, and the listener claims
+no more.  A lost LISTEN connection fails only the listener's claim (the supervisor restarts
+the listener; a claim the server committed but whose reply was lost leaves its tasks running
+until their leases expire, as for the fetcher).
 
 Cancellation: the fetcher stops between statements.  A claim is not cancelled once sent (it
 is shielded for up to `CLAIM_GRACE` seconds): a claim the server has committed leases its
@@ -45,9 +57,10 @@ from .._core._task import TaskInfo
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
+    from .._core._pacing import ClaimPlan
     from .._core._rows import ClaimedTask, TasksRepository
 
-__all__ = ["BLOCKED_RETRY", "CLAIM_GRACE", "plan_claim", "run_fetcher"]
+__all__ = ["BLOCKED_RETRY", "CLAIM_GRACE", "Claimer", "plan_claim", "run_fetcher"]
 
 logger = logging.getLogger("asynqpg_trio.fetcher")
 
@@ -63,7 +76,7 @@ class FetchSettings(Protocol):
     def poll_interval(self) -> float: ...
     @property
     def queues(self) -> Mapping[str, int | None]: ...
-    def limit(self, task_type: str) -> int: ...
+    def capacity(self, task_type: str, mean: float | None, *, backlogged: bool) -> int: ...
 
 
 class FetchBook(Protocol):
@@ -73,6 +86,8 @@ class FetchBook(Protocol):
     def busy(self) -> Mapping[str, int]: ...
     @property
     def busy_queues(self) -> Mapping[str, int]: ...
+    @property
+    def durations(self) -> Mapping[str, float]: ...
     def add(self, lease: Lease) -> None: ...
 
 
@@ -81,6 +96,7 @@ class FetchWakeup(Protocol):
 
     backlogged: set[str]
 
+    def kick(self) -> None: ...
     async def wait(self, deadline: float) -> None: ...
 
 
@@ -106,33 +122,87 @@ TAKEOVER_MESSAGE = "lease expired: the consumer running this attempt stopped ren
 EXHAUSTED_MESSAGE = TAKEOVER_MESSAGE + "; no attempt left"
 
 
-async def run_fetcher(
-    settings: FetchSettings,
-    tasks: TasksRepository,
-    book: FetchBook,
-    wakeup: FetchWakeup,
-    counters: FetchCounters,
-    telemetry: TakeoverTelemetry,
-    sends: Mapping[str, MemoryObjectSendStream[Lease]],
-) -> None:
-    """Claim and dispatch until cancelled.
+class ClaimFn(Protocol):
+    """A claim statement on some connection (`TasksRepository.claim`, `Listening.claim`)."""
 
-    Cancellation: a checkpoint between statements; a claim once sent is not cancelled (see the
-    module docstring).
+    async def __call__(
+        self,
+        plan: ClaimPlan,
+        *,
+        owner: str,
+        lease: float,
+        takeover_message: str,
+        exhausted_message: str,
+        grace: float,
+    ) -> list[ClaimedTask]: ...
+
+
+class Claimer:
+    """Plans a claim, sends it, dispatches its rows: shared by the fetcher and the listener,
+    one claim at a time (``lock``), and only while the work runs (`open` .. `close`).
+
+    The listener claims on its own connection at once when a NOTIFY arrives (`on_notify`), the
+    wake-up's hop to the fetcher and a pool checkout saved; when the fetcher is claiming
+    already it kicks the fetcher instead, as before.
     """
-    types = list(sends)
-    limits = {t: settings.limit(t) for t in types}
-    queues = dict(settings.queues)
-    pairs = [(q, t) for q in queues for t in types]
-    busy, busy_queues = book.busy, book.busy_queues
-    wake_at = -math.inf  # when to look again without a wake-up
-    while True:
-        await anyio.lowlevel.checkpoint()  # where a stop reaches the fetcher (see below)
-        free = {t: limits[t] - busy.get(t, 0) for t in types}
-        plan = plan_claim(free, busy, limits, queues, busy_queues)
+
+    settings: FetchSettings
+    book: FetchBook
+    wakeup: FetchWakeup
+    counters: FetchCounters
+    telemetry: TakeoverTelemetry
+    lock: anyio.Lock
+    sends: Mapping[str, MemoryObjectSendStream[Lease]]
+    is_open: bool
+    #: Each type's capacity as of the last claim.
+    limits: dict[str, int]
+
+    def __init__(
+        self,
+        settings: FetchSettings,
+        book: FetchBook,
+        wakeup: FetchWakeup,
+        counters: FetchCounters,
+        telemetry: TakeoverTelemetry,
+    ) -> None:
+        self.settings, self.book, self.wakeup = settings, book, wakeup
+        self.counters, self.telemetry = counters, telemetry
+        self.lock = anyio.Lock()
+        self.sends = {}
+        self.is_open = False
+        self.limits = {}
+
+    def open(self, sends: Mapping[str, MemoryObjectSendStream[Lease]]) -> None:
+        """The work runs: claims may be dispatched to ``sends``."""
+        self.sends, self.is_open = sends, True
+
+    async def close(self) -> None:
+        """No claim from now on (waits for one in flight, shielded: bounded by its grace),
+        then close the lease channels: the handler actors drain and exit."""
+        with anyio.CancelScope(shield=True):
+            async with self.lock:
+                self.is_open = False
+                for send in self.sends.values():
+                    send.close()
+
+    def running(self) -> bool:
+        """Whether claims may be dispatched (between `open` and `close`)."""
+        return self.is_open
+
+    async def claim(self, claim: ClaimFn) -> tuple[ClaimPlan, dict[str, int]]:
+        """Plan, claim and dispatch once; the caller holds ``lock`` and checked `is_open`.
+        Returns the plan and how many rows each type got."""
+        settings, busy, durations = self.settings, self.book.busy, self.book.durations
+        backlog = self.wakeup.backlogged
+        # Each type's capacity now: adaptive unless prefetch is fixed (`_core._adaptive`).
+        limits = self.limits = {
+            t: settings.capacity(t, durations.get(t), backlogged=t in backlog) for t in self.sends
+        }
+        free = {t: n - busy.get(t, 0) for t, n in limits.items()}
+        plan = plan_claim(free, busy, limits, settings.queues, self.book.busy_queues)
         got: dict[str, int] = {}
         if plan.pairs:
-            rows = await tasks.claim(
+            rows = await claim(
                 plan,
                 owner=settings.consumer_id,
                 lease=settings.lease_duration,
@@ -142,7 +212,43 @@ async def run_fetcher(
             )
             for row in rows:
                 got[row.type] = got.get(row.type, 0) + 1
-            _dispatch(book, counters, telemetry, sends, rows)
+            _dispatch(self.book, self.counters, self.telemetry, self.sends, rows)
+        return plan, got
+
+    async def on_notify(self, claim: ClaimFn) -> None:
+        """A NOTIFY said tasks are ready: claim them on the listener's connection, unless a
+        claim is under way or the work is not running (then wake the fetcher, as before).
+
+        Cancellation: a checkpoint; a claim once sent is shielded (see `run_fetcher`).
+        """
+        if not self.running() or self.lock.locked():
+            self.wakeup.kick()
+            return
+        async with self.lock:
+            if not self.running():  # closed while this waited for the lock
+                return
+            plan, got = await self.claim(claim)
+        # A type that got all it asked for may have more waiting: the fetcher goes on.
+        full = {t for t in plan.type_room if got.get(t, 0) >= plan.wanted_of(t) > 0}
+        if full or not plan.pairs:
+            self.wakeup.backlogged |= full
+            self.wakeup.kick()
+
+
+async def run_fetcher(settings: FetchSettings, tasks: TasksRepository, claimer: Claimer) -> None:
+    """Claim and dispatch until cancelled.
+
+    Cancellation: a checkpoint between statements; a claim once sent is not cancelled (see the
+    module docstring).
+    """
+    wakeup, busy = claimer.wakeup, claimer.book.busy
+    pairs = [(q, t) for q in settings.queues for t in claimer.sends]
+    wake_at = -math.inf  # when to look again without a wake-up
+    while True:
+        await anyio.lowlevel.checkpoint()  # where a stop reaches the fetcher (see below)
+        async with claimer.lock:
+            plan, got = await claimer.claim(tasks.claim)
+        limits = claimer.limits
         # Types that got all they asked for may have more waiting; those that had more
         # waiting but no room to ask now wait for a handler to finish (it wakes the fetcher).
         full = {t for t in plan.type_room if got.get(t, 0) >= plan.wanted_of(t) > 0}

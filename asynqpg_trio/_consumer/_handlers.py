@@ -67,6 +67,7 @@ class HandlerBook(Protocol):
     def leases(self) -> Mapping[int, Lease]: ...
     def forget(self, task_id: int, token: int) -> None: ...
     def finished(self, lease: Lease) -> None: ...
+    def ran(self, task_type: str, seconds: float) -> None: ...
 
 
 class HandlerWakeup(Protocol):
@@ -217,6 +218,7 @@ class _Actor:
                         scope.deadline = deadline
                     run = self.telemetry.task_run(lease)
                     error = await self._run(lease, run, scope, started)  # run
+                    self.book.ran(lease.type, self.clock() - started)  # the type's speed
                     if scope.cancel_called:
                         break  # cancelled, however it ended: settled outside the scope
                     outcome, final = self._settle(lease, run, error, cut_short=False)

@@ -2,17 +2,24 @@
 
 Theory of operation
 -------------------
-``asynqpg_new`` (sent by producers and retries) wakes the fetcher; ``asynqpg_cancel`` (sent by
-a client cancelling a running task, payload = task id) cancels that task's handler at once if
-this consumer holds its lease.  If the connection is lost the fetcher keeps polling, the lease
-keeper's periodic check still catches cancels, and the supervisor reconnects with back-off;
-after reconnecting the fetcher is woken once, for whatever was missed.
+``asynqpg_new`` (sent by producers and retries) makes the listener claim ready tasks on its own
+connection at once (the fetcher's `Claimer`: the same plan, one claim at a time, only while the
+work runs; a NOTIFY during another claim wakes the fetcher instead); ``asynqpg_cancel`` (sent
+by a client cancelling a running task, payload = task id) cancels that task's handler at once
+if this consumer holds its lease.  If the connection is lost the fetcher keeps polling, the
+lease keeper's periodic check still catches cancels, and the supervisor reconnects with
+back-off; after reconnecting the fetcher is woken once, for whatever was missed.
 
 `serve_listener` reports started once LISTEN is in effect, so a consumer is reported started
 only when it can hear producers; the first connection must succeed (start-up fails
 otherwise), later losses restart it.
 
-Waits on: the next notification.  Cancellation: stops at once; the connection is closed.
+Shutdown: the listener is a service, so it outlives the work; once the work has begun to stop
+(`Claimer.close`) a NOTIFY only kicks the stopped fetcher, which nobody hears.  A claim it has
+sent is shielded for its grace and dispatched before the lease channels close.
+
+Waits on: the next notification, and a claim it sends.  Cancellation: stops at once (a claim
+once sent is shielded, see the fetcher); the connection is closed.
 """
 
 from __future__ import annotations
@@ -27,10 +34,10 @@ from .._pg._errors import TRANSIENT
 from ._shared import RestartCounter, supervise
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from .._core._book import Lease
-    from .._core._rows import TasksRepository
+    from .._core._rows import ClaimedTask, TasksRepository
 
 __all__ = ["CANCEL_CHANNEL", "NEW_CHANNEL", "run_listener", "serve_listener"]
 
@@ -46,6 +53,12 @@ class Kick(Protocol):
     def kick(self) -> None: ...
 
 
+class NotifyClaimer(Protocol):
+    """Claims on a NOTIFY, on the listener's connection (the fetcher's `Claimer`)."""
+
+    async def on_notify(self, claim: Callable[..., Awaitable[list[ClaimedTask]]]) -> None: ...
+
+
 class LostMarker(Protocol):
     """Marks leases lost (cancelling their handlers)."""
 
@@ -57,6 +70,7 @@ async def serve_listener(
     wakeup: Kick,
     book: LostMarker,
     counters: RestartCounter,
+    claimer: NotifyClaimer | None = None,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -74,12 +88,12 @@ async def serve_listener(
             task_status.started()
 
     try:
-        await run_listener(tasks, wakeup, book, ready)
+        await run_listener(tasks, wakeup, book, ready, claimer)
         return
     except TRANSIENT:
         if not started:
             raise
-    await supervise(counters, "listener", lambda: run_listener(tasks, wakeup, book, ready))
+    await supervise(counters, "listener", lambda: run_listener(tasks, wakeup, book, ready, claimer))
 
 
 async def run_listener(
@@ -87,10 +101,12 @@ async def run_listener(
     wakeup: Kick,
     book: LostMarker,
     ready: Callable[[], None] | None = None,
+    claimer: NotifyClaimer | None = None,
 ) -> None:
     """Listen until cancelled; raises transient errors for the supervisor to restart it.
 
-    ``ready`` is called once LISTEN is in effect.
+    ``ready`` is called once LISTEN is in effect.  With a ``claimer``, a wake-up claims on
+    this connection at once (see the module docstring); without, it wakes the fetcher.
 
     Cancellation: a checkpoint; the connection is closed.
     """
@@ -106,5 +122,7 @@ async def run_listener(
                     logger.warning("ignoring malformed cancel notification %r", notice.payload)
                     continue
                 book.mark_lost([task_id])
+            elif claimer is not None:
+                await claimer.on_notify(notices.claim)
             else:
                 wakeup.kick()

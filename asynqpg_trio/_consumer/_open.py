@@ -120,8 +120,8 @@ async def open_consumer(
     flush_timeout: float | timedelta = 10.0,
     lease_duration: float | timedelta = 30.0,
     cancel_check_interval: float | timedelta = 1.0,
-    batch_size: int = 500,
-    batch_interval: float | timedelta = 0.02,
+    batch_size: int = 1000,
+    batch_interval: float | timedelta | None = None,
     max_backlog: int = 20_000,
     message_limit: int = 2048,
     maintenance: bool | MaintenanceConfig = True,
@@ -153,7 +153,9 @@ async def open_consumer(
         error_handler: ``async def(task, error)``, called after a task failed for good.
         consumer_id: identity for leases and leader election (default: random).
         poll_interval: seconds between claims when no NOTIFY arrives (default 1).
-        prefetch: tasks claimed per type beyond its workers (default: as many as workers).
+        prefetch: tasks claimed per type beyond its workers.  Default None: adaptive, as many
+            as workers with no backlog or slow handlers, up to 500 (50 ms of the handlers'
+            measured speed) while a backlog of fast tasks drains.
         shutdown_timeout: seconds in-flight handlers get to finish at shutdown (default 30).
         flush_timeout: seconds the final write of outcomes may take at shutdown (default 10).
         lease_duration: seconds a claim is leased for; renewed every third of it while the
@@ -162,8 +164,9 @@ async def open_consumer(
             handler's timeout.
         cancel_check_interval: seconds between checks for remotely cancelled tasks, behind the
             NOTIFY that normally reports them at once (default 1).
-        batch_size: most outcomes written per statement (default 500).
-        batch_interval: seconds an outcome may wait to be batched (default 0.02).
+        batch_size: most outcomes written per statement (default 1000).
+        batch_interval: seconds an outcome may wait to be batched.  Default None: adaptive,
+            about zero when idle, rising with the outcome rate to 0.05 s at 2,000 outcomes/s.
         max_backlog: outcomes held while the database is unreachable before handlers block.
         message_limit: longest error message stored per failed attempt (characters).
         maintenance: True (default) to take part in leader election and, when leader, run

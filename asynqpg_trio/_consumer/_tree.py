@@ -6,7 +6,8 @@ The nesting of `serve_tree`'s ``async with`` blocks is the start order, and thei
 the shutdown order:
 
 * *services*, outermost, start first and stop last: the listener (the tree reports started
-  once its LISTEN is in effect), the progress writer, the lease keeper (which also keeps
+  once its LISTEN is in effect; it claims on a NOTIFY through the fetcher's `Claimer` while
+  the work runs), the progress writer, the lease keeper (which also keeps
   the consumer's registry row), the queue sampler, the watchdog, maintenance when enabled,
   and the scheduler when the consumer has schedules.  Leases are renewed and remote cancels
   heard until every outcome is written.
@@ -58,7 +59,7 @@ from .._maintenance._run import run_maintenance
 from .._pg._maintenance_repo import PgMaintenance
 from ._completer import Completer
 from ._detached import Detached
-from ._fetcher import run_fetcher
+from ._fetcher import Claimer, run_fetcher
 from ._handlers import HandlerSettings, build_chain, run_worker
 from ._lease_keeper import run_lease_keeper
 from ._listener import serve_listener
@@ -104,6 +105,7 @@ class Parts:
     stopping: Stopping = field(default_factory=Stopping)
     control: StopControl = field(default_factory=StopControl)
     completer: Completer = field(init=False)
+    claimer: Claimer = field(init=False)
     scheduler: Scheduler | None = None
     #: The handlers' progress sink (made when the tree starts, inside the event loop).
     progress: ConsumerProgress | None = None
@@ -116,6 +118,7 @@ class Parts:
         self.completer = Completer(
             self.config, self.tasks, self.book, self.counters, self.telemetry
         )
+        self.claimer = Claimer(self.config, self.book, self.wakeup, self.counters, self.telemetry)
 
 
 async def serve_tree(
@@ -131,7 +134,7 @@ async def serve_tree(
     p.progress = ConsumerProgress(book.leases)
     with anyio.CancelScope(shield=True) as control.tree_scope:
         async with anyio.create_task_group() as services:  # 5. stop last
-            await services.start(serve_listener, p.tasks, p.wakeup, book, counters)
+            await services.start(serve_listener, p.tasks, p.wakeup, book, counters, p.claimer)
             services.start_soon(run_progress_writer, p.progress, p.tasks)
             services.start_soon(
                 supervise,
@@ -242,21 +245,16 @@ async def serve_work(
                             receive.clone(),
                             outcomes.clone(),
                         )
+            p.claimer.open(sends)  # the listener may claim from now on
             with claiming:
                 await supervise(
                     p.counters,
                     "fetcher",
-                    functools.partial(
-                        run_fetcher,
-                        config,
-                        p.tasks,
-                        p.book,
-                        p.wakeup,
-                        p.counters,
-                        p.telemetry,
-                        sends,
-                    ),
+                    functools.partial(run_fetcher, config, p.tasks, p.claimer),
                 )
         finally:
+            # No claim from now on (one in flight is dispatched first), then no more work
+            # comes: the handler actors drain and exit.
+            await p.claimer.close()
             for send in sends.values():
-                send.close()  # no more work comes: the handler actors drain and exit
+                send.close()

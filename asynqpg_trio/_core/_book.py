@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._adaptive import mean_duration
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -76,6 +78,12 @@ class LeaseBook:
     leases: dict[int, Lease] = field(default_factory=dict)
     busy: dict[str, int] = field(default_factory=dict)
     busy_queues: dict[str, int] = field(default_factory=dict)
+    #: Per type, the mean seconds a handler run takes (`_adaptive.mean_duration`).
+    durations: dict[str, float] = field(default_factory=dict)
+
+    def ran(self, task_type: str, seconds: float) -> None:
+        """Record one handler run of ``task_type`` that took ``seconds``."""
+        self.durations[task_type] = mean_duration(self.durations.get(task_type), seconds)
 
     def add(self, lease: Lease) -> None:
         """Record a new claim."""

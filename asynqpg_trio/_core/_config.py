@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._adaptive import adaptive_limit, max_adaptive_limit
 from ._checks import count, seconds, storable
 from ._errors import ConfigurationError
 from ._results import DEFAULT_RESULT_LIMIT
@@ -165,7 +166,7 @@ class ConsumerConfig:
     lease_duration: float
     cancel_check_interval: float
     batch_size: int
-    batch_interval: float
+    batch_interval: float | None
     max_backlog: int
     message_limit: int
     queue_metrics_interval: float = 5.0
@@ -173,9 +174,18 @@ class ConsumerConfig:
     queues: dict[str, int | None] = field(default_factory=lambda: {DEFAULT_QUEUE: None})
 
     def limit(self, task_type: str) -> int:
-        """Most tasks of a type held at once: its workers plus its prefetch buffer."""
+        """Most tasks of a type ever held at once: its workers plus its largest prefetch
+        buffer (the size of its lease channel)."""
         workers = self.handlers[task_type].workers
-        return workers + (workers if self.prefetch is None else self.prefetch)
+        return max_adaptive_limit(workers) if self.prefetch is None else workers + self.prefetch
+
+    def capacity(self, task_type: str, mean: float | None, *, backlogged: bool) -> int:
+        """Most tasks of a type to hold now: fixed with a ``prefetch``; else adaptive, from
+        its handlers' ``mean`` duration and whether it is ``backlogged`` (`_adaptive`)."""
+        workers = self.handlers[task_type].workers
+        if self.prefetch is not None:
+            return workers + self.prefetch
+        return adaptive_limit(workers, mean, backlogged=backlogged)
 
 
 def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
@@ -221,7 +231,9 @@ def build_config(handlers: Any, middleware: Any, **raw: Any) -> ConsumerConfig:
         lease_duration=lease,
         cancel_check_interval=seconds(raw["cancel_check_interval"], "cancel_check_interval"),
         batch_size=raw["batch_size"],
-        batch_interval=seconds(raw["batch_interval"], "batch_interval", allow_zero=True),
+        batch_interval=None
+        if raw["batch_interval"] is None
+        else seconds(raw["batch_interval"], "batch_interval", allow_zero=True),
         max_backlog=max(raw["max_backlog"], raw["batch_size"]),
         message_limit=raw["message_limit"],
         queue_metrics_interval=seconds(

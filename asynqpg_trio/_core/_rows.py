@@ -98,6 +98,28 @@ class Notice(NamedTuple):
     payload: str
 
 
+class Listening(Protocol):
+    """The LISTEN connection of `TasksRepository.notifications`: iterate it for notices; the
+    listener also claims on it (one round trip from a NOTIFY to the claim's reply)."""
+
+    def __aiter__(self) -> AsyncIterator[Notice]: ...
+
+    async def __anext__(self) -> Notice: ...
+
+    async def claim(
+        self,
+        plan: ClaimPlan,
+        *,
+        owner: str,
+        lease: float,
+        takeover_message: str,
+        exhausted_message: str,
+        grace: float,
+    ) -> list[ClaimedTask]:
+        """`TasksRepository.claim` on this connection (notices arriving meanwhile are kept)."""
+        ...
+
+
 class TasksRepository(Protocol):
     """What the consumer's actors use of the tasks repository (one method per statement)."""
 
@@ -147,9 +169,9 @@ class TasksRepository(Protocol):
         """Per type: pending tasks ready now and the age of the oldest."""
         ...
 
-    def notifications(self) -> AbstractAsyncContextManager[AsyncIterator[Notice]]:
+    def notifications(self) -> AbstractAsyncContextManager[Listening]:
         """A dedicated connection LISTENing for wake-ups and cancels: entered once LISTEN is
-        in effect; iterate it for notices."""
+        in effect; iterate it for notices, or claim on it."""
         ...
 
 

@@ -8,7 +8,8 @@ callers decide about pools and transactions.  `PgTasks` is the consumer's side o
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import psycopg
 
-from .._core._batching import FlushPlan, KindBatch, OutcomeKind
+from .._core._batching import FlushPlan, Outcome, OutcomeKind
 from .._core._enqueue import BatchPlan
 from .._core._inserted import Holder, Inserted, read_result
 from .._core._pacing import ClaimPlan
@@ -44,10 +45,7 @@ class TaskQueries:
     claim: str
     bound_idle_in_transaction: str
     lock_tasks: str
-    complete_many: str
-    fail_many: str
-    retry_many: str
-    snooze_many: str
+    write_outcomes: str
     extend_leases: str
     write_progress: str
     lost_leases: str
@@ -180,63 +178,51 @@ async def bounded_transaction(
 async def write_outcomes(
     conn: psycopg.AsyncConnection[Any], plan: FlushPlan, *, idle_timeout: float | None = None
 ) -> set[int]:
-    """Write a flush plan in one transaction, one statement per kind; return written ids.
+    """Write a flush plan in one transaction, all kinds in one statement; return written ids.
 
     The rows are locked in id order first, so the write never deadlocks with a lease renewal.
     ``idle_timeout``: see `bounded_transaction` (the consumer passes half its lease, so a
     stalled consumer's locks are gone before its leases expire).
     """
-    written: set[int] = set()
-    async with bounded_transaction(conn, idle_timeout):
-        every_id = sorted({task_id for batch in plan.batches for task_id in batch.ids})
-        await conn.execute(QUERIES.lock_tasks, {"ids": every_id})
-        for batch in plan.batches:
-            ids, tokens = list(batch.ids), list(batch.tokens)
-            params: dict[str, list[Any] | None]
-            one_row = batch.kind is not OutcomeKind.SNOOZE and batch.kind is not OutcomeKind.RELEASE
-            if batch.kind is OutcomeKind.COMPLETE:
-                query, params = QUERIES.complete_many, _complete_params(batch)
-            elif batch.kind is OutcomeKind.FAIL:
-                query = QUERIES.fail_many
-                params = {"ids": ids, "tokens": tokens, "messages": list(batch.messages)}
-            elif batch.kind is OutcomeKind.RETRY:
-                query = QUERIES.retry_many
-                params = {
-                    "ids": ids,
-                    "tokens": tokens,
-                    "delays": list(batch.delays),
-                    "messages": list(batch.messages),
-                }
-            else:  # SNOOZE and RELEASE: back to pending, attempt refunded
-                query = QUERIES.snooze_many
-                params = {"ids": ids, "tokens": tokens, "delays": list(batch.delays)}
-            cur = await conn.execute(query, params)
-            if one_row:  # (stale ids or NULL, NOTIFYs sent)
-                row = await cur.fetchone()
-                stale = set() if row is None or row[0] is None else {int(i) for i in row[0]}
-            else:
-                stale = {int(r[0]) for r in await cur.fetchall()}  # usually none
-            written.update(ids if not stale else (i for i in ids if i not in stale))
-    return written
-
-
-def _complete_params(batch: KindBatch) -> dict[str, list[Any] | None]:
-    """complete_many's parameters: the result and progress arrays only when some outcome of
-    the batch has one (NULL arrays otherwise, which cost nothing to bind)."""
-    params: dict[str, list[Any] | None] = {
-        "ids": list(batch.ids),
-        "tokens": list(batch.tokens),
-        "results": None,
-        "codecs": None,
-        "progress": None,
-        "notes": None,
+    outcomes = plan.outcomes
+    ids = [o.task_id for o in outcomes]
+    params = {
+        "ids": ids,
+        "tokens": [o.lease_token for o in outcomes],
+        "kinds": [_KIND_CODES[o.kind] for o in outcomes],
+        "delays": [float(o.delay) for o in outcomes],
+        "messages": [o.message for o in outcomes],
+        **_extra_params(outcomes),
     }
-    if batch.extras is not None:
-        params["results"] = [result for result, _, _ in batch.extras]
-        params["codecs"] = [codec for _, codec, _ in batch.extras]
-        params["progress"] = [None if p is None else float(p.fraction) for _, _, p in batch.extras]
-        params["notes"] = [None if p is None else p.note for _, _, p in batch.extras]
-    return params
+    async with bounded_transaction(conn, idle_timeout):
+        await conn.execute(QUERIES.lock_tasks, {"ids": sorted(ids)})
+        cur = await conn.execute(QUERIES.write_outcomes, params)
+        row = await cur.fetchone()  # (stale ids or NULL, NOTIFYs sent)
+    stale = set() if row is None or row[0] is None else {int(i) for i in row[0]}
+    return set(ids) - stale if stale else set(ids)
+
+
+#: The outcome statement's kind codes (see write_outcomes in tasks.sql).
+_KIND_CODES: dict[OutcomeKind, int] = {
+    OutcomeKind.COMPLETE: 0,
+    OutcomeKind.FAIL: 1,
+    OutcomeKind.RETRY: 2,
+    OutcomeKind.SNOOZE: 3,
+    OutcomeKind.RELEASE: 3,
+}
+
+
+def _extra_params(outcomes: Sequence[Outcome]) -> dict[str, list[Any] | None]:
+    """write_outcomes's result and progress arrays, only when some outcome has one (NULL
+    arrays otherwise, which cost nothing to bind)."""
+    if all(o.result is None and o.progress is None for o in outcomes):
+        return {"results": None, "codecs": None, "progress": None, "notes": None}
+    return {
+        "results": [o.result for o in outcomes],
+        "codecs": [o.codec for o in outcomes],
+        "progress": [None if o.progress is None else float(o.progress.fraction) for o in outcomes],
+        "notes": [None if o.progress is None else o.progress.note for o in outcomes],
+    }
 
 
 async def write_progress(
@@ -350,7 +336,7 @@ class PgTasks:
             return await queue_depth(conn, types, queues)
 
     @asynccontextmanager
-    async def notifications(self) -> AsyncIterator[AsyncIterator[Notice]]:
+    async def notifications(self) -> AsyncIterator[PgListening | _Silence]:
         """A dedicated connection (outside the pool) LISTENing on ``asynqpg_new`` and
         ``asynqpg_cancel``; entered once LISTEN is in effect, closed on exit.
 
@@ -358,32 +344,90 @@ class PgTasks:
         False): no connection, and an iterator that never yields (the fetcher polls, the
         lease keeper's periodic check catches remote cancels)."""
         if not self.pool.has_session:
-            async with aclosing(_silence()) as silence:
-                yield silence
+            yield _Silence()
             return
         conn = await self.pool.connect()
-        notices = _notices(conn)
         try:
             await conn.execute(QUERIES.listen_new)
             await conn.execute(QUERIES.listen_cancel)
-            yield notices
+            yield PgListening(conn)
         finally:
-            try:
-                # Closed here, in the task that iterated it: left for the garbage collector,
-                # a generator paused between notices is closed from another task, and psycopg
-                # then fails to release its connection lock.
-                await notices.aclose()
-            finally:
-                await conn.close()
+            await conn.close()
 
 
-async def _silence() -> AsyncGenerator[Notice]:
-    """The notifications of a consumer that cannot LISTEN: none, ever."""
-    await anyio.sleep_forever()
-    yield Notice("", "")  # pragma: no cover - never reached
+class PgListening:
+    """The LISTEN connection (a `Listening`): notices one at a time, claims in between.
+
+    psycopg's ``notifies()`` holds the connection's lock while it is iterated, so each notice
+    is read by a generator of its own, run to its end (and closed) in the task that asked:
+    between two, the connection is free for a claim, and notices arriving during the claim
+    wait in psycopg's backlog for the next read.
+    """
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+        self._heard: deque[Notice] = deque()
+
+    def __aiter__(self) -> PgListening:
+        """This object: it is its own iterator."""
+        return self
+
+    async def __anext__(self) -> Notice:
+        """The next notice.  Cancellation: a checkpoint; nothing is lost (psycopg keeps the
+        notices it read and this object those it has not handed out)."""
+        while not self._heard:
+            async with aclosing(self._conn.notifies(stop_after=1)) as notes:
+                async for note in notes:
+                    self._heard.append(Notice(note.channel, note.payload))
+        return self._heard.popleft()
+
+    async def claim(
+        self,
+        plan: ClaimPlan,
+        *,
+        owner: str,
+        lease: float,
+        takeover_message: str,
+        exhausted_message: str,
+        grace: float,
+    ) -> list[ClaimedTask]:
+        """`claim` on the LISTEN connection; shielded for up to ``grace`` seconds (see
+        `PgTasks.claim`)."""
+        with anyio.move_on_after(grace, shield=True):
+            return await claim(
+                self._conn,
+                plan,
+                owner=owner,
+                lease=lease,
+                takeover_message=takeover_message,
+                exhausted_message=exhausted_message,
+            )
+        return []  # the grace ran out: whatever it claimed is left to the janitor
 
 
-async def _notices(conn: psycopg.AsyncConnection[Any]) -> AsyncGenerator[Notice]:
-    async with aclosing(conn.notifies()) as notes:
-        async for note in notes:
-            yield Notice(note.channel, note.payload)
+class _Silence:
+    """The `Listening` of a consumer that cannot LISTEN (poll-only behind a transaction
+    pooler): no notice, ever, so the listener never claims on it either."""
+
+    def __aiter__(self) -> _Silence:
+        """This object: it is its own iterator."""
+        return self
+
+    async def __anext__(self) -> Notice:
+        """Never returns.  Cancellation: a checkpoint."""
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def claim(
+        self,
+        plan: ClaimPlan,
+        *,
+        owner: str,
+        lease: float,
+        takeover_message: str,
+        exhausted_message: str,
+        grace: float,
+    ) -> list[ClaimedTask]:
+        """Nothing: a consumer without a LISTEN connection claims through the fetcher."""
+        await anyio.lowlevel.checkpoint()
+        return []

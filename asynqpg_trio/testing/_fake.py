@@ -37,6 +37,7 @@ from .._core._task import check_priority, check_queue
 from .._core._unique import Unique, derived_key, period_micros, states_mask, window_start
 from ._claiming import FakeLimit, charge, choose
 from ._fake_maintenance import FakeMaintenance
+from ._listening import FakeListening
 from ._stored import FakeTask, Record
 from ._table import EPOCH
 
@@ -400,9 +401,9 @@ class FakeDatabase(FakeMaintenance):
         return depths
 
     @asynccontextmanager
-    async def notifications(self) -> AsyncIterator[AsyncIterator[Notice]]:
+    async def notifications(self) -> AsyncIterator[FakeListening]:
         """Listen: entered at once (after a checkpoint); iterate the value for notices sent
-        from then on until the block ends.
+        from then on until the block ends, or claim on it.
 
         Cancellation: a checkpoint on entry and while waiting for a notice.
         """
@@ -411,7 +412,7 @@ class FakeDatabase(FakeMaintenance):
         self._listeners.append(send)
         try:
             with receive:
-                yield receive
+                yield FakeListening(self, receive)
         finally:
             self._listeners.remove(send)
             send.close()

@@ -17,7 +17,7 @@ import trio
 
 from asynqpg_trio import Handler
 from asynqpg_trio._consumer._completer import Completer
-from asynqpg_trio._consumer._fetcher import run_fetcher
+from asynqpg_trio._consumer._fetcher import Claimer, run_fetcher
 from asynqpg_trio._consumer._handlers import HandlerSettings, run_worker
 from asynqpg_trio._consumer._lease_keeper import run_lease_keeper
 from asynqpg_trio._consumer._shared import Counters, Stopping, Wakeup
@@ -31,6 +31,8 @@ from asynqpg_trio.testing import FakeDatabase
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from anyio.streams.memory import MemoryObjectSendStream
 
     from asynqpg_trio import TaskInfo
     from asynqpg_trio._core._retry import RetryPolicy
@@ -111,11 +113,18 @@ async def pipeline(
                     )
                 )
         nursery.start_soon(run_lease_keeper, cfg, s.db, s.book, s.counters, s.telemetry)
-        nursery.start_soon(
-            run_fetcher, cfg, s.db, s.book, s.wakeup, s.counters, s.telemetry, {TYPE: send}
-        )
+        nursery.start_soon(run_fetcher, cfg, s.db, claimer(s, cfg, {TYPE: send}))
         try:
             yield
         finally:
             nursery.cancel_scope.cancel()
             send.close()
+
+
+def claimer(
+    s: Shared, cfg: ConsumerConfig, sends: dict[str, MemoryObjectSendStream[Lease]]
+) -> Claimer:
+    """The fetcher's claimer over ``s``, open on ``sends``."""
+    c = Claimer(cfg, s.book, s.wakeup, s.counters, s.telemetry)
+    c.open(sends)
+    return c

@@ -11,6 +11,7 @@ import psycopg
 import trio
 
 from asynqpg_trio._consumer._completer import Completer
+from asynqpg_trio._core._adaptive import MAX_FLUSH_DELAY
 from asynqpg_trio._core._batching import Outcome, OutcomeKind
 from asynqpg_trio._core._book import Lease
 from asynqpg_trio._core._pacing import ClaimPlan
@@ -47,7 +48,7 @@ async def claimed(shared: Shared, n: int) -> list[Lease]:
 
 @asynccontextmanager
 async def completer(
-    shared: Shared, batch_size: int = 3, batch_interval: float = 2.0
+    shared: Shared, batch_size: int = 3, batch_interval: float | None = 2.0
 ) -> AsyncIterator[MemoryObjectSendStream[Outcome]]:
     """Run a completer; yield its outcome channel (closing it lets the final flush run)."""
     cfg = config(batch_size=batch_size, batch_interval=batch_interval)
@@ -93,6 +94,42 @@ async def test_a_partial_batch_waits_for_batch_interval(
         await trio.sleep(1.0)
         # Both went when the older had waited batch_interval.
         assert [finalized_at(shared, x) for x in leases] == [start + 2.0] * 2
+
+
+async def test_adaptive_interval_writes_an_idle_outcome_at_once(
+    autojump_clock: object, shared: Shared
+) -> None:
+    leases = await claimed(shared, 2)
+    start = trio.current_time()
+    async with completer(shared, batch_size=100, batch_interval=None) as outcomes:
+        await outcomes.send(done(leases[0]))
+        await trio.sleep(1.0)  # idle: no batch to wait for (well under a millisecond)
+        first = finalized_at(shared, leases[0])
+        assert first is not None and start <= first < start + 0.001
+        await outcomes.send(done(leases[1]))
+        await trio.sleep(0.01)
+        second = finalized_at(shared, leases[1])
+        assert second is not None and start + 1.0 <= second < start + 1.001
+
+
+async def test_adaptive_interval_batches_a_fast_stream(
+    autojump_clock: object, shared: Shared
+) -> None:
+    leases = await claimed(shared, 60)
+    start = trio.current_time()
+    async with completer(shared, batch_size=1000, batch_interval=None) as outcomes:
+        for lease in leases:  # 60 outcomes within 6 ms: 10,000 per second
+            await outcomes.send(done(lease))
+            await trio.sleep(0.0001)
+        await trio.sleep(0.001)
+        # The rate rose, so the delay did: the later outcomes wait for their batch.
+        assert shared.db.get(leases[-1].task_id).status is TaskStatus.RUNNING
+        await trio.sleep(0.1)  # never longer than MAX_FLUSH_DELAY
+        assert all(shared.db.get(x.task_id).status is TaskStatus.COMPLETED for x in leases)
+    (written,) = {finalized_at(shared, x) for x in leases}  # one batch
+    # Written after the stream (6 ms) ended, once the rate (and the delay with it) fell, and
+    # never later than the longest delay.
+    assert written is not None and start + 0.006 <= written <= start + MAX_FLUSH_DELAY
 
 
 async def test_the_final_flush_writes_what_is_left(autojump_clock: object, shared: Shared) -> None:

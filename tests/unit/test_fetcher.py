@@ -13,7 +13,7 @@ from asynqpg_trio._consumer._fetcher import run_fetcher
 from asynqpg_trio._core._book import Lease
 from asynqpg_trio._core._row import TaskStatus
 
-from .harness import TYPE, Shared, config, do_nothing
+from .harness import TYPE, Shared, claimer, config, do_nothing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -32,9 +32,7 @@ async def fetcher(
     send, receive = anyio.create_memory_object_stream[Lease](cfg.limit(TYPE))
     with send, receive:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                run_fetcher, cfg, s.db, s.book, s.wakeup, s.counters, s.telemetry, {TYPE: send}
-            )
+            nursery.start_soon(run_fetcher, cfg, s.db, claimer(s, cfg, {TYPE: send}))
             yield receive
             nursery.cancel_scope.cancel()
 

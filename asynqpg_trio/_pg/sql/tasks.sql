@@ -324,114 +324,74 @@ SELECT count(*) FROM (
     FOR NO KEY UPDATE
 ) AS locked
 
--- name: complete_many
--- events: complete
--- Fenced: id, status running and the lease token must all match.  Stores each task's result
--- (NULL: the handler returned None) and the last progress its handler reported (NULL: none;
--- the stored one is kept).  Batches without either bind NULL arrays, which unnest pads with
--- NULLs.  A task someone waits for (notify_done) is announced on asynqpg_done: one NOTIFY per
--- 300 ids, payload the ids joined by commas (a payload holds at most 8000 bytes); none when
--- nobody waits (a NOTIFY serialises the commits of the transactions that send one).
+-- name: write_outcomes
+-- events: complete, fail, skip_retry, retry, snooze_with_error, snooze, release
+-- Every outcome of a flush in one statement: one row per task of parallel arrays (id, lease
+-- token, kind, delay, message, result, codec, progress, note), kind a code: 0 complete, the
+-- result (NULL: the handler returned None) stored; 1 fail (and skip_retry): failed, the
+-- message appended; 2 retry (and snooze_with_error): back to pending after the delay when an
+-- attempt is left (the claim already consumed this one), else failed, the message appended;
+-- 3 snooze (and release, delay 0): back to pending after the delay, the attempt the claim
+-- consumed refunded.  Each row is fenced: id, status running and the lease token must all
+-- match.  Messages keep the last 100, each stamped with its time and its attempt's start.  A
+-- completion stores the last progress its handler reported (NULL: none; the stored one is
+-- kept).  Flushes without a result or progress bind NULL arrays, which unnest pads with NULLs.
+-- A task someone waits for (notify_done) that completed or failed is announced on
+-- asynqpg_done: one NOTIFY per 300 ids, payload the ids joined by commas (a payload holds at
+-- most 8000 bytes); none when nobody waits (a NOTIFY serialises the commits of the
+-- transactions that send one).
 -- Returns one row: the ids it did not write (stale: the lease changed; usually none, NULL),
 -- cheaper for the client than reading back every id written; and the NOTIFYs sent.
-WITH written AS (
+WITH u AS (
+    SELECT * FROM unnest(
+        %(ids)b::bigint[], %(tokens)b::bigint[], %(kinds)b::int2[], %(delays)b::float8[],
+        %(messages)b::text[], %(results)b::bytea[], %(codecs)b::text[],
+        %(progress)b::float8[], %(notes)b::text[]
+    ) AS u(id, token, kind, delay, message, result, codec, progress, note)
+), written AS (
     UPDATE asynqpg_tasks t SET
-        status = 'completed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
-        lease_token = NULL, lease_owner = NULL, result = u.result, result_codec = u.codec,
+        status = CASE
+            WHEN u.kind = 0 THEN 'completed'
+            WHEN u.kind = 1 THEN 'failed'
+            WHEN u.kind = 2 AND t.attempts_left < 1 THEN 'failed'
+            ELSE 'pending' END,
+        blocked_till = CASE
+            WHEN u.kind = 3 OR (u.kind = 2 AND t.attempts_left >= 1)
+            THEN asynqpg_now() + make_interval(secs => u.delay)
+            ELSE t.blocked_till END,
+        finalized_at = CASE
+            WHEN u.kind IN (0, 1) OR (u.kind = 2 AND t.attempts_left < 1) THEN asynqpg_now()
+            WHEN u.kind = 2 THEN NULL
+            ELSE t.finalized_at END,
+        attempts_left = CASE WHEN u.kind = 3 THEN t.attempts_left + 1 ELSE t.attempts_left END,
+        attempts_elapsed = CASE WHEN u.kind = 3 THEN greatest(t.attempts_elapsed - 1, 0)
+                                ELSE t.attempts_elapsed END,
+        messages = CASE WHEN u.kind IN (1, 2)
+                        THEN (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):]
+                        ELSE t.messages END,
+        message_times = CASE WHEN u.kind IN (1, 2)
+            THEN asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now())
+            ELSE t.message_times END,
+        message_starts = CASE WHEN u.kind IN (1, 2)
+            THEN asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at)
+            ELSE t.message_starts END,
+        result = CASE WHEN u.kind = 0 THEN u.result ELSE t.result END,
+        result_codec = CASE WHEN u.kind = 0 THEN u.codec ELSE t.result_codec END,
         progress = coalesce(u.progress, t.progress),
         progress_note = CASE WHEN u.progress IS NULL THEN t.progress_note ELSE u.note END,
-        progress_at = CASE WHEN u.progress IS NULL THEN t.progress_at ELSE asynqpg_now() END
-    FROM unnest(
-        %(ids)b::bigint[], %(tokens)b::bigint[], %(results)b::bytea[], %(codecs)b::text[],
-        %(progress)b::float8[], %(notes)b::text[]
-    ) AS u(id, token, result, codec, progress, note)
-    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id, t.notify_done
-), announced AS (
-    SELECT pg_notify('asynqpg_done', string_agg(w.id::text, ','))
-    FROM (SELECT w.id, (row_number() OVER (ORDER BY w.id) - 1) / 300 AS chunk
-          FROM written w WHERE w.notify_done) AS w
-    GROUP BY w.chunk
-)
-SELECT (SELECT array_agg(u.id) FROM unnest(%(ids)b::bigint[]) AS u(id)
-        WHERE u.id NOT IN (SELECT w.id FROM written w)),
-       (SELECT count(*) FROM announced)
-
--- name: fail_many
--- events: fail, skip_retry
--- Fenced.  Appends the message (the last 100 are kept).  Tasks someone waits for are
--- announced on asynqpg_done, as complete_many does.
--- Returns one row, as complete_many.
-WITH written AS (
-    UPDATE asynqpg_tasks t SET
-        status = 'failed', finalized_at = asynqpg_now(), updated_at = asynqpg_now(),
-        lease_token = NULL, lease_owner = NULL,
-        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):],
-        message_times = asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()),
-        message_starts = asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at)
-    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(messages)b::text[])
-        AS u(id, token, message)
-    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id, t.notify_done
-), announced AS (
-    SELECT pg_notify('asynqpg_done', string_agg(w.id::text, ','))
-    FROM (SELECT w.id, (row_number() OVER (ORDER BY w.id) - 1) / 300 AS chunk
-          FROM written w WHERE w.notify_done) AS w
-    GROUP BY w.chunk
-)
-SELECT (SELECT array_agg(u.id) FROM unnest(%(ids)b::bigint[]) AS u(id)
-        WHERE u.id NOT IN (SELECT w.id FROM written w)),
-       (SELECT count(*) FROM announced)
-
--- name: retry_many
--- events: retry, snooze_with_error
--- Fenced.  Back to pending after the delay when an attempt
--- is left (the claim already consumed this one), else failed.  Tasks someone waits for that
--- failed are announced on asynqpg_done, as complete_many does.
--- Returns one row, as complete_many.
-WITH written AS (
-    UPDATE asynqpg_tasks t SET
-        status = CASE WHEN t.attempts_left >= 1 THEN 'pending' ELSE 'failed' END,
-        blocked_till = CASE WHEN t.attempts_left >= 1
-                            THEN asynqpg_now() + make_interval(secs => u.delay)
-                            ELSE t.blocked_till END,
-        finalized_at = CASE WHEN t.attempts_left >= 1 THEN NULL ELSE asynqpg_now() END,
-        updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL,
-        messages = (t.messages || u.message)[greatest(1, cardinality(t.messages) - 98):],
-        message_times = asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()),
-        message_starts = asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at)
-    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[], %(messages)b::text[])
-        AS u(id, token, delay, message)
-    WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id, t.notify_done AND t.status = 'failed' AS notify_done
-), announced AS (
-    SELECT pg_notify('asynqpg_done', string_agg(w.id::text, ','))
-    FROM (SELECT w.id, (row_number() OVER (ORDER BY w.id) - 1) / 300 AS chunk
-          FROM written w WHERE w.notify_done) AS w
-    GROUP BY w.chunk
-)
-SELECT (SELECT array_agg(u.id) FROM unnest(%(ids)b::bigint[]) AS u(id)
-        WHERE u.id NOT IN (SELECT w.id FROM written w)),
-       (SELECT count(*) FROM announced)
-
--- name: snooze_many
--- events: snooze, release
--- snooze: the delay comes from the handler; release (on shutdown): delay 0.  Fenced.  The
--- attempt the claim consumed is refunded.
--- Returns the ids it did not write, as complete_many.
-WITH written AS (
-    UPDATE asynqpg_tasks t SET
-        status = 'pending',
-        blocked_till = asynqpg_now() + make_interval(secs => u.delay),
-        attempts_left = t.attempts_left + 1,
-        attempts_elapsed = greatest(t.attempts_elapsed - 1, 0),
+        progress_at = CASE WHEN u.progress IS NULL THEN t.progress_at ELSE asynqpg_now() END,
         updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL
-    FROM unnest(%(ids)b::bigint[], %(tokens)b::bigint[], %(delays)b::float8[]) AS u(id, token, delay)
+    FROM u
     WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
-    RETURNING t.id
+    RETURNING t.id, t.notify_done AND t.status IN ('completed', 'failed') AS notify_done
+), announced AS (
+    SELECT pg_notify('asynqpg_done', string_agg(w.id::text, ','))
+    FROM (SELECT w.id, (row_number() OVER (ORDER BY w.id) - 1) / 300 AS chunk
+          FROM written w WHERE w.notify_done) AS w
+    GROUP BY w.chunk
 )
-SELECT u.id FROM unnest(%(ids)b::bigint[]) AS u(id)
-WHERE u.id NOT IN (SELECT w.id FROM written w)
+SELECT (SELECT array_agg(u.id) FROM u WHERE u.id NOT IN (SELECT w.id FROM written w)),
+       (SELECT count(*) FROM announced)
 
 -- name: extend_leases
 -- events: extend_lease
