@@ -132,7 +132,11 @@ class Pool:
                 if value is not None:
                     conninfo.conninfo_to_dict(value)
             except psycopg.ProgrammingError as ex:
-                raise ConfigurationError(f"invalid {name}: {ex}") from None
+                label = "DSN" if name == "dsn" else "direct_dsn (a DSN)"
+                raise ConfigurationError(
+                    f"invalid {label}: {str(ex).strip()}; pass a libpq connection"
+                    " string ('host=... dbname=...') or a postgresql:// URL"
+                ) from None
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, got {max_size}")
         if not 0 <= min_size <= max_size:

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from asynqpg_trio import MaintenanceConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +54,9 @@ class Worker:
             "ASYNQPG_DSN": self.dsn,
             "FAULTS_WORKER": json.dumps(self.config),
             "PYTHONPATH": str(ROOT),
+            # libpq names every connection of the process after it, so a test can tell when
+            # the server has let go of a killed worker's sessions (see `wait_disconnected`).
+            "PGAPPNAME": self.application_name,
         }
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -95,6 +100,28 @@ class Worker:
         """Send ``sig`` to the process."""
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    @property
+    def application_name(self) -> str:
+        """The ``application_name`` of this process's connections."""
+        return f"faults-{self.consumer_id}"
+
+    def wait_disconnected(self, conn: psycopg.Connection[Any], timeout: float = 30.0) -> None:
+        """Block until the server has no session of this process left.
+
+        A statement the process sent just before it died still runs to its end (an outcome
+        flush commits after the SIGKILL); once the sessions are gone, nothing of the process
+        can change a row any more.
+        """
+        deadline = time.monotonic() + timeout
+        query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        while True:
+            row = conn.execute(query, (self.application_name,)).fetchone()
+            if row is None or row[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.consumer_id}: {row[0]} sessions outlived it")
+            time.sleep(0.02)
 
     def kill(self) -> None:
         """SIGKILL and reap."""
