@@ -34,6 +34,7 @@ from asynqpg_trio import Client, Producer, Task, Unique, connect
 from asynqpg_trio._core._errors import (
     AsynqpgError,
 )
+from asynqpg_trio._core._pacing import ClaimPlan
 from asynqpg_trio._core._state import (
     TRANSITIONS,
     Event,
@@ -129,21 +130,12 @@ def test_claim_columns_name_what_the_claim_returns(sync_conn: psycopg.Connection
     # The fetcher unpacks claimed rows by position: the names must follow the RETURNING list.
     with sync_conn.transaction(force_rollback=True):
         cur = sync_conn.cursor(binary=True)
-        cur.execute(
-            repo.QUERIES.claim,
-            {
-                "queues": ["default"],
-                "types": ["x"],
-                "limits": [1],
-                "room_scopes": ["type"],
-                "room_names": ["x"],
-                "room_n": [1],
-                "owner": "o",
-                "lease": 1.0,
-                "takeover_message": "t",
-                "exhausted_message": "e",
-            },
+        plan = ClaimPlan({("default", "x"): 1, ("mail", "x"): 1}, {"x": 1}, {})
+        params = repo.claim_params(
+            plan, owner="o", lease=1.0, takeover_message="t", exhausted_message="e"
         )
+        assert params["spread"]  # both ways of picking rows end in the same RETURNING list
+        cur.execute(repo.QUERIES.claim, params)
         assert cur.description is not None
         assert tuple(c.name for c in cur.description) == repo.CLAIM_COLUMNS
 
@@ -239,6 +231,13 @@ async def _claim(conn: Conn, client: Client, task_id: int, case: Case) -> Result
     return Result(acted=bool(mine), new_token=mine[0]["lease_token"] if mine else None)
 
 
+async def _claim_spread(conn: Conn, client: Client, task_id: int, case: Case) -> Result:
+    # The type served from two queues: the claim ranks candidates before it locks them.
+    plan = ClaimPlan({("default", db.TYPE): 10, ("other", db.TYPE): 10}, {db.TYPE: 10}, {})
+    mine = [r for r in await db.claim_plan(conn, plan, LEASE) if r["id"] == task_id]
+    return Result(acted=bool(mine), new_token=mine[0]["lease_token"] if mine else None)
+
+
 def _ack(event: Event) -> Callable[[Conn, Client, int, Case], Awaitable[Result]]:
     async def run(conn: Conn, client: Client, task_id: int, case: Case) -> Result:
         token = -1 if case.token is None else case.token
@@ -298,10 +297,12 @@ class Impl:
     run: Callable[[Conn, Client, int, Case], Awaitable[Result]]
     refuses: bool = False
     only: TaskStatus | None = None
+    variant: str = ""
 
     @property
     def id(self) -> str:
-        return f"{self.event.value}:{self.statement}"
+        suffix = f"({self.variant})" if self.variant else ""
+        return f"{self.event.value}:{self.statement}{suffix}"
 
 
 ACK_STATEMENTS: Final = {
@@ -318,6 +319,8 @@ IMPLS: Final = (
     Impl(E.ENQUEUE, "enqueue_many_unique", _enqueue_unique),
     Impl(E.CLAIM, "claim", _claim),
     Impl(E.LEASE_TAKEOVER, "claim", _claim),
+    Impl(E.CLAIM, "claim", _claim_spread, variant="spread"),
+    Impl(E.LEASE_TAKEOVER, "claim", _claim_spread, variant="spread"),
     *(Impl(e, s, _ack(e)) for e, s in ACK_STATEMENTS.items()),
     Impl(E.EXTEND_LEASE, "extend_leases", _extend),
     Impl(E.CANCEL, "cancel_task", _client(E.CANCEL), refuses=True),

@@ -129,10 +129,13 @@ def claim_params(
     return {
         "queues": [queue for queue, _ in plan.pairs],
         "types": [task_type for _, task_type in plan.pairs],
-        "limits": list(plan.pairs.values()),
+        # A pair never brings more than its type's room.
+        "limits": [min(n, plan.type_room.get(t, n)) for (_, t), n in plan.pairs.items()],
         "room_scopes": ["type"] * len(plan.type_room) + ["queue"] * len(plan.queue_room),
         "room_names": [*plan.type_room, *plan.queue_room],
         "room_n": [*plan.type_room.values(), *plan.queue_room.values()],
+        # A type in several pairs: rank the pairs' candidates before locking any.
+        "spread": len(plan.pairs) > len(plan.type_room),
         "owner": owner,
         "lease": lease,
         "takeover_message": takeover_message,

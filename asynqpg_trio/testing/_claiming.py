@@ -3,8 +3,9 @@
 The reference is the ``claim`` statement in ``_pg/sql/tasks.sql``: per (queue, type) pair of
 the plan, paused queues left out, the due rows (pending, or running with an expired lease),
 larger priority first, then oldest ``blocked_till``, id as tie-breaker, up to the pair's
-number; then, over all pairs, per type and per capped queue only the most urgent rows up to
-the consumer's room, and per cluster-wide limit only as many as it allows now.
+number (never more than its type's room); of a type's rows, the most urgent up to its room;
+then, over all pairs, per type and per capped queue only the most urgent rows up to the
+consumer's room, and per cluster-wide limit only as many as it allows now.
 """
 
 from __future__ import annotations
@@ -98,9 +99,15 @@ def choose(
             and record.row.blocked_till <= now
         ):
             by_pair.setdefault(key, []).append(record)
-    picked: list[Record] = []
+    # Each pair brings its most urgent rows (never more than its type's room); of a type's
+    # rows only the most urgent up to its room stay, as the claim statement locks them.
+    by_type: dict[str, list[Record]] = {}
     for key, due in by_pair.items():
-        picked.extend(sorted(due, key=_urgency)[: plan.pairs[key]])
+        n = min(plan.pairs[key], plan.type_room.get(key[1], plan.pairs[key]))
+        by_type.setdefault(key[1], []).extend(sorted(due, key=_urgency)[:n])
+    picked: list[Record] = []
+    for task_type, due in by_type.items():
+        picked.extend(sorted(due, key=_urgency)[: plan.type_room.get(task_type, len(due))])
     room: dict[tuple[str, str], float] = {("type", t): n for t, n in plan.type_room.items()}
     room.update({("queue", q): n for q, n in plan.queue_room.items()})
     for (scope, name), limit in limits.items():

@@ -1,15 +1,17 @@
-"""What a claim takes, predicted from the rows alone: the stateful test's model of the queue
-claim (``claim`` in ``_pg/sql/tasks.sql``, ``asynqpg_limit_allowance`` in migration 0002).
+"""What a claim takes, predicted from the rows alone: the stateful test's model of the queue claim
+(``claim`` in ``_pg/sql/tasks.sql``, ``asynqpg_limit_allowance`` in migration 0002).
 
 Written from the statement's documented rules, not from its code or the fake's: per (queue,
 type) pair of the plan, paused queues left out, the due rows (pending, or running with an
-expired lease), most urgent first (larger priority, then earlier ``blocked_till``, then
-smaller id), up to the pair's number; then, over everything picked and most urgent first, a
-row is kept when its rank in its type and its rank in its queue are within every room that
-names them: the plan's ``type_room`` and ``queue_room``, and what each cluster-wide limit on
-a wanted queue or type allows (``max_running`` minus the running tasks it covers, the whole
-tokens in its bucket).  A rate limit's bucket refills at every claim that wants its scope and
-is charged for the tasks the claim starts.
+expired lease), most urgent first (larger priority, then earlier ``blocked_till``, then smaller
+id), up to the pair's number (no more than its type's room); of a type's rows, only the most
+urgent up to the type's room (or all its pairs' numbers together, if fewer); then, over
+everything picked and most urgent first, a row is kept when its rank in its type and its rank
+in its queue are within every room that names them: the plan's ``type_room`` and
+``queue_room``, and what each cluster-wide limit on a wanted queue or type allows
+(``max_running`` minus the running tasks it covers, the whole tokens in its bucket). A rate
+limit's bucket refills at every claim that wants its scope and is charged for the tasks the
+claim starts.
 """
 
 from __future__ import annotations
@@ -103,14 +105,21 @@ def predict_claim(
     reads; the caller charges them for the tasks that start."""
     stopped = set(paused)
     wanted = {pair: n for pair, n in plan.pairs.items() if n > 0 and pair[0] not in stopped}
-    picked: list[int] = []
+    by_type: dict[str, list[int]] = {}
     for (queue, task_type), n in wanted.items():
         due = [
             i
             for i, row in rows.items()
             if (where[i].queue, where[i].type) == (queue, task_type) and _due(row, now)
         ]
-        picked += sorted(due, key=lambda i: urgency(i, rows[i], where[i]))[:n]
+        room = plan.type_room.get(task_type, n)
+        by_type.setdefault(task_type, []).extend(
+            sorted(due, key=lambda i: urgency(i, rows[i], where[i]))[: min(n, room)]
+        )
+    picked: list[int] = []
+    for task_type, ids in by_type.items():
+        room = plan.type_room.get(task_type, len(ids))
+        picked += sorted(ids, key=lambda i: urgency(i, rows[i], where[i]))[:room]
     rooms: dict[tuple[str, str], list[float]] = {}
     for task_type, n in plan.type_room.items():
         rooms.setdefault(("type", task_type), []).append(n)

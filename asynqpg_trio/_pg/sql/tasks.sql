@@ -179,11 +179,15 @@ WHERE type = %(type)b AND unique_key = %(key)b
 -- failed when no attempt is left.  A running row without a lease token was claimed by a Go
 -- consumer, whose claim consumed no attempt: its dead attempt is charged here as well (so
 -- the takeover needs two attempts left to run it again).  One round trip for every (queue,
--- type) pair the consumer has room for: for each pair take up to n ready rows, larger
--- priority first, then oldest blocked_till, id as tie-breaker, skipping rows other consumers
--- hold.  Each priority level is its own short range scan of asynqpg_tasks_queue_ready_idx
--- (the levels are few and fixed), so rows not yet due never sit in the way.  Paused queues
--- are left out.  Of the rows picked, per type and per queue only the most urgent up to the
+-- type) pair the consumer has room for: for each pair take up to n ready rows (n never more
+-- than the type's room), larger priority first, then oldest blocked_till, id as tie-breaker,
+-- skipping rows other consumers hold.  Each priority level is its own short range scan of
+-- asynqpg_tasks_queue_ready_idx (the levels are few and fixed), so rows not yet due never sit
+-- in the way.  Paused queues are left out.  When a type is served from several queues
+-- (parameter spread), locking every pair's n rows would lock queues x n rows to keep n:
+-- instead the pairs' candidates are read without locks and ranked per type, and only the
+-- most urgent are locked, in rank order, until the type's room (or all its pairs' n together)
+-- is full.  Of the rows picked, per type and per queue only the most urgent up to the
 -- consumer's room are kept, and up to what the cluster-wide limits allow (asynqpg_limits,
 -- read through asynqpg_limit_allowance, which locks each limit: claims under one limit take
 -- turns); the rate limits' buckets are charged for the tasks started.  The rest of the picked
@@ -220,25 +224,81 @@ WITH async_commit AS MATERIALIZED (
     SELECT a.scope, a.name,
            least(coalesce(a.running_free::float8, 'Infinity'), coalesce(floor(a.tokens), 'Infinity'))
     FROM allowance a
-), picked AS MATERIALIZED (
-    SELECT c.id, c.queue, c.type, c.priority, c.blocked_till, c.status AS old_status, c.charge,
-           (c.status = 'running' AND c.attempts_left < 1 + c.charge) AS exhausted
+), spread AS MATERIALIZED (
+    -- Spread plans only: the candidates, read without locks.
+    SELECT c.id, w.type, c.priority, c.blocked_till
     FROM wanted w
     CROSS JOIN LATERAL (
         SELECT c.*
         FROM generate_series(5, -5, -1) AS p(priority)
         CROSS JOIN LATERAL (
-            SELECT t.id, t.queue, t.type, t.priority, t.blocked_till, t.status,
-                   t.attempts_left, (t.status = 'running' AND t.lease_token IS NULL)::int AS charge
+            SELECT t.id, t.priority, t.blocked_till
             FROM asynqpg_tasks t
             WHERE t.queue = w.queue AND t.type = w.type AND t.priority = p.priority
               AND t.status NOT IN ('completed', 'failed', 'cancelled')  -- the index's predicate
               AND t.blocked_till <= asynqpg_now()
             ORDER BY t.blocked_till, t.id
             LIMIT w.n
-            FOR NO KEY UPDATE SKIP LOCKED
         ) c
         LIMIT w.n
+    ) c
+    WHERE %(spread)b::bool
+), picked AS MATERIALIZED (
+    SELECT c.id, c.queue, c.type, c.priority, c.blocked_till, c.status AS old_status, c.charge,
+           (c.status = 'running' AND c.attempts_left < 1 + c.charge) AS exhausted
+    FROM (
+        -- One pair per type: lock the rows as the index hands them out.
+        SELECT c.*
+        FROM wanted w
+        CROSS JOIN LATERAL (
+            SELECT c.*
+            FROM generate_series(5, -5, -1) AS p(priority)
+            CROSS JOIN LATERAL (
+                SELECT t.id, t.queue, t.type, t.priority, t.blocked_till, t.status,
+                       t.attempts_left, (t.status = 'running' AND t.lease_token IS NULL)::int AS charge
+                FROM asynqpg_tasks t
+                WHERE t.queue = w.queue AND t.type = w.type AND t.priority = p.priority
+                  AND t.status NOT IN ('completed', 'failed', 'cancelled')  -- the index's predicate
+                  AND t.blocked_till <= asynqpg_now()
+                ORDER BY t.blocked_till, t.id
+                LIMIT w.n
+                FOR NO KEY UPDATE SKIP LOCKED
+            ) c
+            LIMIT w.n
+        ) c
+        WHERE NOT %(spread)b::bool
+        UNION ALL
+        -- A type served from several queues: lock the type's best candidates in rank order, each
+        -- re-checked on its newest version, until the type's room is full.  Twice the room is
+        -- read, for rows other consumers took since.
+        SELECT c.*
+        FROM (
+            -- A type's room, or what its pairs may bring together if that is less.
+            SELECT w.type, least(sum(w.n), min(r.n)) AS n
+            FROM wanted w
+            LEFT JOIN unnest(%(room_scopes)b::text[], %(room_names)b::text[], %(room_n)b::int[])
+                AS r(scope, name, n) ON r.scope = 'type' AND r.name = w.type
+            GROUP BY w.type
+        ) w
+        CROSS JOIN LATERAL (
+            SELECT c.*
+            FROM (
+                SELECT s.id FROM spread s
+                WHERE s.type = w.type
+                ORDER BY s.priority DESC, s.blocked_till, s.id
+                LIMIT 2 * w.n
+            ) s
+            CROSS JOIN LATERAL (
+                SELECT t.id, t.queue, t.type, t.priority, t.blocked_till, t.status,
+                       t.attempts_left, (t.status = 'running' AND t.lease_token IS NULL)::int AS charge
+                FROM asynqpg_tasks t
+                WHERE t.id = s.id
+                  AND t.status NOT IN ('completed', 'failed', 'cancelled')
+                  AND t.blocked_till <= asynqpg_now()
+                FOR NO KEY UPDATE SKIP LOCKED
+            ) c
+            LIMIT w.n
+        ) c
     ) c
 ), ranked AS (
     SELECT p.*,
@@ -266,40 +326,51 @@ WITH async_commit AS MATERIALIZED (
     FROM allowance a
     WHERE l.scope = a.scope AND l.name = a.name AND a.tokens IS NOT NULL
 )
+-- Each row's facts (old status, charge, exhausted) are read again off the row itself, which
+-- this statement has held locked since it picked it: no join with chosen, so no plan that
+-- depends on how many rows the planner guessed chosen would hold.  The ANY(ARRAY(...)) hands
+-- the planner the ids up front: a primary-key lookup per claimed row.
 UPDATE asynqpg_tasks t SET
-    status = CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
-    attempts_left = CASE WHEN d.exhausted AND d.charge = 0 THEN t.attempts_left
-                         WHEN d.exhausted THEN greatest(t.attempts_left - 1, 0)
-                         ELSE greatest(t.attempts_left - d.charge, 1) - 1 END,
-    attempts_elapsed = CASE WHEN d.exhausted THEN t.attempts_elapsed + d.charge
-                            ELSE t.attempts_elapsed + d.charge + 1 END,
-    lease_token = CASE WHEN d.exhausted THEN NULL
-                       ELSE nextval('asynqpg_lease_token_seq') END,
-    lease_owner = CASE WHEN d.exhausted THEN NULL ELSE %(owner)b END,
-    blocked_till = CASE WHEN d.exhausted THEN t.blocked_till
-                        ELSE asynqpg_now() + make_interval(secs => %(lease)b) END,
-    attempted_at = CASE WHEN d.exhausted THEN t.attempted_at ELSE asynqpg_now() END,
-    finalized_at = CASE WHEN d.exhausted THEN asynqpg_now() ELSE NULL END,
-    updated_at = asynqpg_now(),
-    messages = CASE
-        WHEN d.old_status <> 'running' THEN t.messages
-        WHEN d.exhausted THEN (t.messages || %(exhausted_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
-        ELSE (t.messages || %(takeover_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
-    END,
-    message_times = CASE WHEN d.old_status <> 'running' THEN t.message_times
-        ELSE asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()) END,
-    message_starts = CASE WHEN d.old_status <> 'running' THEN t.message_starts
-        ELSE asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at) END
-FROM chosen d
--- The ANY(ARRAY(...)) hands the planner the ids up front: a primary-key lookup per claimed
--- row, never a join over the whole table.
-WHERE t.id = d.id AND t.id = ANY(ARRAY(SELECT c.id FROM chosen c))
+    (status, attempts_left, attempts_elapsed, lease_token, lease_owner, blocked_till,
+     attempted_at, finalized_at, updated_at, messages, message_times, message_starts) = (
+    SELECT
+        CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
+        CASE WHEN d.exhausted AND d.charge = 0 THEN t.attempts_left
+             WHEN d.exhausted THEN greatest(t.attempts_left - 1, 0)
+             ELSE greatest(t.attempts_left - d.charge, 1) - 1 END,
+        CASE WHEN d.exhausted THEN t.attempts_elapsed + d.charge
+             ELSE t.attempts_elapsed + d.charge + 1 END,
+        CASE WHEN d.exhausted THEN NULL ELSE nextval('asynqpg_lease_token_seq') END,
+        CASE WHEN d.exhausted THEN NULL ELSE %(owner)b END,
+        CASE WHEN d.exhausted THEN t.blocked_till
+             ELSE asynqpg_now() + make_interval(secs => %(lease)b) END,
+        CASE WHEN d.exhausted THEN t.attempted_at ELSE asynqpg_now() END,
+        CASE WHEN d.exhausted THEN asynqpg_now() ELSE NULL END,
+        asynqpg_now(),
+        CASE
+            WHEN NOT d.taken_over THEN t.messages
+            WHEN d.exhausted THEN (t.messages || %(exhausted_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
+            ELSE (t.messages || %(takeover_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
+        END,
+        CASE WHEN NOT d.taken_over THEN t.message_times
+             ELSE asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()) END,
+        CASE WHEN NOT d.taken_over THEN t.message_starts
+             ELSE asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at) END
+    FROM (
+        SELECT t.status = 'running' AS taken_over,
+               (t.status = 'running' AND t.lease_token IS NULL)::int AS charge,
+               (t.status = 'running'
+                AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) AS exhausted
+    ) d
+)
+WHERE t.id = ANY(ARRAY(SELECT c.id FROM chosen c))
 -- No messages (the common case) come back as NULL: an empty array costs the client more to
 -- load than the rest of the row.
 RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_left,
           t.attempts_elapsed, t.created_at, t.attempted_at,
           nullif(t.messages, '{}'::text[]) AS messages, t.lease_token,
-          t.trace_context, (d.old_status = 'running') AS taken_over, t.queue, t.priority
+          t.trace_context, t.id = ANY(ARRAY(SELECT c.id FROM chosen c WHERE c.old_status = 'running')) AS taken_over,
+          t.queue, t.priority
 
 -- name: bound_idle_in_transaction
 -- The first statement of the consumer's and the janitor's multi-statement transactions: should
