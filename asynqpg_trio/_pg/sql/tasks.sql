@@ -326,43 +326,36 @@ WITH async_commit AS MATERIALIZED (
     FROM allowance a
     WHERE l.scope = a.scope AND l.name = a.name AND a.tokens IS NOT NULL
 )
--- Each row's facts (old status, charge, exhausted) are read again off the row itself, which
--- this statement has held locked since it picked it: no join with chosen, so no plan that
--- depends on how many rows the planner guessed chosen would hold.  The ANY(ARRAY(...)) hands
--- the planner the ids up front: a primary-key lookup per claimed row.
+-- Each row's facts are read again off the row itself, which this statement has held locked
+-- since it picked it: no join with chosen, so no plan that depends on how many rows the
+-- planner guessed chosen would hold.  Spelled out on the row, as picked has them:
+--   taken over  t.status = 'running'
+--   charge      (t.status = 'running' AND t.lease_token IS NULL)::int
+--   exhausted   t.status = 'running' AND t.attempts_left < 1 + charge
+-- The ANY(ARRAY(...)) hands the planner the ids up front: a primary-key lookup per row.
 UPDATE asynqpg_tasks t SET
-    (status, attempts_left, attempts_elapsed, lease_token, lease_owner, blocked_till,
-     attempted_at, finalized_at, updated_at, messages, message_times, message_starts) = (
-    SELECT
-        CASE WHEN d.exhausted THEN 'failed' ELSE 'running' END,
-        CASE WHEN d.exhausted AND d.charge = 0 THEN t.attempts_left
-             WHEN d.exhausted THEN greatest(t.attempts_left - 1, 0)
-             ELSE greatest(t.attempts_left - d.charge, 1) - 1 END,
-        CASE WHEN d.exhausted THEN t.attempts_elapsed + d.charge
-             ELSE t.attempts_elapsed + d.charge + 1 END,
-        CASE WHEN d.exhausted THEN NULL ELSE nextval('asynqpg_lease_token_seq') END,
-        CASE WHEN d.exhausted THEN NULL ELSE %(owner)b END,
-        CASE WHEN d.exhausted THEN t.blocked_till
-             ELSE asynqpg_now() + make_interval(secs => %(lease)b) END,
-        CASE WHEN d.exhausted THEN t.attempted_at ELSE asynqpg_now() END,
-        CASE WHEN d.exhausted THEN asynqpg_now() ELSE NULL END,
-        asynqpg_now(),
-        CASE
-            WHEN NOT d.taken_over THEN t.messages
-            WHEN d.exhausted THEN (t.messages || %(exhausted_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
-            ELSE (t.messages || %(takeover_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
-        END,
-        CASE WHEN NOT d.taken_over THEN t.message_times
-             ELSE asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()) END,
-        CASE WHEN NOT d.taken_over THEN t.message_starts
-             ELSE asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at) END
-    FROM (
-        SELECT t.status = 'running' AS taken_over,
-               (t.status = 'running' AND t.lease_token IS NULL)::int AS charge,
-               (t.status = 'running'
-                AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) AS exhausted
-    ) d
-)
+    status = CASE WHEN (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) THEN 'failed' ELSE 'running' END,
+    attempts_left = CASE
+        WHEN (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) AND t.lease_token IS NOT NULL THEN t.attempts_left
+        WHEN (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) THEN greatest(t.attempts_left - 1, 0)
+        ELSE greatest(t.attempts_left - (t.status = 'running' AND t.lease_token IS NULL)::int, 1) - 1 END,
+    attempts_elapsed = t.attempts_elapsed + (t.status = 'running' AND t.lease_token IS NULL)::int + (NOT (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int))::int,
+    lease_token = CASE WHEN (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) THEN NULL ELSE nextval('asynqpg_lease_token_seq') END,
+    lease_owner = CASE WHEN (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) THEN NULL ELSE %(owner)b END,
+    blocked_till = CASE WHEN (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) THEN t.blocked_till
+                        ELSE asynqpg_now() + make_interval(secs => %(lease)b) END,
+    attempted_at = CASE WHEN (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) THEN t.attempted_at ELSE asynqpg_now() END,
+    finalized_at = CASE WHEN (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) THEN asynqpg_now() ELSE NULL END,
+    updated_at = asynqpg_now(),
+    messages = CASE
+        WHEN t.status <> 'running' THEN t.messages
+        WHEN (t.status = 'running' AND t.attempts_left < 1 + (t.lease_token IS NULL)::int) THEN (t.messages || %(exhausted_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
+        ELSE (t.messages || %(takeover_message)b::text)[greatest(1, cardinality(t.messages) - 98):]
+    END,
+    message_times = CASE WHEN t.status <> 'running' THEN t.message_times
+        ELSE asynqpg_stamp(t.message_times, cardinality(t.messages), asynqpg_now()) END,
+    message_starts = CASE WHEN t.status <> 'running' THEN t.message_starts
+        ELSE asynqpg_stamp(t.message_starts, cardinality(t.messages), t.attempted_at) END
 WHERE t.id = ANY(ARRAY(SELECT c.id FROM chosen c))
 -- No messages (the common case) come back as NULL: an empty array costs the client more to
 -- load than the rest of the row.
