@@ -322,3 +322,27 @@ async def test_migrate_upgrades_a_version_1_database_with_rows(empty_dsn: str) -
 
     async with open_consumer(empty_dsn, handlers={"old": handle}, **FAST):
         await wait_until(lambda: len(done) == 1000, what="every old row")
+
+
+async def test_an_urgent_task_overtakes_what_a_busy_consumer_holds(pool: Pool) -> None:
+    # Two slow workers and a prefetch buffer of 20: the consumer holds 22 tasks of priority 0
+    # when a priority-5 task is enqueued.  Its NOTIFY says priority 5: the next claim takes it
+    # as soon as there is room (one handler finishing), and it starts ahead of everything the
+    # buffer held, rather than about 20 starts later.
+    producer = Producer(pool)
+    await producer.enqueue_many([Task("t", b"backlog") for _ in range(60)])
+    started: list[bytes] = []
+
+    async def handle(task: TaskInfo) -> None:
+        started.append(task.payload)
+        await trio.sleep(0.05)
+
+    handler = Handler(handle, workers=2)
+    async with open_consumer(pool, handlers={"t": handler}, prefetch=20, **FAST) as consumer:
+        await wait_until(lambda: len(started) >= 4, what="the backlog running")
+        await wait_until(lambda: consumer.statistics().claimed >= 22, what="the buffer filled")
+        await producer.enqueue(Task("t", b"urgent", priority=5))
+        enqueued_at = len(started)
+        await wait_until(lambda: b"urgent" in started, what="the urgent task")
+    overtaken = started.index(b"urgent") - enqueued_at
+    assert overtaken <= 3, f"the urgent task started {overtaken} starts after its enqueue"

@@ -53,10 +53,9 @@ import anyio
 from .._core._book import Lease
 from .._core._pacing import plan_claim
 from .._core._task import TaskInfo
+from ._buffer import LeaseSender
 
 if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectSendStream
-
     from .._core._pacing import ClaimPlan
     from .._core._rows import ClaimedTask, TasksRepository
 
@@ -77,6 +76,13 @@ class FetchSettings(Protocol):
     @property
     def queues(self) -> Mapping[str, int | None]: ...
     def capacity(self, task_type: str, mean: float | None, *, backlogged: bool) -> int: ...
+
+
+class LeaseSink(Protocol):
+    """Where a type's claimed leases go (`_buffer.LeaseSender`, or a memory channel)."""
+
+    def send_nowait(self, lease: Lease, /) -> None: ...
+    def close(self) -> None: ...
 
 
 class FetchBook(Protocol):
@@ -152,10 +158,12 @@ class Claimer:
     counters: FetchCounters
     telemetry: TakeoverTelemetry
     lock: anyio.Lock
-    sends: Mapping[str, MemoryObjectSendStream[Lease]]
+    sends: Mapping[str, LeaseSink]
     is_open: bool
     #: Each type's capacity as of the last claim.
     limits: dict[str, int]
+    #: An urgent task was announced: the next claim takes whatever room there is.
+    eager: bool
 
     def __init__(
         self,
@@ -171,8 +179,9 @@ class Claimer:
         self.sends = {}
         self.is_open = False
         self.limits = {}
+        self.eager = False
 
-    def open(self, sends: Mapping[str, MemoryObjectSendStream[Lease]]) -> None:
+    def open(self, sends: Mapping[str, LeaseSink]) -> None:
         """The work runs: claims may be dispatched to ``sends``."""
         self.sends, self.is_open = sends, True
 
@@ -189,6 +198,13 @@ class Claimer:
         """Whether claims may be dispatched (between `open` and `close`)."""
         return self.is_open
 
+    def _holds_less_urgent(self, priority: int) -> bool:
+        """Whether a lease waiting for a handler is less urgent than ``priority``."""
+        return any(
+            isinstance(send, LeaseSender) and send.waiting_below(priority)
+            for send in self.sends.values()
+        )
+
     async def claim(self, claim: ClaimFn) -> tuple[ClaimPlan, dict[str, int]]:
         """Plan, claim and dispatch once; the caller holds ``lock`` and checked `is_open`.
         Returns the plan and how many rows each type got."""
@@ -199,9 +215,12 @@ class Claimer:
             t: settings.capacity(t, durations.get(t), backlogged=t in backlog) for t in self.sends
         }
         free = {t: n - busy.get(t, 0) for t, n in limits.items()}
-        plan = plan_claim(free, busy, limits, settings.queues, self.book.busy_queues)
+        plan = plan_claim(
+            free, busy, limits, settings.queues, self.book.busy_queues, eager=self.eager
+        )
         got: dict[str, int] = {}
         if plan.pairs:
+            self.eager = False  # this claim takes the most urgent first
             rows = await claim(
                 plan,
                 owner=settings.consumer_id,
@@ -215,12 +234,19 @@ class Claimer:
             _dispatch(self.book, self.counters, self.telemetry, self.sends, rows)
         return plan, got
 
-    async def on_notify(self, claim: ClaimFn) -> None:
+    async def on_notify(self, claim: ClaimFn, priority: int | None = None) -> None:
         """A NOTIFY said tasks are ready: claim them on the listener's connection, unless a
         claim is under way or the work is not running (then wake the fetcher, as before).
 
+        ``priority``: the most urgent priority the NOTIFY announced, if it said.  When a task
+        waiting in this consumer's buffers is less urgent, the next claim (this one, or the
+        fetcher's) is eager: it asks for whatever room there is, so that the urgent task is
+        claimed now and overtakes them (`_buffer`), instead of after half the buffer drained.
+
         Cancellation: a checkpoint; a claim once sent is shielded (see `run_fetcher`).
         """
+        if priority is not None and self._holds_less_urgent(priority):
+            self.eager = True
         if not self.running() or self.lock.locked():
             self.wakeup.kick()
             return
@@ -278,7 +304,7 @@ def _dispatch(
     book: FetchBook,
     counters: FetchCounters,
     telemetry: TakeoverTelemetry,
-    sends: Mapping[str, MemoryObjectSendStream[Lease]],
+    sends: Mapping[str, LeaseSink],
     rows: list[ClaimedTask],
 ) -> None:
     """Put claimed rows in the lease book and on their types' channels (never blocks)."""

@@ -48,7 +48,9 @@ from .._core._results import DEFAULT_RESULT_LIMIT, encode_result
 from .._core._settle import DEADLINE_SLACK, Settled, deadline_after, run_error, settle
 
 if TYPE_CHECKING:
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+    from types import TracebackType
+
+    from anyio.streams.memory import MemoryObjectSendStream
 
     from .._core._book import CancelScopeLike, Lease
     from .._core._config import ErrorHandler, HandlerFn, Middleware
@@ -58,6 +60,22 @@ if TYPE_CHECKING:
 __all__ = ["HandlerSettings", "build_chain", "run_worker"]
 
 logger = logging.getLogger("asynqpg_trio.handlers")
+
+
+class LeaseSource(Protocol):
+    """Where a handler actor takes its type's leases from (`_buffer.LeaseReceiver`, or a
+    memory channel): most urgent first, EndOfStream once closed and drained."""
+
+    async def receive(self) -> Lease: ...
+    def receive_nowait(self) -> Lease: ...
+    async def __aenter__(self) -> Any: ...
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Any: ...
 
 
 class HandlerBook(Protocol):
@@ -139,7 +157,7 @@ async def run_worker(
     stopping: HandlerStopping,
     counters: HandlerCounters,
     telemetry: RunTelemetry,
-    receive: MemoryObjectReceiveStream[Lease],
+    receive: LeaseSource,
     outcomes: MemoryObjectSendStream[Outcome],
 ) -> None:
     """Take tasks from ``receive`` until it is closed and drained.
@@ -171,7 +189,7 @@ class _Actor:
         stopping: HandlerStopping,
         counters: HandlerCounters,
         telemetry: RunTelemetry,
-        receive: MemoryObjectReceiveStream[Lease],
+        receive: LeaseSource,
         outcomes: MemoryObjectSendStream[Outcome],
     ) -> None:
         self.settings, self.book, self.wakeup, self.stopping = settings, book, wakeup, stopping

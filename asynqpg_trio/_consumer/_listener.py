@@ -4,7 +4,10 @@ Theory of operation
 -------------------
 ``asynqpg_new`` (sent by producers and retries) makes the listener claim ready tasks on its own
 connection at once (the fetcher's `Claimer`: the same plan, one claim at a time, only while the
-work runs; a NOTIFY during another claim wakes the fetcher instead); ``asynqpg_cancel`` (sent
+work runs; a NOTIFY during another claim wakes the fetcher instead).  Our producers put the
+most urgent priority they made ready in the payload (others send none): a consumer holding
+less urgent tasks claims at once, however little room it has (`Claimer.on_notify`).
+``asynqpg_cancel`` (sent
 by a client cancelling a running task, payload = task id) cancels that task's handler at once
 if this consumer holds its lease.  If the connection is lost the fetcher keeps polling, the
 lease keeper's periodic check still catches cancels, and the supervisor reconnects with
@@ -56,7 +59,9 @@ class Kick(Protocol):
 class NotifyClaimer(Protocol):
     """Claims on a NOTIFY, on the listener's connection (the fetcher's `Claimer`)."""
 
-    async def on_notify(self, claim: Callable[..., Awaitable[list[ClaimedTask]]]) -> None: ...
+    async def on_notify(
+        self, claim: Callable[..., Awaitable[list[ClaimedTask]]], priority: int | None = None
+    ) -> None: ...
 
 
 class LostMarker(Protocol):
@@ -123,6 +128,14 @@ async def run_listener(
                     continue
                 book.mark_lost([task_id])
             elif claimer is not None:
-                await claimer.on_notify(notices.claim)
+                await claimer.on_notify(notices.claim, _priority(notice.payload))
             else:
                 wakeup.kick()
+
+
+def _priority(payload: str) -> int | None:
+    """The priority a wake-up announces (None: none, as from a Go producer or a retry)."""
+    try:
+        return int(payload)
+    except ValueError:
+        return None

@@ -54,9 +54,10 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .._core._batching import Outcome
-from .._core._book import Lease, LeaseBook
+from .._core._book import LeaseBook
 from .._maintenance._run import run_maintenance
 from .._pg._maintenance_repo import PgMaintenance
+from ._buffer import LeaseSender, open_lease_buffer
 from ._completer import Completer
 from ._detached import Detached
 from ._fetcher import Claimer, run_fetcher
@@ -213,7 +214,7 @@ async def serve_work(
     """The work: the fetcher (under ``claiming``) and the handler actors; returns once every
     handler actor has exited (the fetcher's end closes their channels)."""
     config = p.config
-    sends: dict[str, MemoryObjectSendStream[Lease]] = {}
+    sends: dict[str, LeaseSender] = {}
     async with outcomes, anyio.create_task_group() as work:
         try:
             for task_type, handler in config.handlers.items():
@@ -230,7 +231,8 @@ async def serve_work(
                     handler.result_limit,
                     p.progress,
                 )
-                send, receive = anyio.create_memory_object_stream[Lease](config.limit(task_type))
+                # Most urgent first, across claims (`_buffer`).
+                send, receive = open_lease_buffer(config.limit(task_type))
                 sends[task_type] = send
                 with receive:
                     for _ in range(handler.workers):

@@ -54,16 +54,20 @@ def plan_claim(
     limits: Mapping[str, int],
     queues: Mapping[str, int | None],
     busy_queues: Mapping[str, int],
+    *,
+    eager: bool = False,
 ) -> ClaimPlan:
     """What to ask for: each type's free capacity, in batches, within each queue's cap.
 
-    ``queues`` maps each served queue to its cap (None: no cap of its own).
+    ``queues`` maps each served queue to its cap (None: no cap of its own).  A busy type
+    waits until half its capacity is free, so that claims stay large; ``eager`` (an urgent
+    task was announced) asks for whatever room there is now.
     """
     type_room: dict[str, int] = {}
     for task_type, n in free.items():
         if n <= 0:
             continue
-        if busy.get(task_type, 0) == 0 or n >= max(1, limits[task_type] // 2):
+        if eager or busy.get(task_type, 0) == 0 or n >= max(1, limits[task_type] // 2):
             type_room[task_type] = n
     queue_room: dict[str, int] = {}
     pairs: dict[tuple[str, str], int] = {}

@@ -41,10 +41,13 @@ WITH batch AS MATERIALIZED (
     FROM input i CROSS JOIN batch b
     ORDER BY i.ord
     ON CONFLICT DO NOTHING
-    RETURNING t.id, t.type, t.idempotency_token, t.blocked_till
+    RETURNING t.id, t.type, t.idempotency_token, t.blocked_till, t.priority
 ), wake AS (
-    SELECT pg_notify('asynqpg_new', '')
-    FROM (SELECT 1 FROM ins WHERE ins.blocked_till <= (SELECT now FROM batch) LIMIT 1) AS ready
+    -- Payload: the most urgent priority made ready, for consumers holding less urgent work.
+    SELECT pg_notify('asynqpg_new', ready.priority::text)
+    FROM (SELECT max(ins.priority) AS priority FROM ins
+          WHERE ins.blocked_till <= (SELECT now FROM batch)) AS ready
+    WHERE ready.priority IS NOT NULL
 )
 SELECT ins.id, ins.type, ins.idempotency_token
 FROM ins CROSS JOIN (SELECT count(*) FROM wake) AS w
@@ -82,10 +85,13 @@ WITH batch AS MATERIALIZED (
         coalesce(i.priority, b.priority)
     FROM input i CROSS JOIN batch b
     ORDER BY i.ord
-    RETURNING t.id, t.blocked_till
+    RETURNING t.id, t.blocked_till, t.priority
 ), wake AS (
-    SELECT pg_notify('asynqpg_new', '')
-    FROM (SELECT 1 FROM ins WHERE ins.blocked_till <= (SELECT now FROM batch) LIMIT 1) AS ready
+    -- Payload: the most urgent priority made ready, for consumers holding less urgent work.
+    SELECT pg_notify('asynqpg_new', ready.priority::text)
+    FROM (SELECT max(ins.priority) AS priority FROM ins
+          WHERE ins.blocked_till <= (SELECT now FROM batch)) AS ready
+    WHERE ready.priority IS NOT NULL
 )
 SELECT array_agg(ins.id ORDER BY ins.id) AS ids, (SELECT count(*) FROM wake) AS woken
 FROM ins
@@ -151,10 +157,13 @@ WITH batch AS MATERIALIZED (
     FROM input i CROSS JOIN batch b
     ORDER BY i.ord
     ON CONFLICT DO NOTHING
-    RETURNING t.id, t.blocked_till
+    RETURNING t.id, t.blocked_till, t.priority
 ), wake AS (
-    SELECT pg_notify('asynqpg_new', '')
-    FROM (SELECT 1 FROM ins WHERE ins.blocked_till <= (SELECT now FROM batch) LIMIT 1) AS ready
+    -- Payload: the most urgent priority made ready, for consumers holding less urgent work.
+    SELECT pg_notify('asynqpg_new', ready.priority::text)
+    FROM (SELECT max(ins.priority) AS priority FROM ins
+          WHERE ins.blocked_till <= (SELECT now FROM batch)) AS ready
+    WHERE ready.priority IS NOT NULL
 )
 SELECT ins.id, i.unique_window
 FROM input i

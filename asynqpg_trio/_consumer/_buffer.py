@@ -1,0 +1,144 @@
+"""A task type's claimed leases on their way to its handler actors, most urgent first.
+
+Theory of operation
+-------------------
+A claim orders the rows it takes (larger priority first, then due time, then id), but a
+consumer draining a backlog holds a prefetch buffer of earlier claims: with a first-in,
+first-out channel an urgent task claimed now would start only after everything claimed before
+it.  `open_lease_buffer` keeps that order across claims instead.
+
+It is a bounded memory channel of tickets (``None``) beside a heap of leases: sending pushes
+one lease and one ticket, receiving takes one ticket and then pops the most urgent lease (the
+larger priority; among equals, the one sent first).  Tickets and leases are added and removed
+together without a checkpoint between, so every ticket has its lease; the channel supplies
+everything else unchanged: its bound, blocking and cancellation (a receiver cancelled while
+waiting has taken no ticket, so no lease), clones for several actors, and the end of stream
+once the sender is closed and every ticket is taken.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import TYPE_CHECKING, Self
+
+import anyio
+
+from .._core._book import Lease
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["LeaseReceiver", "LeaseSender", "open_lease_buffer"]
+
+
+class _Heap:
+    """The leases waiting, keyed by (-priority, order sent)."""
+
+    __slots__ = ("entries", "order")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[int, int, Lease]] = []
+        self.order = itertools.count()
+
+    def push(self, lease: Lease) -> None:
+        priority = lease.info.priority if lease.info is not None else 0
+        heapq.heappush(self.entries, (-priority, next(self.order), lease))
+
+    def pop(self) -> Lease:
+        return heapq.heappop(self.entries)[2]
+
+    def below(self, priority: int) -> bool:
+        # One scan of the waiting leases (a few hundred at most), on an urgent NOTIFY only.
+        return any(-key < priority for key, _, _ in self.entries)
+
+
+class LeaseSender:
+    """The fetcher's end of a type's buffer."""
+
+    __slots__ = ("_heap", "_tickets")
+
+    def __init__(self, tickets: MemoryObjectSendStream[None], heap: _Heap) -> None:
+        self._tickets, self._heap = tickets, heap
+
+    def send_nowait(self, lease: Lease) -> None:
+        """Add ``lease`` (anyio.WouldBlock when the buffer is full: nothing is added)."""
+        self._tickets.send_nowait(None)
+        self._heap.push(lease)
+
+    def waiting_below(self, priority: int) -> bool:
+        """Whether a lease waiting here is less urgent than ``priority``."""
+        return self._heap.below(priority)
+
+    def close(self) -> None:
+        """No more leases: receivers end once the buffer is empty."""
+        self._tickets.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LeaseReceiver:
+    """A handler actor's end of a type's buffer (`clone` one per actor)."""
+
+    __slots__ = ("_heap", "_tickets")
+
+    def __init__(self, tickets: MemoryObjectReceiveStream[None], heap: _Heap) -> None:
+        self._tickets, self._heap = tickets, heap
+
+    async def receive(self) -> Lease:
+        """The most urgent lease, waiting for one (anyio.EndOfStream once closed and empty)."""
+        await self._tickets.receive()
+        return self._heap.pop()
+
+    def receive_nowait(self) -> Lease:
+        """The most urgent lease now (anyio.WouldBlock: none; anyio.EndOfStream: none ever)."""
+        self._tickets.receive_nowait()
+        return self._heap.pop()
+
+    def clone(self) -> LeaseReceiver:
+        """Another receiving end of the same buffer."""
+        return LeaseReceiver(self._tickets.clone(), self._heap)
+
+    def close(self) -> None:
+        """Close this end (the buffer stays open while other ends are)."""
+        self._tickets.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_lease_buffer(max_size: int) -> tuple[LeaseSender, LeaseReceiver]:
+    """A buffer of at most ``max_size`` leases: its sending and receiving ends."""
+    tickets_in, tickets_out = anyio.create_memory_object_stream[None](max_size)
+    heap = _Heap()
+    return LeaseSender(tickets_in, heap), LeaseReceiver(tickets_out, heap)
