@@ -118,6 +118,8 @@ SERVED_TYPES = st.sampled_from([TYPES, TYPES[:1], TYPES[1:]])
 PAIR_N = st.integers(1, 3)
 TYPE_ROOM = st.integers(1, 4)
 QUEUE_ROOM = st.none() | st.integers(1, 3)
+#: Most claims take every priority; an urgent claim only the more urgent.
+MIN_PRIORITY = st.sampled_from([-5, -5, -5, 0, 2, 5])
 
 
 @st.composite
@@ -128,7 +130,7 @@ def claim_plans(draw: st.DrawFn) -> ClaimPlan:
     pairs = {(q, t): draw(PAIR_N) for q in queues for t in types}
     type_room = {t: draw(TYPE_ROOM) for t in types}
     queue_room = {q: n for q in queues if (n := draw(QUEUE_ROOM)) is not None}
-    return ClaimPlan(pairs, type_room, queue_room)
+    return ClaimPlan(pairs, type_room, queue_room, draw(MIN_PRIORITY))
 
 
 #: In one round trip: the paused queues, and the limits (refilled_at in seconds since BASE).

@@ -50,10 +50,6 @@ class _Heap:
     def pop(self) -> Lease:
         return heapq.heappop(self.entries)[2]
 
-    def below(self, priority: int) -> bool:
-        # One scan of the waiting leases (a few hundred at most), on an urgent NOTIFY only.
-        return any(-key < priority for key, _, _ in self.entries)
-
 
 class LeaseSender:
     """The fetcher's end of a type's buffer."""
@@ -67,10 +63,6 @@ class LeaseSender:
         """Add ``lease`` (anyio.WouldBlock when the buffer is full: nothing is added)."""
         self._tickets.send_nowait(None)
         self._heap.push(lease)
-
-    def waiting_below(self, priority: int) -> bool:
-        """Whether a lease waiting here is less urgent than ``priority``."""
-        return self._heap.below(priority)
 
     def close(self) -> None:
         """No more leases: receivers end once the buffer is empty."""

@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
@@ -53,7 +54,6 @@ import anyio
 from .._core._book import Lease
 from .._core._pacing import plan_claim
 from .._core._task import TaskInfo
-from ._buffer import LeaseSender
 
 if TYPE_CHECKING:
     from .._core._pacing import ClaimPlan
@@ -76,6 +76,7 @@ class FetchSettings(Protocol):
     @property
     def queues(self) -> Mapping[str, int | None]: ...
     def capacity(self, task_type: str, mean: float | None, *, backlogged: bool) -> int: ...
+    def limit(self, task_type: str) -> int: ...
 
 
 class LeaseSink(Protocol):
@@ -124,6 +125,9 @@ class TakeoverTelemetry(Protocol):
 CLAIM_GRACE = 5.0
 #: Seconds before looking again when due tasks could not be claimed (limits, other consumers).
 BLOCKED_RETRY = 0.05
+#: The most tasks per type an urgent claim (`Claimer.on_notify`) takes beyond the type's
+#: capacity; each type's lease buffer has this much room besides its `limit`.
+URGENT_ROOM = 4
 TAKEOVER_MESSAGE = "lease expired: the consumer running this attempt stopped renewing its lease"
 EXHAUSTED_MESSAGE = TAKEOVER_MESSAGE + "; no attempt left"
 
@@ -164,6 +168,13 @@ class Claimer:
     limits: dict[str, int]
     #: An urgent task was announced: the next claim takes whatever room there is.
     eager: bool
+    #: The least urgent priority the last claim that got rows brought (None: none yet).
+    least_urgent: int | None
+    #: What the claim in flight may bring, per type and per capped queue.
+    inflight: dict[str, int]
+    inflight_queues: dict[str, int]
+    #: One urgent claim at a time, beside the fetcher's.
+    urgent_lock: anyio.Lock
 
     def __init__(
         self,
@@ -180,6 +191,9 @@ class Claimer:
         self.is_open = False
         self.limits = {}
         self.eager = False
+        self.least_urgent = None
+        self.inflight, self.inflight_queues = {}, {}
+        self.urgent_lock = anyio.Lock()
 
     def open(self, sends: Mapping[str, LeaseSink]) -> None:
         """The work runs: claims may be dispatched to ``sends``."""
@@ -189,7 +203,7 @@ class Claimer:
         """No claim from now on (waits for one in flight, shielded: bounded by its grace),
         then close the lease channels: the handler actors drain and exit."""
         with anyio.CancelScope(shield=True):
-            async with self.lock:
+            async with self.lock, self.urgent_lock:
                 self.is_open = False
                 for send in self.sends.values():
                     send.close()
@@ -199,11 +213,14 @@ class Claimer:
         return self.is_open
 
     def _holds_less_urgent(self, priority: int) -> bool:
-        """Whether a lease waiting for a handler is less urgent than ``priority``."""
-        return any(
-            isinstance(send, LeaseSender) and send.waiting_below(priority)
-            for send in self.sends.values()
-        )
+        """Whether this consumer works on tasks less urgent than ``priority``: its last claim
+        that got rows brought some (cheap, and what working through a backlog looks like,
+        whether they still wait in its buffers or it is claiming the next ones)."""
+        return self.least_urgent is not None and priority > self.least_urgent
+
+    def _got(self, rows: list[ClaimedTask]) -> None:
+        if rows:
+            self.least_urgent = min(row.priority for row in rows)
 
     async def claim(self, claim: ClaimFn) -> tuple[ClaimPlan, dict[str, int]]:
         """Plan, claim and dispatch once; the caller holds ``lock`` and checked `is_open`.
@@ -221,33 +238,72 @@ class Claimer:
         got: dict[str, int] = {}
         if plan.pairs:
             self.eager = False  # this claim takes the most urgent first
-            rows = await claim(
-                plan,
-                owner=settings.consumer_id,
-                lease=settings.lease_duration,
-                takeover_message=TAKEOVER_MESSAGE,
-                exhausted_message=EXHAUSTED_MESSAGE,
-                grace=CLAIM_GRACE,
-            )
+            self.inflight = {t: plan.wanted_of(t) for t in plan.type_room}
+            self.inflight_queues = dict(plan.queue_room)
+            try:
+                rows = await self._send(claim, plan)
+            finally:
+                self.inflight, self.inflight_queues = {}, {}
             for row in rows:
                 got[row.type] = got.get(row.type, 0) + 1
+            self._got(rows)
             _dispatch(self.book, self.counters, self.telemetry, self.sends, rows)
         return plan, got
+
+    async def _send(self, claim: ClaimFn, plan: ClaimPlan) -> list[ClaimedTask]:
+        settings = self.settings
+        return await claim(
+            plan,
+            owner=settings.consumer_id,
+            lease=settings.lease_duration,
+            takeover_message=TAKEOVER_MESSAGE,
+            exhausted_message=EXHAUSTED_MESSAGE,
+            grace=CLAIM_GRACE,
+        )
+
+    async def _claim_urgent(self, claim: ClaimFn, priority: int) -> None:
+        """Claim up to `URGENT_ROOM` tasks per type of ``priority`` or more, beside the claim
+        in flight, within room that claim cannot fill (at most each type's `limit` plus
+        `URGENT_ROOM` held, and no capped queue over its cap)."""
+        if self.urgent_lock.locked():
+            return  # one at a time: a later urgent task waits for the next claim
+        async with self.urgent_lock:
+            if not self.running():
+                return
+            settings, book = self.settings, self.book
+            busy = {t: book.busy.get(t, 0) + self.inflight.get(t, 0) for t in self.sends}
+            busy_queues = dict(book.busy_queues)
+            for queue, n in self.inflight_queues.items():
+                busy_queues[queue] = busy_queues.get(queue, 0) + n
+            limits = {t: settings.limit(t) + URGENT_ROOM for t in self.sends}
+            free = {t: min(URGENT_ROOM, limits[t] - busy[t]) for t in self.sends}
+            plan = plan_claim(free, busy, limits, settings.queues, busy_queues, eager=True)
+            if not plan.pairs:
+                return
+            rows = await self._send(claim, replace(plan, min_priority=priority))
+            self._got(rows)
+            _dispatch(book, self.counters, self.telemetry, self.sends, rows)
 
     async def on_notify(self, claim: ClaimFn, priority: int | None = None) -> None:
         """A NOTIFY said tasks are ready: claim them on the listener's connection, unless a
         claim is under way or the work is not running (then wake the fetcher, as before).
 
-        ``priority``: the most urgent priority the NOTIFY announced, if it said.  When a task
-        waiting in this consumer's buffers is less urgent, the next claim (this one, or the
-        fetcher's) is eager: it asks for whatever room there is, so that the urgent task is
-        claimed now and overtakes them (`_buffer`), instead of after half the buffer drained.
+        ``priority``: the most urgent priority the NOTIFY announced, if it said.  When this
+        consumer is busy with less urgent tasks, the next claim (this one, or the fetcher's)
+        is eager (it asks for whatever room there is, instead of waiting for half the buffer
+        to drain), and first a small urgent claim goes at once (`_claim_urgent`), beside the
+        fetcher's if one is in flight: the urgent task overtakes what the lease buffers hold
+        (`_buffer`) rather than waiting for a large claim or two.
 
         Cancellation: a checkpoint; a claim once sent is shielded (see `run_fetcher`).
         """
+        if not self.running():
+            self.wakeup.kick()
+            return
         if priority is not None and self._holds_less_urgent(priority):
             self.eager = True
-        if not self.running() or self.lock.locked():
+            await self._claim_urgent(claim, priority)
+        if self.lock.locked():
             self.wakeup.kick()
             return
         async with self.lock:

@@ -60,7 +60,7 @@ from .._pg._maintenance_repo import PgMaintenance
 from ._buffer import LeaseSender, open_lease_buffer
 from ._completer import Completer
 from ._detached import Detached
-from ._fetcher import Claimer, run_fetcher
+from ._fetcher import URGENT_ROOM, Claimer, run_fetcher
 from ._handlers import HandlerSettings, build_chain, run_worker
 from ._lease_keeper import run_lease_keeper
 from ._listener import serve_listener
@@ -232,7 +232,7 @@ async def serve_work(
                     p.progress,
                 )
                 # Most urgent first, across claims (`_buffer`).
-                send, receive = open_lease_buffer(config.limit(task_type))
+                send, receive = open_lease_buffer(config.limit(task_type) + URGENT_ROOM)
                 sends[task_type] = send
                 with receive:
                     for _ in range(handler.workers):

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ._task import MIN_PRIORITY
+
 __all__ = ["ClaimPlan", "plan_claim"]
 
 
@@ -31,11 +33,13 @@ class ClaimPlan:
         pairs: (queue, type) -> most tasks of that type to take from that queue.
         type_room: type -> most tasks of that type to take in all.
         queue_room: queue -> most tasks to take from that queue in all (capped queues only).
+        min_priority: only tasks of this priority or more urgent (an urgent claim's bound).
     """
 
     pairs: dict[tuple[str, str], int]
     type_room: dict[str, int]
     queue_room: dict[str, int]
+    min_priority: int = MIN_PRIORITY
 
     @classmethod
     def of(cls, wanted: Mapping[str, int], queue: str = "default") -> ClaimPlan:

@@ -134,6 +134,7 @@ def claim_params(
         "room_scopes": ["type"] * len(plan.type_room) + ["queue"] * len(plan.queue_room),
         "room_names": [*plan.type_room, *plan.queue_room],
         "room_n": [*plan.type_room.values(), *plan.queue_room.values()],
+        "min_priority": plan.min_priority,
         # A type in several pairs: rank the pairs' candidates before locking any.
         "spread": len(plan.pairs) > len(plan.type_room),
         "owner": owner,

@@ -97,6 +97,7 @@ def choose(
             and record.queue not in paused
             and record.row.status in _WORKING
             and record.row.blocked_till <= now
+            and record.priority >= plan.min_priority
         ):
             by_pair.setdefault(key, []).append(record)
     # Each pair brings its most urgent rows (never more than its type's room); of a type's

@@ -102,7 +102,8 @@ class FakeDatabase(FakeMaintenance):
         """Insert a pending task, ready after ``delay`` seconds; return its id.
 
         ``max_retry`` is the total number of runs allowed (0 acts as 1), as for `Producer`.
-        A task ready now notifies the wake-up channel.
+        A task ready now notifies the wake-up channel, with its priority (as a producer's
+        enqueue says the most urgent priority it made ready).
 
         Raises:
             InvalidTask: ``queue`` is not a queue name, or ``priority`` is not an int from -5
@@ -132,7 +133,7 @@ class FakeDatabase(FakeMaintenance):
             self._records[task_id].unique_slot = slot
             self._records[task_id].unique_mask = states_mask(unique.states)
         if row.blocked_till <= now:
-            self.notify(_NEW_CHANNEL, "")
+            self.notify(_NEW_CHANNEL, str(priority))
         return task_id
 
     def _slot(self, unique: Unique, payload: bytes) -> tuple[str, datetime | None]:

@@ -38,6 +38,7 @@ async def claim(
     type_room: Mapping[str, int] | None = None,
     queue_room: Mapping[str, int] | None = None,
     owner: str = "A",
+    min_priority: int = -5,
 ) -> list[ClaimedTask]:
     """Claim as ``pairs`` say; without ``type_room``, each type's room is its pairs' sum (so
     it limits nothing).  The rows come back in id order."""
@@ -46,7 +47,7 @@ async def claim(
         for (_, task_type), n in pairs.items():
             summed[task_type] = summed.get(task_type, 0) + n
         type_room = summed
-    plan = ClaimPlan(dict(pairs), dict(type_room), dict(queue_room or {}))
+    plan = ClaimPlan(dict(pairs), dict(type_room), dict(queue_room or {}), min_priority)
     rows = await backend.tasks.claim(
         plan,
         owner=owner,
@@ -108,6 +109,17 @@ async def test_claim_order_is_priority_then_due_time_then_id(backend: Backend) -
     assert one_by_one == [first, second, later, low, lowest]
     view = await backend.view(not_due)
     assert view is not None and view.status == "pending"
+
+
+async def test_an_urgent_claim_takes_nothing_below_its_priority(backend: Backend) -> None:
+    low = await backend.enqueue(priority=2)
+    urgent = await backend.enqueue(priority=4)
+    most = await backend.enqueue(priority=5, queue="mail")
+    pairs = {("default", "t"): 5, ("mail", "t"): 5}
+
+    assert ids(await claim(backend, pairs, min_priority=4)) == sorted([urgent, most])
+    assert ids(await claim(backend, pairs, min_priority=4)) == []
+    assert ids(await claim(backend, pairs)) == [low]
 
 
 async def test_a_pair_takes_only_its_queue_and_type(backend: Backend) -> None:

@@ -272,9 +272,9 @@ async def test_cancel_makes_the_lease_lost(backend: Backend) -> None:
 
 async def test_notifications_wake_on_ready_tasks_and_report_cancels(backend: Backend) -> None:
     async with backend.tasks.notifications() as notices:
-        task = await backend.enqueue()
-        with trio.fail_after(10):
-            assert await anext(notices) == Notice("asynqpg_new", "")
+        task = await backend.enqueue(priority=3)
+        with trio.fail_after(10):  # the payload: the most urgent priority made ready
+            assert await anext(notices) == Notice("asynqpg_new", "3")
         await claim(backend, {"t": 1})
         await backend.cancel(task)
         with trio.fail_after(10):

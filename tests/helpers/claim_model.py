@@ -110,7 +110,9 @@ def predict_claim(
         due = [
             i
             for i, row in rows.items()
-            if (where[i].queue, where[i].type) == (queue, task_type) and _due(row, now)
+            if (where[i].queue, where[i].type) == (queue, task_type)
+            and _due(row, now)
+            and where[i].priority >= plan.min_priority
         ]
         room = plan.type_room.get(task_type, n)
         by_type.setdefault(task_type, []).extend(

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 import trio
 
-from asynqpg_trio._consumer._fetcher import Claimer
+from asynqpg_trio._consumer._buffer import open_lease_buffer
+from asynqpg_trio._consumer._fetcher import URGENT_ROOM, Claimer
 from asynqpg_trio._consumer._listener import NEW_CHANNEL, serve_listener
 from asynqpg_trio._core._book import Lease
 from asynqpg_trio._core._row import TaskStatus
@@ -81,3 +82,49 @@ async def test_a_lost_listen_connection_restarts_and_claims_again(
                 lease = await receive.receive()
             assert lease.task_id == first
             nursery.cancel_scope.cancel()
+
+
+async def test_an_urgent_notify_claims_beside_a_claim_in_flight_within_its_room(
+    autojump_clock: object, shared: Shared
+) -> None:
+    s, cfg = shared, config()  # two workers, no prefetch: a capacity of 2
+    claimer = Claimer(cfg, s.book, s.wakeup, s.counters, s.telemetry)
+    send, receive = open_lease_buffer(cfg.limit(TYPE) + URGENT_ROOM)
+    with send, receive:
+        claimer.open({TYPE: send})
+        backlog = [s.db.enqueue(TYPE) for _ in range(5)]
+        async with claimer.lock:
+            await claimer.claim(s.db.claim)  # the consumer works through priority 0
+        urgent = [s.db.enqueue(TYPE, priority=5) for _ in range(URGENT_ROOM + 2)]
+        mid = s.db.enqueue(TYPE, priority=3)
+        async with claimer.lock:  # the fetcher's claim is in flight
+            await claimer.on_notify(s.db.claim, 5)
+            await claimer.on_notify(s.db.claim, 5)  # no room is left for a second one
+            assert claimer.eager  # the fetcher's next claim takes whatever room there is
+        got = [receive.receive_nowait().task_id for _ in range(cfg.limit(TYPE) + URGENT_ROOM)]
+        with pytest.raises(anyio.WouldBlock):
+            receive.receive_nowait()
+    # The urgent ones first (never below the announced priority), then what was held.
+    assert got == urgent[:URGENT_ROOM] + backlog[:2]
+    assert s.db.get(mid).status is TaskStatus.PENDING
+    assert s.db.get(urgent[-1]).status is TaskStatus.PENDING
+    assert sum(s.book.busy.values()) == cfg.limit(TYPE) + URGENT_ROOM
+
+
+async def test_an_announced_priority_no_more_urgent_than_the_work_claims_nothing_extra(
+    autojump_clock: object, shared: Shared
+) -> None:
+    s, cfg = shared, config()
+    claimer = Claimer(cfg, s.book, s.wakeup, s.counters, s.telemetry)
+    send, receive = open_lease_buffer(cfg.limit(TYPE) + URGENT_ROOM)
+    with send, receive:
+        claimer.open({TYPE: send})
+        for _ in range(5):
+            s.db.enqueue(TYPE, priority=2)
+        async with claimer.lock:
+            await claimer.claim(s.db.claim)
+        s.db.enqueue(TYPE, priority=2)
+        async with claimer.lock:
+            await claimer.on_notify(s.db.claim, 2)
+        assert not claimer.eager
+        assert sum(s.book.busy.values()) == cfg.limit(TYPE)
