@@ -10,8 +10,8 @@ serves, within the queue's own cap if it has one (the pure `_core._pacing.plan_c
 claims come in batches rather than one per finished task.  One ``claim`` statement serves all
 (queue, type) pairs (``FOR NO KEY UPDATE SKIP LOCKED``, larger priority first, then oldest
 ``blocked_till``, id as tie-breaker), leaves paused queues out and stays within the
-cluster-wide limits.  Claimed tasks go into the type's bounded memory channel, whose size is
-the largest that capacity can be, so sending never blocks.
+cluster-wide limits.  Claimed tasks go into the type's bounded lease buffer (`_buffer`), whose
+size is the largest that capacity can be plus `URGENT_ROOM`, so sending never blocks.
 
 When a type got all it asked for, more may be waiting: it is marked backlogged, and a handler
 finishing a task of that type wakes the fetcher.  When nothing was left, the fetcher sleeps
@@ -33,6 +33,14 @@ cancelled) waits for a claim in flight, then closes the lease channels, and the 
 no more.  A lost LISTEN connection fails only the listener's claim (the supervisor restarts
 the listener; a claim the server committed but whose reply was lost leaves its tasks running
 until their leases expire, as for the fetcher).
+
+Priorities inside the consumer: the lease buffers hand out the most urgent task first
+(`_buffer`), and our producers' NOTIFYs say the most urgent priority they made ready.  When
+that is above what the consumer's last claim brought, the next claim is eager (it takes
+whatever room there is, not half the capacity) and a small urgent claim goes at once on the
+listener's connection, beside the fetcher's claim if one is in flight (`URGENT_ROOM` per type
+beyond the capacity, nothing below the announced priority; the lease buffers are that much
+larger).  So an urgent task waits for one small claim, not for a large one and the buffer.
 
 Cancellation: the fetcher stops between statements.  A claim is not cancelled once sent (it
 is shielded for up to `CLAIM_GRACE` seconds): a claim the server has committed leases its
