@@ -42,6 +42,7 @@ from asynqpg_trio import (
     open_consumer,
     open_pool,
 )
+from asynqpg_trio._core._pacing import ClaimPlan
 from asynqpg_trio._pg._tasks_repo import PgTasks
 
 from .helpers.web import dashboard_client
@@ -86,6 +87,7 @@ FULL_COUNTS = ("GROUP BY type, status", "GROUP BY queue, status")
 #: Each hot statement, by a fragment of its text that no other statement has.
 HOT = {
     "claim": "FOR NO KEY UPDATE OF t SKIP LOCKED",
+    "claim, a type served from several queues": "LIMIT 2 * w.n",
     "enqueue with idempotency tokens": "ON CONFLICT DO NOTHING",
     "enqueue without tokens": "array_agg",
     "enqueue unique": "unique_states",
@@ -213,6 +215,15 @@ async def _exercise(dsn: str, notices: list[str]) -> None:
         await client.throughput()
         # The queue gauges' statement (sampled when a meter provider reads them).
         await PgTasks(pool).queue_depth(["ok", "slow"], ["default", "mail"])
+        # A claim as a consumer serving both queues sends it (claim_spread).
+        await PgTasks(pool).claim(
+            ClaimPlan({("default", "ok"): 5, ("mail", "ok"): 5}, {"ok": 5}, {}),
+            owner="hot",
+            lease=1.0,
+            takeover_message="lease expired",
+            exhausted_message="lease expired; no attempt left",
+            grace=1.0,
+        )
         async with dashboard_client(pool) as http:
             for path in ("/api/tasks?status=failed", f"/api/tasks/{page.tasks[0].id}"):
                 answer = await http.get(path)

@@ -30,7 +30,7 @@ from psycopg import conninfo, sql
 
 from asynqpg_trio import Task
 from asynqpg_trio._core._pacing import ClaimPlan
-from asynqpg_trio._pg._tasks_repo import CLAIM_COLUMNS, QUERIES, claim_params
+from asynqpg_trio._pg._tasks_repo import CLAIM_COLUMNS, QUERIES, claim_params, claim_statement
 from asynqpg_trio.sync import enqueue
 
 if TYPE_CHECKING:
@@ -81,7 +81,8 @@ def params(plan: ClaimPlan) -> dict[str, Any]:
 
 def explain(conn: psycopg.Connection[Any], options: str, plan: ClaimPlan) -> dict[str, Any]:
     """The claim's plan for ``plan``: the top of EXPLAIN (``options``, FORMAT JSON)."""
-    found = conn.execute(f"EXPLAIN ({options}, FORMAT JSON) {QUERIES.claim}", params(plan))
+    statement = claim_statement(plan)
+    found = conn.execute(f"EXPLAIN ({options}, FORMAT JSON) {statement}", params(plan))
     ((document,),) = found.fetchall()
     top: dict[str, Any] = document[0]
     return top

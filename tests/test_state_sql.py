@@ -134,10 +134,11 @@ def test_claim_columns_name_what_the_claim_returns(sync_conn: psycopg.Connection
         params = repo.claim_params(
             plan, owner="o", lease=1.0, takeover_message="t", exhausted_message="e"
         )
-        assert params["spread"]  # both ways of picking rows end in the same RETURNING list
-        cur.execute(repo.QUERIES.claim, params)
-        assert cur.description is not None
-        assert tuple(c.name for c in cur.description) == repo.CLAIM_COLUMNS
+        assert repo.claim_statement(plan) == repo.QUERIES.claim_spread
+        for statement in (repo.QUERIES.claim, repo.QUERIES.claim_spread):
+            cur.execute(statement, params)
+            assert cur.description is not None
+            assert tuple(c.name for c in cur.description) == repo.CLAIM_COLUMNS
 
 
 def test_schema_statuses_are_the_table_statuses(sync_conn: psycopg.Connection[Any]) -> None:
@@ -297,12 +298,10 @@ class Impl:
     run: Callable[[Conn, Client, int, Case], Awaitable[Result]]
     refuses: bool = False
     only: TaskStatus | None = None
-    variant: str = ""
 
     @property
     def id(self) -> str:
-        suffix = f"({self.variant})" if self.variant else ""
-        return f"{self.event.value}:{self.statement}{suffix}"
+        return f"{self.event.value}:{self.statement}"
 
 
 ACK_STATEMENTS: Final = {
@@ -319,8 +318,8 @@ IMPLS: Final = (
     Impl(E.ENQUEUE, "enqueue_many_unique", _enqueue_unique),
     Impl(E.CLAIM, "claim", _claim),
     Impl(E.LEASE_TAKEOVER, "claim", _claim),
-    Impl(E.CLAIM, "claim", _claim_spread, variant="spread"),
-    Impl(E.LEASE_TAKEOVER, "claim", _claim_spread, variant="spread"),
+    Impl(E.CLAIM, "claim_spread", _claim_spread),
+    Impl(E.LEASE_TAKEOVER, "claim_spread", _claim_spread),
     *(Impl(e, s, _ack(e)) for e, s in ACK_STATEMENTS.items()),
     Impl(E.EXTEND_LEASE, "extend_leases", _extend),
     Impl(E.CANCEL, "cancel_task", _client(E.CANCEL), refuses=True),

@@ -15,6 +15,11 @@ here (``TaskQueries``, ``ClientQueries``, ``MaintenanceQueries``); the statement
 the migrator run on every database (``schema.sql``) are loaded here as `SCHEMA`.  Migration
 files are read through `read_migration`, as they are on disk: their checksums depend on it.
 
+A block may name variants (``-- variants: <name>, ...``): statements that differ from it only
+in regions marked by comment lines ``-- only <name> {`` and ``-- }``.  Each variant, the block
+itself included, keeps the regions marked with its own name and drops the others, so the
+statements share one text and each is planned with only what it runs (see ``claim``).
+
 Parameters are always bound (``%(name)s``), never formatted in.
 """
 
@@ -41,10 +46,14 @@ __all__ = [
 
 _T = TypeVar("_T")
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_VARIANTS = re.compile(r"^--\s*variants:\s*(.+?)\s*$", re.MULTILINE)
+_ONLY = re.compile(r"^\s*--\s*only\s+([a-z_][a-z0-9_]*)\s*\{\s*$")
+_END = re.compile(r"^\s*--\s*\}\s*$")
 
 
 def parse(text: str) -> dict[str, str]:
-    """Split a SQL file into ``{name: statement}``; duplicate names are an error."""
+    """Split a SQL file into ``{name: statement}``, variants included; duplicate names are an
+    error."""
     blocks: dict[str, str] = {}
     matches = list(_NAME.finditer(text))
     for i, match in enumerate(matches):
@@ -52,10 +61,33 @@ def parse(text: str) -> dict[str, str]:
         body = text[match.end() : end].strip()
         statement = body.rstrip().removesuffix(";").strip()
         name = match[1]
-        if name in blocks:
-            raise RuntimeError(f"SQL block {name!r} is defined twice")
-        blocks[name] = statement
+        found = _VARIANTS.search(statement)
+        names = [name] + ([v.strip() for v in found[1].split(",")] if found else [])
+        for each in names:
+            if each in blocks:
+                raise RuntimeError(f"SQL block {each!r} is defined twice")
+            blocks[each] = _variant(statement, each, set(names))
     return blocks
+
+
+def _variant(statement: str, name: str, names: set[str]) -> str:
+    """``statement`` as variant ``name``: its own ``-- only`` regions kept, the others'
+    dropped, the markers removed."""
+    kept: list[str] = []
+    region: str | None = None
+    for line in statement.splitlines():
+        opened = _ONLY.match(line)
+        if opened:
+            if region is not None or opened[1] not in names:
+                raise RuntimeError(f"SQL block {name!r}: bad region {line.strip()!r}")
+            region = opened[1]
+        elif region is not None and _END.match(line):
+            region = None
+        elif region is None or region == name:
+            kept.append(line)
+    if region is not None:
+        raise RuntimeError(f"SQL block {name!r}: region {region!r} is not closed")
+    return "\n".join(kept)
 
 
 def _read_all() -> dict[str, dict[str, str]]:

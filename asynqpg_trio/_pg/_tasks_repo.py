@@ -43,6 +43,7 @@ class TaskQueries:
     enqueue_many_unique: str
     find_by_unique_key: str
     claim: str
+    claim_spread: str
     bound_idle_in_transaction: str
     lock_tasks: str
     write_outcomes: str
@@ -110,7 +111,7 @@ async def claim(
     """
     cur = conn.cursor(binary=True)
     await cur.execute(
-        QUERIES.claim,
+        claim_statement(plan),
         claim_params(
             plan,
             owner=owner,
@@ -120,6 +121,12 @@ async def claim(
         ),
     )
     return list(map(ClaimedTask._make, await cur.fetchall()))
+
+
+def claim_statement(plan: ClaimPlan) -> str:
+    """``claim``, or ``claim_spread`` when a type is served from several queues (then the
+    pairs' candidates are ranked before any is locked; see the statement)."""
+    return QUERIES.claim_spread if len(plan.pairs) > len(plan.type_room) else QUERIES.claim
 
 
 def claim_params(
@@ -135,8 +142,6 @@ def claim_params(
         "room_names": [*plan.type_room, *plan.queue_room],
         "room_n": [*plan.type_room.values(), *plan.queue_room.values()],
         "min_priority": plan.min_priority,
-        # A type in several pairs: rank the pairs' candidates before locking any.
-        "spread": len(plan.pairs) > len(plan.type_room),
         "owner": owner,
         "lease": lease,
         "takeover_message": takeover_message,

@@ -183,6 +183,7 @@ WHERE type = %(type)b AND unique_key = %(key)b
   AND unique_key IS NOT NULL AND asynqpg_unique_live(status, unique_states)
 
 -- name: claim
+-- variants: claim_spread
 -- events: claim, lease_takeover
 -- claim: pending -> running; lease_takeover: running with an expired lease -> running, or ->
 -- failed when no attempt is left.  A running row without a lease token was claimed by a Go
@@ -194,7 +195,7 @@ WHERE type = %(type)b AND unique_key = %(key)b
 -- otherwise).  Each priority level is its own short range scan of
 -- asynqpg_tasks_queue_ready_idx (the levels are few and fixed), so rows not yet due never sit
 -- in the way.  Paused queues are left out.  When a type is served from several queues
--- (parameter spread), locking every pair's n rows would lock queues x n rows to keep n:
+-- (variant claim_spread), locking every pair's n rows would lock queues x n rows to keep n:
 -- instead the pairs' candidates are read without locks and ranked per type, and only the
 -- most urgent are locked, in rank order, until the type's room (or all its pairs' n together)
 -- is full.  Of the rows picked, per type and per queue only the most urgent up to the
@@ -234,8 +235,9 @@ WITH async_commit AS MATERIALIZED (
     SELECT a.scope, a.name,
            least(coalesce(a.running_free::float8, 'Infinity'), coalesce(floor(a.tokens), 'Infinity'))
     FROM allowance a
+-- only claim_spread {
 ), spread AS MATERIALIZED (
-    -- Spread plans only: the candidates, read without locks.
+    -- The candidates, read without locks.
     SELECT c.id, w.type, c.priority, c.blocked_till
     FROM wanted w
     CROSS JOIN LATERAL (
@@ -252,10 +254,11 @@ WITH async_commit AS MATERIALIZED (
         ) c
         LIMIT w.n
     ) c
-    WHERE %(spread)b::bool
+-- }
 ), picked AS MATERIALIZED (
     SELECT c.id, c.queue, c.type, c.priority, c.blocked_till, c.status AS old_status, c.charge,
            (c.status = 'running' AND c.attempts_left < 1 + c.charge) AS exhausted
+    -- only claim {
     FROM (
         -- One pair per type: lock the rows as the index hands them out.
         SELECT c.*
@@ -276,8 +279,10 @@ WITH async_commit AS MATERIALIZED (
             ) c
             LIMIT w.n
         ) c
-        WHERE NOT %(spread)b::bool
-        UNION ALL
+    ) c
+    -- }
+    -- only claim_spread {
+    FROM (
         -- A type served from several queues: lock the type's best candidates in rank order, each
         -- re-checked on its newest version, until the type's room is full.  Twice the room is
         -- read, for rows other consumers took since.
@@ -310,6 +315,7 @@ WITH async_commit AS MATERIALIZED (
             LIMIT w.n
         ) c
     ) c
+    -- }
 ), ranked AS (
     SELECT p.*,
            row_number() OVER (PARTITION BY p.type
