@@ -23,7 +23,7 @@ from .._core._inserted import Holder, Inserted, read_result
 from .._core._pacing import ClaimPlan
 from .._core._progress import Progress
 from .._core._rows import ClaimedTask, LostLease, Notice, QueueDepth
-from .._core._task import DEFAULT_QUEUE
+from .._core._task import DEFAULT_QUEUE, MAX_PRIORITY
 from ._migrate import schema_required
 from ._sql import load
 
@@ -141,7 +141,8 @@ def claim_params(
         "room_scopes": ["type"] * len(plan.type_room) + ["queue"] * len(plan.queue_room),
         "room_names": [*plan.type_room, *plan.queue_room],
         "room_n": [*plan.type_room.values(), *plan.queue_room.values()],
-        "min_priority": plan.min_priority,
+        # The priority levels to read, most urgent first (one index range scan each).
+        "levels": list(range(MAX_PRIORITY, plan.min_priority - 1, -1)),
         "owner": owner,
         "lease": lease,
         "takeover_message": takeover_message,

@@ -191,8 +191,8 @@ WHERE type = %(type)b AND unique_key = %(key)b
 -- the takeover needs two attempts left to run it again).  One round trip for every (queue,
 -- type) pair the consumer has room for: for each pair take up to n ready rows (n never more
 -- than the type's room), larger priority first, then oldest blocked_till, id as tie-breaker,
--- skipping rows other consumers hold, none below min_priority (an urgent claim's bound; -5
--- otherwise).  Each priority level is its own short range scan of
+-- skipping rows other consumers hold.  The priority levels come as a parameter, most urgent
+-- first (5 to -5; an urgent claim stops at its bound): each level is its own short range scan of
 -- asynqpg_tasks_queue_ready_idx (the levels are few and fixed), so rows not yet due never sit
 -- in the way.  Paused queues are left out.  When a type is served from several queues
 -- (variant claim_spread), locking every pair's n rows would lock queues x n rows to keep n:
@@ -242,7 +242,7 @@ WITH async_commit AS MATERIALIZED (
     FROM wanted w
     CROSS JOIN LATERAL (
         SELECT c.*
-        FROM generate_series(5, %(min_priority)b::int, -1) AS p(priority)
+        FROM unnest(%(levels)b::int[]) AS p(priority)
         CROSS JOIN LATERAL (
             SELECT t.id, t.priority, t.blocked_till
             FROM asynqpg_tasks t
@@ -265,13 +265,13 @@ WITH async_commit AS MATERIALIZED (
         FROM wanted w
         CROSS JOIN LATERAL (
             SELECT c.*
-            FROM generate_series(5, %(min_priority)b::int, -1) AS p(priority)
+            FROM unnest(%(levels)b::int[]) AS p(priority)
             CROSS JOIN LATERAL (
                 SELECT t.id, t.queue, t.type, t.priority, t.blocked_till, t.status,
                        t.attempts_left, (t.status = 'running' AND t.lease_token IS NULL)::int AS charge
                 FROM asynqpg_tasks t
                 WHERE t.queue = w.queue AND t.type = w.type AND t.priority = p.priority
-                  AND t.status NOT IN ('completed', 'failed', 'cancelled')  -- the index's predicate
+                      AND t.status NOT IN ('completed', 'failed', 'cancelled')  -- the index's predicate
                   AND t.blocked_till <= asynqpg_now()
                 ORDER BY t.blocked_till, t.id
                 LIMIT w.n
