@@ -7,24 +7,24 @@ consumer draining a backlog holds a prefetch buffer of earlier claims: with a fi
 first-out channel an urgent task claimed now would start only after everything claimed before
 it.  `open_lease_buffer` keeps that order across claims instead.
 
-It is a bounded memory channel of tickets (``None``) beside a heap of leases: sending pushes
-one lease and one ticket, receiving takes one ticket and then pops the most urgent lease (the
-larger priority; among equals, the one sent first).  Tickets and leases are added and removed
-together without a checkpoint between, so every ticket has its lease; the channel supplies
-everything else unchanged: its bound, blocking and cancellation (a receiver cancelled while
-waiting has taken no ticket, so no lease), clones for several actors, and the end of stream
-once the sender is closed and every ticket is taken.
+It is a bounded memory channel of tickets (``None``) beside the leases, kept in one queue per
+priority level: sending adds one lease and one ticket, receiving takes one ticket and then the
+most urgent lease (the larger priority; among equals, the one sent first). Tickets and leases
+are added and removed together without a checkpoint between, so every ticket has its lease; the
+channel supplies everything else unchanged: its bound, blocking and cancellation (a receiver
+cancelled while waiting has taken no ticket, so no lease), clones for several actors, and the
+end of stream once the sender is closed and every ticket is taken.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+from collections import deque
 from typing import TYPE_CHECKING, Self
 
 import anyio
 
 from .._core._book import Lease
+from .._core._task import MAX_PRIORITY, MIN_PRIORITY
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -33,36 +33,44 @@ if TYPE_CHECKING:
 
 __all__ = ["LeaseReceiver", "LeaseSender", "open_lease_buffer"]
 
+_LEVELS = MAX_PRIORITY - MIN_PRIORITY + 1
 
-class _Heap:
-    """The leases waiting, keyed by (-priority, order sent)."""
 
-    __slots__ = ("entries", "order")
+class _Levels:
+    """The leases waiting, one first-in, first-out queue per priority level (the levels are
+    few and fixed); `pop` takes from the most urgent level that holds any."""
+
+    __slots__ = ("levels", "top")
 
     def __init__(self) -> None:
-        self.entries: list[tuple[int, int, Lease]] = []
-        self.order = itertools.count()
+        self.levels: list[deque[Lease]] = [deque() for _ in range(_LEVELS)]
+        self.top = -1  # the highest level that may hold leases (-1: none)
 
     def push(self, lease: Lease) -> None:
         priority = lease.info.priority if lease.info is not None else 0
-        heapq.heappush(self.entries, (-priority, next(self.order), lease))
+        level = min(max(priority, MIN_PRIORITY), MAX_PRIORITY) - MIN_PRIORITY
+        self.levels[level].append(lease)
+        self.top = max(self.top, level)
 
     def pop(self) -> Lease:
-        return heapq.heappop(self.entries)[2]
+        levels = self.levels
+        while not levels[self.top]:
+            self.top -= 1
+        return levels[self.top].popleft()
 
 
 class LeaseSender:
     """The fetcher's end of a type's buffer."""
 
-    __slots__ = ("_heap", "_tickets")
+    __slots__ = ("_levels", "_tickets")
 
-    def __init__(self, tickets: MemoryObjectSendStream[None], heap: _Heap) -> None:
-        self._tickets, self._heap = tickets, heap
+    def __init__(self, tickets: MemoryObjectSendStream[None], levels: _Levels) -> None:
+        self._tickets, self._levels = tickets, levels
 
     def send_nowait(self, lease: Lease) -> None:
         """Add ``lease`` (anyio.WouldBlock when the buffer is full: nothing is added)."""
         self._tickets.send_nowait(None)
-        self._heap.push(lease)
+        self._levels.push(lease)
 
     def close(self) -> None:
         """No more leases: receivers end once the buffer is empty."""
@@ -83,24 +91,24 @@ class LeaseSender:
 class LeaseReceiver:
     """A handler actor's end of a type's buffer (`clone` one per actor)."""
 
-    __slots__ = ("_heap", "_tickets")
+    __slots__ = ("_levels", "_tickets")
 
-    def __init__(self, tickets: MemoryObjectReceiveStream[None], heap: _Heap) -> None:
-        self._tickets, self._heap = tickets, heap
+    def __init__(self, tickets: MemoryObjectReceiveStream[None], levels: _Levels) -> None:
+        self._tickets, self._levels = tickets, levels
 
     async def receive(self) -> Lease:
         """The most urgent lease, waiting for one (anyio.EndOfStream once closed and empty)."""
         await self._tickets.receive()
-        return self._heap.pop()
+        return self._levels.pop()
 
     def receive_nowait(self) -> Lease:
         """The most urgent lease now (anyio.WouldBlock: none; anyio.EndOfStream: none ever)."""
         self._tickets.receive_nowait()
-        return self._heap.pop()
+        return self._levels.pop()
 
     def clone(self) -> LeaseReceiver:
         """Another receiving end of the same buffer."""
-        return LeaseReceiver(self._tickets.clone(), self._heap)
+        return LeaseReceiver(self._tickets.clone(), self._levels)
 
     def close(self) -> None:
         """Close this end (the buffer stays open while other ends are)."""
@@ -132,5 +140,5 @@ class LeaseReceiver:
 def open_lease_buffer(max_size: int) -> tuple[LeaseSender, LeaseReceiver]:
     """A buffer of at most ``max_size`` leases: its sending and receiving ends."""
     tickets_in, tickets_out = anyio.create_memory_object_stream[None](max_size)
-    heap = _Heap()
-    return LeaseSender(tickets_in, heap), LeaseReceiver(tickets_out, heap)
+    levels = _Levels()
+    return LeaseSender(tickets_in, levels), LeaseReceiver(tickets_out, levels)
