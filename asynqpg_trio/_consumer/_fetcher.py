@@ -310,7 +310,9 @@ class Claimer:
             return
         if priority is not None and self._holds_less_urgent(priority):
             self.eager = True
-            await self._claim_urgent(claim, priority)
+            if self.lock.locked() or any(self.book.busy.values()):
+                # Busy: claiming, or holding tasks (idle, the claim below is as quick).
+                await self._claim_urgent(claim, priority)
         if self.lock.locked():
             self.wakeup.kick()
             return
