@@ -304,3 +304,26 @@ async def test_a_priority_outside_the_range_is_refused(backend: Backend) -> None
     for priority in (-6, 6):
         with pytest.raises(InvalidTask):
             await backend.enqueue(priority=priority)
+
+
+@pytest.mark.parametrize("skewed", [False, True])
+async def test_a_type_over_many_queues_gets_its_most_urgent_whatever_the_skew(
+    backend: Backend, skewed: bool
+) -> None:
+    # Ten queues, a room of 30: the claim reads a share of each queue first, and reads more
+    # only of a queue that may hold more of the 30 most urgent (skewed: q0 holds 40 tasks of
+    # priority 5, all more urgent than anything elsewhere).
+    queues = [f"q{i}" for i in range(10)]
+    urgency: dict[int, int] = {}
+    for priority, n in ((5, 40), (0, 5)) if skewed else ((5, 10), (3, 10), (0, 20)):
+        for task_id in await backend.enqueue_many(n, queue="q0", priority=priority):
+            urgency[task_id] = priority
+    for queue in queues[1:]:
+        for task_id in await backend.enqueue_many(3, queue=queue, priority=4):
+            urgency[task_id] = 4
+    # Enqueued one batch after another: the later batch is due later and has larger ids.
+    expected = sorted(urgency, key=lambda i: (-urgency[i], i))[:30]
+
+    got = await claim(backend, {(q, "t"): 30 for q in queues}, type_room={"t": 30})
+
+    assert ids(got) == sorted(expected)
