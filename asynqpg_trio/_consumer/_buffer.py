@@ -19,17 +19,16 @@ end of stream once the sender is closed and every ticket is taken.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Generic, Protocol, Self, TypeVar
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._core._book import Lease
 from .._core._task import MAX_PRIORITY, MIN_PRIORITY
 
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["LeaseReceiver", "LeaseSender", "open_lease_buffer"]
 
@@ -59,59 +58,25 @@ class _Levels:
         return levels[self.top].popleft()
 
 
-class LeaseSender:
-    """The fetcher's end of a type's buffer."""
+class _Closes(Protocol):
+    def close(self) -> None: ...
+
+
+_Tickets = TypeVar("_Tickets", bound=_Closes)
+
+
+class _End(Generic[_Tickets]):
+    """One end of a buffer: its ticket stream and the shared levels; closed by `close` or on
+    leaving a ``with`` or ``async with`` block."""
 
     __slots__ = ("_levels", "_tickets")
 
-    def __init__(self, tickets: MemoryObjectSendStream[None], levels: _Levels) -> None:
+    def __init__(self, tickets: _Tickets, levels: _Levels) -> None:
         self._tickets, self._levels = tickets, levels
 
-    def send_nowait(self, lease: Lease) -> None:
-        """Add ``lease`` (anyio.WouldBlock when the buffer is full: nothing is added)."""
-        self._tickets.send_nowait(None)
-        self._levels.push(lease)
-
     def close(self) -> None:
-        """No more leases: receivers end once the buffer is empty."""
-        self._tickets.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class LeaseReceiver:
-    """A handler actor's end of a type's buffer (`clone` one per actor)."""
-
-    __slots__ = ("_levels", "_tickets")
-
-    def __init__(self, tickets: MemoryObjectReceiveStream[None], levels: _Levels) -> None:
-        self._tickets, self._levels = tickets, levels
-
-    async def receive(self) -> Lease:
-        """The most urgent lease, waiting for one (anyio.EndOfStream once closed and empty)."""
-        await self._tickets.receive()
-        return self._levels.pop()
-
-    def receive_nowait(self) -> Lease:
-        """The most urgent lease now (anyio.WouldBlock: none; anyio.EndOfStream: none ever)."""
-        self._tickets.receive_nowait()
-        return self._levels.pop()
-
-    def clone(self) -> LeaseReceiver:
-        """Another receiving end of the same buffer."""
-        return LeaseReceiver(self._tickets.clone(), self._levels)
-
-    def close(self) -> None:
-        """Close this end (the buffer stays open while other ends are)."""
+        """Close this end (a receiving end: the buffer stays open while its clones are; the
+        sending end: receivers end once the buffer is empty)."""
         self._tickets.close()
 
     def __enter__(self) -> Self:
@@ -135,6 +100,37 @@ class LeaseReceiver:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class LeaseSender(_End[MemoryObjectSendStream[None]]):
+    """The fetcher's end of a type's buffer."""
+
+    __slots__ = ()
+
+    def send_nowait(self, lease: Lease) -> None:
+        """Add ``lease`` (anyio.WouldBlock when the buffer is full: nothing is added)."""
+        self._tickets.send_nowait(None)
+        self._levels.push(lease)
+
+
+class LeaseReceiver(_End[MemoryObjectReceiveStream[None]]):
+    """A handler actor's end of a type's buffer (`clone` one per actor)."""
+
+    __slots__ = ()
+
+    async def receive(self) -> Lease:
+        """The most urgent lease, waiting for one (anyio.EndOfStream once closed and empty)."""
+        await self._tickets.receive()
+        return self._levels.pop()
+
+    def receive_nowait(self) -> Lease:
+        """The most urgent lease now (anyio.WouldBlock: none; anyio.EndOfStream: none ever)."""
+        self._tickets.receive_nowait()
+        return self._levels.pop()
+
+    def clone(self) -> LeaseReceiver:
+        """Another receiving end of the same buffer."""
+        return LeaseReceiver(self._tickets.clone(), self._levels)
 
 
 def open_lease_buffer(max_size: int) -> tuple[LeaseSender, LeaseReceiver]:
