@@ -176,7 +176,8 @@ class Claimer:
     limits: dict[str, int]
     #: An urgent task was announced: the next claim takes whatever room there is.
     eager: bool
-    #: The least urgent priority the last claim that got rows brought (None: none yet).
+    #: The least urgent priority the last regular claim that got rows brought (None: none
+    #: yet); urgent claims leave it alone.
     least_urgent: int | None
     #: What the claim in flight may bring, per type and per capped queue.
     inflight: dict[str, int]
@@ -289,7 +290,9 @@ class Claimer:
             if not plan.pairs:
                 return
             rows = await self._send(claim, replace(plan, min_priority=priority))
-            self._got(rows)
+            # Not `_got`: these rows are urgent by construction and say nothing of the less
+            # urgent work this consumer holds; counted, they made it deaf to the next urgent
+            # task until a regular claim came back.
             _dispatch(book, self.counters, self.telemetry, self.sends, rows)
 
     async def on_notify(self, claim: ClaimFn, priority: int | None = None) -> None:

@@ -128,3 +128,28 @@ async def test_an_announced_priority_no_more_urgent_than_the_work_claims_nothing
             await claimer.on_notify(s.db.claim, 2)
         assert not claimer.eager
         assert sum(s.book.busy.values()) == cfg.limit(TYPE)
+
+
+async def test_an_urgent_claim_leaves_the_consumer_listening_for_the_next_urgent_task(
+    autojump_clock: object, shared: Shared
+) -> None:
+    # The rows of an urgent claim are urgent by construction: they must not make the claimer
+    # believe it now works on urgent tasks, or the next urgent task waits for a regular claim.
+    s, cfg = shared, config()  # a capacity of 2
+    claimer = Claimer(cfg, s.book, s.wakeup, s.counters, s.telemetry)
+    send, receive = open_lease_buffer(cfg.limit(TYPE) + URGENT_ROOM)
+    with send, receive:
+        claimer.open({TYPE: send})
+        for _ in range(5):
+            s.db.enqueue(TYPE)
+        async with claimer.lock:
+            await claimer.claim(s.db.claim)  # the consumer works through priority 0
+        first = s.db.enqueue(TYPE, priority=5)
+        async with claimer.lock:  # the fetcher's claim is in flight
+            await claimer.on_notify(s.db.claim, 5)
+        second = s.db.enqueue(TYPE, priority=5)
+        async with claimer.lock:  # and the next one
+            await claimer.on_notify(s.db.claim, 5)
+        got = [receive.receive_nowait().task_id for _ in range(2)]
+    assert got == [first, second]  # each urgent task claimed at once, most urgent first
+    assert s.db.get(second).status is TaskStatus.RUNNING
