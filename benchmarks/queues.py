@@ -5,10 +5,11 @@
   cycling through -5..5; each consumer process serves all 10 queues.
 - *Urgent latency*: `URGENT_BACKLOG` due priority-0 tasks, one consumer draining them; every
   `URGENT_GAP` seconds a priority-5 task is enqueued and the time from just before its enqueue
-  to its handler's start is taken, in the same process.  Compare with the idle latency of the
-  ``ours`` step: an urgent task waits for the consumer's next claim and for what its prefetch
-  buffer already holds, not for the backlog; measured with the default (adaptive) prefetch and
-  with ``prefetch=0``.
+  to its handler's start is taken; the consumer runs in a process of its own (as in
+  production, and as the ``ours`` idle latency) and sends its handler-start stamps back over a
+  pipe.  Compare with the idle latency of the ``ours`` step: an urgent task waits for the
+  consumer's next claim and for what its prefetch buffer already holds, not for the backlog;
+  measured with the default (adaptive) prefetch and with ``prefetch=0``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import ours
-from .common import ConsumerGroup, analyze, counting_remaining, fresh_database, percentile
+from .common import (
+    SPAWN,
+    ConsumerGroup,
+    analyze,
+    counting_remaining,
+    fresh_database,
+    percentile,
+)
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from .common import Signals
 
 __all__ = ["QUEUES", "run"]
@@ -110,44 +120,64 @@ def burn_down_one_queue(server: str, n: int) -> float:
         return ours.burn_down(dsn, n)
 
 
+def _urgent_child(signals: Signals, dsn: str, prefetch: int | None, stamps: Connection) -> None:
+    try:
+        trio.run(_urgent_consume, signals, dsn, prefetch, stamps)
+    except BaseException:
+        signals.failed()
+        raise
+
+
+async def _urgent_consume(
+    signals: Signals, dsn: str, prefetch: int | None, stamps: Connection
+) -> None:
+    from asynqpg_trio import Handler, open_consumer, open_pool
+
+    async def handle(task: Any) -> None:
+        if task.priority == 5:
+            stamps.send(time.perf_counter())
+
+    async with open_pool(dsn) as pool:
+        signals.ready()
+        await trio.to_thread.run_sync(signals.go.wait, 600.0)
+        if signals.stop.is_set():
+            return
+        async with open_consumer(
+            pool, handlers={ours.TASK_TYPE: Handler(handle, workers=50)}, prefetch=prefetch
+        ):
+            await trio.to_thread.run_sync(signals.stop.wait, 600.0)
+
+
 def urgent_latency(server: str, prefetch: int | None = None) -> tuple[float, float]:
     """(p50, p99) ms from enqueue to start of priority-5 tasks behind a due backlog, with the
-    default (adaptive) prefetch or a fixed one."""
-    from asynqpg_trio import Handler, Producer, Task, open_consumer, open_pool
+    default (adaptive) prefetch or a fixed one.  The consumer runs in a process of its own and
+    sends its handler-start stamps back over a pipe, as in the ``ours`` idle latency."""
+    from asynqpg_trio import Producer, Task, open_pool
 
     with fresh_database(server, "ours_urgent") as dsn:
         ours.setup(dsn)
         ours.enqueue_batch(dsn, URGENT_BACKLOG)
         analyze(dsn)
+        receive_stamps, send_stamps = SPAWN.Pipe(duplex=False)
 
-        async def main() -> tuple[float, float]:
-            send, receive = trio.open_memory_channel[float](URGENT_COUNT + 1)
-
-            async def handle(task: Any) -> None:
-                if task.priority == 5:
-                    send.send_nowait(time.perf_counter())
-
+        async def main(group: ConsumerGroup) -> tuple[float, float]:
             latencies: list[float] = []
-            async with (
-                open_pool(dsn) as pool,
-                open_consumer(
-                    pool,
-                    handlers={ours.TASK_TYPE: Handler(handle, workers=50)},
-                    prefetch=prefetch,
-                ),
-            ):
+            async with open_pool(dsn, min_size=1, max_size=1) as pool:
                 producer = Producer(pool)
+                group.signals.go.set()
                 await trio.sleep(0.5)  # the consumer is busy with the backlog by now
                 for _ in range(URGENT_COUNT):
                     before = time.perf_counter()
                     await producer.enqueue(Task(ours.TASK_TYPE, ours.PAYLOAD, priority=5))
                     with trio.fail_after(10):
-                        started = await receive.receive()
-                    latencies.append((started - before) * 1000.0)
+                        await trio.lowlevel.wait_readable(receive_stamps.fileno())
+                    latencies.append((receive_stamps.recv() - before) * 1000.0)
                     await trio.sleep(URGENT_GAP)
             return percentile(latencies, 50), percentile(latencies, 99)
 
-        return trio.run(main)
+        with ConsumerGroup(_urgent_child, [(dsn, prefetch, send_stamps)]) as group:
+            group.wait_ready()
+            return trio.run(main, group)
 
 
 def run(server: str, n: int, log: Any) -> dict[str, Any]:
