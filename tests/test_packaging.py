@@ -26,6 +26,7 @@ PINNED = {
     "0005_results.sql": "439628a572e0390a23471507b9b7be28c57cf7b7f84ee7d6ead9af8b9caa7f7e",
     "0006_consumers.sql": "36e43eca2611572b6063d9d320398552a88d5939860f9e2b70e098e560155006",
     "0007_list_indexes.sql": "ef8ca2f3fd3b5fb2aaa3395afcd866f43c5dae23dbba03288b74dd8ab99dec82",
+    "0008_autovacuum.sql": "de83a357a87fe8c3d9761616ba4229174bb40dc79cf2b88ea1bfc99b5608d433",
 }
 
 SQL_FILES = {
@@ -43,6 +44,7 @@ SQL_FILES = {
     "asynqpg_trio/_pg/migrations/0006_consumers.sql",
     "asynqpg_trio/_pg/sql/consumers.sql",
     "asynqpg_trio/_pg/migrations/0007_list_indexes.sql",
+    "asynqpg_trio/_pg/migrations/0008_autovacuum.sql",
 }
 
 
