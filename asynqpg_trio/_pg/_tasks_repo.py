@@ -143,11 +143,24 @@ def claim_params(
         "room_n": [*plan.type_room.values(), *plan.queue_room.values()],
         # The priority levels to read, most urgent first (one index range scan each).
         "levels": list(range(MAX_PRIORITY, plan.min_priority - 1, -1)),
+        "ranked": _needs_ranking(plan),
         "owner": owner,
         "lease": lease,
         "takeover_message": takeover_message,
         "exhausted_message": exhausted_message,
     }
+
+
+def _needs_ranking(plan: ClaimPlan) -> bool:
+    """Whether the consumer's own rooms may cut what the claim picks: a capped queue, or,
+    for ``claim``, a type picked from several pairs (``claim_spread`` stops each type at its
+    room as it locks).  The cluster-wide limits are checked by the statement itself."""
+    if plan.queue_room:
+        return True
+    if claim_statement(plan) is QUERIES.claim_spread:
+        return False
+    types = [task_type for _, task_type in plan.pairs]
+    return len(types) != len(set(types))
 
 
 #: The claim's RETURNING list, in order: the fields of each row `claim` returns.

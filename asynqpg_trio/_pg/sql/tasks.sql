@@ -324,8 +324,17 @@ WITH async_commit AS MATERIALIZED (
                               ORDER BY p.priority DESC, p.blocked_till, p.id) AS queue_rank
     FROM picked p
 ), chosen AS MATERIALIZED (
-    SELECT r.* FROM ranked r
-    WHERE NOT EXISTS (
+    -- Ranking is needed only where a room can cut what was picked: a capped queue or a type
+    -- picked from several pairs (the client says: ranked) or a cluster-wide limit on what is
+    -- wanted (allowance).  A type's own room cannot: each pair (claim) or each type's locking
+    -- (claim_spread) stops at it.  Otherwise the picked rows are all chosen, and the two
+    -- window sorts are never run (the condition is a one-time filter).
+    SELECT p.id, p.queue, p.type, p.old_status, p.exhausted FROM picked p
+    WHERE NOT (%(ranked)b::bool OR EXISTS (SELECT 1 FROM allowance))
+    UNION ALL
+    SELECT r.id, r.queue, r.type, r.old_status, r.exhausted FROM ranked r
+    WHERE (%(ranked)b::bool OR EXISTS (SELECT 1 FROM allowance))
+      AND NOT EXISTS (
         SELECT 1 FROM room m
         WHERE (m.scope = 'type' AND m.name = r.type AND r.type_rank > m.n)
            OR (m.scope = 'queue' AND m.name = r.queue AND r.queue_rank > m.n)
