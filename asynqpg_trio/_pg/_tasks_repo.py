@@ -133,11 +133,13 @@ def claim_params(
     plan: ClaimPlan, *, owner: str, lease: float, takeover_message: str, exhausted_message: str
 ) -> dict[str, Any]:
     """The ``claim`` statement's parameters for ``plan`` (bind them in binary)."""
+    limits = [min(n, plan.type_room.get(t, n)) for (_, t), n in plan.pairs.items()]
     return {
         "queues": [queue for queue, _ in plan.pairs],
         "types": [task_type for _, task_type in plan.pairs],
         # A pair never brings more than its type's room.
-        "limits": [min(n, plan.type_room.get(t, n)) for (_, t), n in plan.pairs.items()],
+        "limits": limits,
+        "firsts": _first_rounds(plan, limits),
         "room_scopes": ["type"] * len(plan.type_room) + ["queue"] * len(plan.queue_room),
         "room_names": [*plan.type_room, *plan.queue_room],
         "room_n": [*plan.type_room.values(), *plan.queue_room.values()],
@@ -149,6 +151,24 @@ def claim_params(
         "takeover_message": takeover_message,
         "exhausted_message": exhausted_message,
     }
+
+
+def _first_rounds(plan: ClaimPlan, limits: list[int]) -> list[int]:
+    """How many candidates ``claim_spread`` reads of each pair in its first round: the pair's
+    share of twice its type's room (what the statement locks from), a quarter more to spare,
+    never more than the pair's own limit.  Only speed depends on it: the second round reads
+    whatever the first could have missed."""
+    pairs_of: dict[str, int] = {}
+    brings: dict[str, int] = {}
+    for (_, task_type), n in zip(plan.pairs, limits, strict=True):
+        pairs_of[task_type] = pairs_of.get(task_type, 0) + 1
+        brings[task_type] = brings.get(task_type, 0) + n
+    firsts = []
+    for (_, task_type), n in zip(plan.pairs, limits, strict=True):
+        wanted = min(brings[task_type], plan.type_room.get(task_type, brings[task_type]))
+        share = -(-5 * wanted // (2 * pairs_of[task_type]))  # ceil(2.5 x wanted / pairs)
+        firsts.append(min(n, share))
+    return firsts
 
 
 def _needs_ranking(plan: ClaimPlan) -> bool:

@@ -10,6 +10,7 @@ thousandths of a start, so every expected count is away from a whole number of s
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING
 
 import pytest
@@ -304,6 +305,38 @@ async def test_a_priority_outside_the_range_is_refused(backend: Backend) -> None
     for priority in (-6, 6):
         with pytest.raises(InvalidTask):
             await backend.enqueue(priority=priority)
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_a_type_over_many_queues_gets_the_most_urgent_of_each_queues_share(
+    backend: Backend, seed: int
+) -> None:
+    # Random backlogs over six queues, each queue's share (pair_n) and the type's room drawn
+    # too: the claim reads a share of every queue first and more of the queues that may hold
+    # more (two rounds, claim_spread); whatever it read, it takes each queue's most urgent up
+    # to the queue's share, and of those the type's most urgent up to its room.
+    rng = random.Random(seed)
+    queues = [f"q{i}" for i in range(6)]
+    urgency: dict[int, int] = {}
+    by_queue: dict[str, list[int]] = {q: [] for q in queues}
+    for _ in range(rng.randint(4, 12)):
+        queue, priority = rng.choice(queues), rng.choice([-5, 0, 0, 2, 5])
+        for task_id in await backend.enqueue_many(
+            rng.randint(1, 12), queue=queue, priority=priority
+        ):
+            urgency[task_id] = priority
+            by_queue[queue].append(task_id)
+    pair_n, room = rng.randint(1, 12), rng.randint(1, 30)
+
+    def key(task_id: int) -> tuple[int, int]:
+        return (-urgency[task_id], task_id)  # later batches are due later and have larger ids
+
+    shares = [i for q in queues for i in sorted(by_queue[q], key=key)[:pair_n]]
+    expected = sorted(shares, key=key)[:room]
+
+    got = await claim(backend, {(q, "t"): pair_n for q in queues}, type_room={"t": room})
+
+    assert ids(got) == sorted(expected)
 
 
 @pytest.mark.parametrize("skewed", [False, True])

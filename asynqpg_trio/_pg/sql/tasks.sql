@@ -198,7 +198,10 @@ WHERE type = %(type)b AND unique_key = %(key)b
 -- (variant claim_spread), locking every pair's n rows would lock queues x n rows to keep n:
 -- instead the pairs' candidates are read without locks and ranked per type, and only the
 -- most urgent are locked, in rank order, until the type's room (or all its pairs' n together)
--- is full.  Of the rows picked, per type and per queue only the most urgent up to the
+-- is full.  The candidates are read in two rounds: a share of each pair (k, from the client),
+-- then more only of the pairs that may hold more of the type's 2n most urgent (each pair's
+-- next ones up to the type's 2n-th candidate of the first round); the candidates ranked are
+-- then exactly what reading every pair's n would have found first.  Of the rows picked, per type and per queue only the most urgent up to the
 -- consumer's room are kept, and up to what the cluster-wide limits allow (asynqpg_limits,
 -- read through asynqpg_limit_allowance, which locks each limit: claims under one limit take
 -- turns); the rate limits' buckets are charged for the tasks started.  The rest of the picked
@@ -211,8 +214,9 @@ WHERE type = %(type)b AND unique_key = %(key)b
 WITH async_commit AS MATERIALIZED (
     SELECT set_config('synchronous_commit', 'off', true)
 ), wanted AS MATERIALIZED (
-    SELECT w.queue, w.type, w.n
-    FROM unnest(%(queues)b::text[], %(types)b::text[], %(limits)b::int[]) AS w(queue, type, n)
+    SELECT w.queue, w.type, w.n, w.k
+    FROM unnest(%(queues)b::text[], %(types)b::text[], %(limits)b::int[], %(firsts)b::int[])
+        AS w(queue, type, n, k)
     CROSS JOIN async_commit
     WHERE w.n > 0
       AND NOT EXISTS (SELECT 1 FROM asynqpg_queues q WHERE q.name = w.queue AND q.paused)
@@ -236,9 +240,20 @@ WITH async_commit AS MATERIALIZED (
            least(coalesce(a.running_free::float8, 'Infinity'), coalesce(floor(a.tokens), 'Infinity'))
     FROM allowance a
 -- only claim_spread {
-), spread AS MATERIALIZED (
-    -- The candidates, read without locks.
-    SELECT c.id, w.type, c.priority, c.blocked_till
+), type_n AS MATERIALIZED (
+    -- Each type's room, or what its pairs may bring together if that is less.
+    SELECT w.type, least(sum(w.n), min(r.n)) AS n
+    FROM wanted w
+    LEFT JOIN unnest(%(room_scopes)b::text[], %(room_names)b::text[], %(room_n)b::int[])
+        AS r(scope, name, n) ON r.scope = 'type' AND r.name = w.type
+    GROUP BY w.type
+), first AS MATERIALIZED (
+    -- The candidates, read without locks, in two rounds.  Round one: each pair's first k
+    -- (from the client: its share of its type's room, with some to spare, at most its n),
+    -- each numbered in rank order.
+    SELECT w.queue, w.type, w.n, w.k, c.id, c.priority, c.blocked_till,
+           row_number() OVER (PARTITION BY w.queue, w.type
+                              ORDER BY c.priority DESC, c.blocked_till, c.id) AS rank
     FROM wanted w
     CROSS JOIN LATERAL (
         SELECT c.*
@@ -250,10 +265,55 @@ WITH async_commit AS MATERIALIZED (
               AND t.status NOT IN ('completed', 'failed', 'cancelled')  -- the index's predicate
               AND t.blocked_till <= asynqpg_now()
             ORDER BY t.blocked_till, t.id
-            LIMIT w.n
+            LIMIT w.k
         ) c
-        LIMIT w.n
+        LIMIT w.k
     ) c
+), cut AS MATERIALIZED (
+    -- Per type, the candidate of round one at twice its n (what the locking below reads):
+    -- whatever ranks after it cannot be among the type's first 2n.  None when round one
+    -- found fewer.
+    SELECT n.type, f.priority, f.blocked_till, f.id
+    FROM type_n n
+    CROSS JOIN LATERAL (
+        SELECT f.priority, f.blocked_till, f.id FROM first f
+        WHERE f.type = n.type
+        ORDER BY f.priority DESC, f.blocked_till, f.id
+        OFFSET 2 * n.n - 1
+        LIMIT 1
+    ) f
+), spread AS MATERIALIZED (
+    SELECT f.id, f.type, f.priority, f.blocked_till FROM first f
+    UNION ALL
+    -- Round two: a pair that gave all k may hold more ranking before the cut (with no cut, any
+    -- more): its next candidates, from after its k-th up to the cut, within its n.
+    SELECT c.id, f.type, c.priority, c.blocked_till
+    FROM first f
+    LEFT JOIN cut ON cut.type = f.type
+    CROSS JOIN LATERAL (
+        SELECT c.*
+        FROM unnest(%(levels)b::int[]) AS p(priority)
+        CROSS JOIN LATERAL (
+            SELECT t.id, t.priority, t.blocked_till
+            FROM asynqpg_tasks t
+            WHERE t.queue = f.queue AND t.type = f.type AND t.priority = p.priority
+              AND t.status NOT IN ('completed', 'failed', 'cancelled')  -- the index's predicate
+              AND t.blocked_till <= asynqpg_now()
+              AND (t.blocked_till, t.id) > (
+                  CASE WHEN p.priority = f.priority THEN f.blocked_till ELSE '-infinity' END,
+                  CASE WHEN p.priority = f.priority THEN f.id ELSE 0 END)
+              AND (t.blocked_till, t.id) < (
+                  CASE WHEN p.priority = cut.priority THEN cut.blocked_till ELSE 'infinity' END,
+                  CASE WHEN p.priority = cut.priority THEN cut.id ELSE 0 END)
+            ORDER BY t.blocked_till, t.id
+            LIMIT f.n - f.k
+        ) c
+        WHERE p.priority <= f.priority AND p.priority >= coalesce(cut.priority, -32768)
+        LIMIT f.n - f.k
+    ) c
+    WHERE f.rank = f.k AND f.n > f.k
+      AND (cut.type IS NULL OR f.priority > cut.priority
+           OR (f.priority = cut.priority AND (f.blocked_till, f.id) < (cut.blocked_till, cut.id)))
 -- }
 ), picked AS MATERIALIZED (
     SELECT c.id, c.queue, c.type, c.priority, c.blocked_till, c.status AS old_status, c.charge,
@@ -287,14 +347,7 @@ WITH async_commit AS MATERIALIZED (
         -- re-checked on its newest version, until the type's room is full.  Twice the room is
         -- read, for rows other consumers took since.
         SELECT c.*
-        FROM (
-            -- A type's room, or what its pairs may bring together if that is less.
-            SELECT w.type, least(sum(w.n), min(r.n)) AS n
-            FROM wanted w
-            LEFT JOIN unnest(%(room_scopes)b::text[], %(room_names)b::text[], %(room_n)b::int[])
-                AS r(scope, name, n) ON r.scope = 'type' AND r.name = w.type
-            GROUP BY w.type
-        ) w
+        FROM type_n w
         CROSS JOIN LATERAL (
             SELECT c.*
             FROM (
