@@ -201,10 +201,11 @@ WHERE type = %(type)b AND unique_key = %(key)b
 -- is full.  The candidates are read in two rounds: a share of each pair (k, from the client),
 -- then more only of the pairs that may hold more of the type's 2n most urgent (each pair's
 -- next ones up to the type's 2n-th candidate of the first round); the candidates ranked are
--- then exactly what reading every pair's n would have found first.  Of the rows picked, per type and per queue only the most urgent up to the
--- consumer's room are kept, and up to what the cluster-wide limits allow (asynqpg_limits,
--- read through asynqpg_limit_allowance, which locks each limit: claims under one limit take
--- turns); the rate limits' buckets are charged for the tasks started.  The rest of the picked
+-- then exactly what reading every pair's n would have found first.  Of the rows picked, per
+-- type and per queue only the most urgent up to the consumer's room are kept, and up to what
+-- the cluster-wide limits allow (asynqpg_limits, read through asynqpg_limit_allowance, which
+-- locks each limit: claims under one limit take turns); the rate limits' buckets are charged
+-- for the tasks started.  The rest of the picked
 -- rows are left as they were (their row locks end with the statement's transaction).
 -- The claim consumes an attempt and draws a fresh lease token.
 -- The claim commits without waiting for its WAL flush (synchronous_commit off for this one
