@@ -30,7 +30,8 @@ from psycopg import conninfo, sql
 
 from asynqpg_trio import Task
 from asynqpg_trio._core._pacing import ClaimPlan
-from asynqpg_trio._pg._tasks_repo import CLAIM_COLUMNS, QUERIES, claim_params, claim_statement
+from asynqpg_trio._pg._claims import claim_params, claim_statement
+from asynqpg_trio._pg._tasks_repo import CLAIM_COLUMNS, QUERIES
 from asynqpg_trio.sync import enqueue
 
 if TYPE_CHECKING:

@@ -45,6 +45,7 @@ from asynqpg_trio._core._state import (
     matching_rules,
 )
 from asynqpg_trio._maintenance._janitor import FINAL_STATUSES
+from asynqpg_trio._pg import _claims as claims
 from asynqpg_trio._pg import _tasks_repo as repo
 from asynqpg_trio._pg._sql import parse
 from tests.helpers import state_db as db
@@ -131,10 +132,10 @@ def test_claim_columns_name_what_the_claim_returns(sync_conn: psycopg.Connection
     with sync_conn.transaction(force_rollback=True):
         cur = sync_conn.cursor(binary=True)
         plan = ClaimPlan({("default", "x"): 1, ("mail", "x"): 1}, {"x": 1}, {})
-        params = repo.claim_params(
+        params = claims.claim_params(
             plan, owner="o", lease=1.0, takeover_message="t", exhausted_message="e"
         )
-        assert repo.claim_statement(plan) == repo.QUERIES.claim_spread
+        assert claims.claim_statement(plan) == repo.QUERIES.claim_spread
         for statement in (repo.QUERIES.claim, repo.QUERIES.claim_spread):
             cur.execute(statement, params)
             assert cur.description is not None
