@@ -69,6 +69,7 @@ __all__ = [
     "consumer_rss",
     "enqueue_batch",
     "idle_latency",
+    "serve_consumer",
     "settings",
     "setup",
     "throughput_scaling",
@@ -157,27 +158,35 @@ def _consumer_child(
         raise
 
 
-async def _consume(signals: Signals, dsn: str, workers: int, task_type: str, tuned: bool) -> None:
-    async def noop(task: Any) -> None:
-        signals.bump()
-
+async def serve_consumer(
+    signals: Signals, dsn: str, handlers: dict[str, Handler], **options: Any
+) -> None:
+    """A consumer child's work: open a pool, report ready, wait for ``go``, then run
+    ``open_consumer(pool, handlers=handlers, **options)`` until ``stop``."""
     async with open_pool(dsn) as pool:
         signals.ready()
         await trio.to_thread.run_sync(signals.go.wait, 600.0)
         if signals.stop.is_set():
             return
-        if tuned:
-            consumer = open_consumer(
-                pool,
-                handlers={task_type: Handler(noop, workers=workers)},
-                prefetch=BURN_PREFETCH,
-                batch_size=BURN_BATCH,
-                batch_interval=BURN_INTERVAL,
-            )
-        else:  # what a user gets without tuning
-            consumer = open_consumer(pool, handlers={task_type: Handler(noop)})
-        async with consumer:
+        async with open_consumer(pool, handlers=handlers, **options):
             await trio.to_thread.run_sync(signals.stop.wait, 600.0)
+
+
+async def _consume(signals: Signals, dsn: str, workers: int, task_type: str, tuned: bool) -> None:
+    async def noop(task: Any) -> None:
+        signals.bump()
+
+    if tuned:
+        await serve_consumer(
+            signals,
+            dsn,
+            {task_type: Handler(noop, workers=workers)},
+            prefetch=BURN_PREFETCH,
+            batch_size=BURN_BATCH,
+            batch_interval=BURN_INTERVAL,
+        )
+    else:  # what a user gets without tuning
+        await serve_consumer(signals, dsn, {task_type: Handler(noop)})
 
 
 def burn_down(

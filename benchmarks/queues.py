@@ -74,25 +74,20 @@ def _child(signals: Signals, dsn: str) -> None:
 
 
 async def _consume(signals: Signals, dsn: str) -> None:
-    from asynqpg_trio import Handler, open_consumer, open_pool
+    from asynqpg_trio import Handler
 
     async def noop(task: Any) -> None:
         signals.bump()
 
-    async with open_pool(dsn) as pool:
-        signals.ready()
-        await trio.to_thread.run_sync(signals.go.wait, 600.0)
-        if signals.stop.is_set():
-            return
-        async with open_consumer(
-            pool,
-            handlers={ours.TASK_TYPE: Handler(noop, workers=ours.WORKERS)},
-            prefetch=ours.BURN_PREFETCH,
-            batch_size=ours.BURN_BATCH,
-            batch_interval=ours.BURN_INTERVAL,
-            queues=QUEUES,
-        ):
-            await trio.to_thread.run_sync(signals.stop.wait, 600.0)
+    await ours.serve_consumer(
+        signals,
+        dsn,
+        {ours.TASK_TYPE: Handler(noop, workers=ours.WORKERS)},
+        prefetch=ours.BURN_PREFETCH,
+        batch_size=ours.BURN_BATCH,
+        batch_interval=ours.BURN_INTERVAL,
+        queues=QUEUES,
+    )
 
 
 def burn_down_queues(server: str, n: int) -> float:
@@ -131,21 +126,15 @@ def _urgent_child(signals: Signals, dsn: str, prefetch: int | None, stamps: Conn
 async def _urgent_consume(
     signals: Signals, dsn: str, prefetch: int | None, stamps: Connection
 ) -> None:
-    from asynqpg_trio import Handler, open_consumer, open_pool
+    from asynqpg_trio import Handler
 
     async def handle(task: Any) -> None:
         if task.priority == 5:
             stamps.send(time.perf_counter())
 
-    async with open_pool(dsn) as pool:
-        signals.ready()
-        await trio.to_thread.run_sync(signals.go.wait, 600.0)
-        if signals.stop.is_set():
-            return
-        async with open_consumer(
-            pool, handlers={ours.TASK_TYPE: Handler(handle, workers=50)}, prefetch=prefetch
-        ):
-            await trio.to_thread.run_sync(signals.stop.wait, 600.0)
+    await ours.serve_consumer(
+        signals, dsn, {ours.TASK_TYPE: Handler(handle, workers=50)}, prefetch=prefetch
+    )
 
 
 def urgent_latency(server: str, prefetch: int | None = None) -> tuple[float, float]:
