@@ -10,14 +10,12 @@ build open with a transaction whose snapshot ``CREATE INDEX CONCURRENTLY`` must 
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 import pytest
 import trio
 
-from asynqpg_trio import LATEST_VERSION, Producer, SchemaMissing, Task, Unique, connect, migrate
-from asynqpg_trio._pg._migrate import MIGRATIONS, migrate_conn
+from asynqpg_trio import LATEST_VERSION, Producer, SchemaMissing, Task, Unique, migrate
+from tests.helpers.migrations import migrate_to, relfilenode
 from tests.helpers.waiting import wait_until
 
 BUILDING = """
@@ -27,24 +25,14 @@ BUILDING = """
 """
 
 
-def _relfilenode(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT pg_relation_filenode('asynqpg_tasks')").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def test_upgrade_from_version_3_under_way(empty_dsn: str) -> None:
-    conn = await connect(empty_dsn)
-    try:
-        assert await migrate_conn(conn, migrations=MIGRATIONS[:3]) == [1, 2, 3]
-    finally:
-        await conn.close()
+    assert await migrate_to(empty_dsn, 3) == [1, 2, 3]
     with psycopg.connect(empty_dsn, autocommit=True) as admin:
         admin.execute(
             "INSERT INTO asynqpg_tasks (type, payload, blocked_till, attempts_left)"
             " SELECT 'old', 'same', now(), 3 FROM generate_series(1, 1000)"
         )
-        before = _relfilenode(admin)
+        before = relfilenode(admin)
     producer = Producer(empty_dsn)
     try:
         with psycopg.connect(empty_dsn) as blocker:
@@ -66,7 +54,7 @@ async def test_upgrade_from_version_3_under_way(empty_dsn: str) -> None:
     finally:
         await producer.aclose()
     with psycopg.connect(empty_dsn, autocommit=True) as admin:
-        assert _relfilenode(admin) == before, "the table was rewritten"
+        assert relfilenode(admin) == before, "the table was rewritten"
         assert admin.execute(
             "SELECT indisvalid FROM pg_index"
             " WHERE indexrelid = 'asynqpg_tasks_unique_idx'::regclass"
