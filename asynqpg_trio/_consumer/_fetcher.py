@@ -27,7 +27,10 @@ The listener claims too: on a NOTIFY it runs the same plan-claim-dispatch (`Clai
 own LISTEN connection, at once, which saves the hop to the fetcher and a pool checkout on the
 path from an enqueue to the handler's start.  One claim runs at a time (the claimer's lock; a
 NOTIFY during the fetcher's claim just wakes the fetcher, as before); a listener claim that got
-all it asked for marks its types backlogged and wakes the fetcher, which goes on.  Claims are
+all it asked for marks its types backlogged and wakes the fetcher, which goes on.  While any
+type is backlogged the listener leaves regular claims to the fetcher (which claims again as
+soon as there is room anyway): a claim of hundreds of rows on its connection would keep the
+notices behind it, an urgent task's or a cancel, waiting.  Claims are
 dispatched only while the work runs: `Claimer.close` (at the work's end, after the fetcher is
 cancelled) waits for a claim in flight, then closes the lease channels, and the listener claims
 no more.  A lost LISTEN connection fails only the listener's claim (the supervisor restarts
@@ -161,7 +164,7 @@ class Claimer:
 
     The listener claims on its own connection at once when a NOTIFY arrives (`on_notify`), the
     wake-up's hop to the fetcher and a pool checkout saved; when the fetcher is claiming
-    already it kicks the fetcher instead, as before.
+    already, or the consumer is draining a backlog, it kicks the fetcher instead.
     """
 
     settings: FetchSettings
@@ -195,14 +198,16 @@ class Claimer:
     ) -> None:
         self.settings, self.book, self.wakeup = settings, book, wakeup
         self.counters, self.telemetry = counters, telemetry
-        self.lock = anyio.Lock()
+        # Uncontended, taking either lock is no checkpoint: on the way from a NOTIFY to a
+        # claim every trip through the scheduler waits behind every runnable handler.
+        self.lock = anyio.Lock(fast_acquire=True)
         self.sends = {}
         self.is_open = False
         self.limits = {}
         self.eager = False
         self.least_urgent = None
         self.inflight, self.inflight_queues = {}, {}
-        self.urgent_lock = anyio.Lock()
+        self.urgent_lock = anyio.Lock(fast_acquire=True)
 
     def open(self, sends: Mapping[str, LeaseSink]) -> None:
         """The work runs: claims may be dispatched to ``sends``."""
@@ -297,7 +302,8 @@ class Claimer:
 
     async def on_notify(self, claim: ClaimFn, priority: int | None = None) -> None:
         """A NOTIFY said tasks are ready: claim them on the listener's connection, unless a
-        claim is under way or the work is not running (then wake the fetcher, as before).
+        claim is under way, the consumer is draining a backlog or the work is not running
+        (then wake the fetcher, as before).
 
         ``priority``: the most urgent priority the NOTIFY announced, if it said.  When this
         consumer is busy with less urgent tasks, the next claim (this one, or the fetcher's)
@@ -313,10 +319,14 @@ class Claimer:
             return
         if priority is not None and self._holds_less_urgent(priority):
             self.eager = True
-            if self.lock.locked() or any(self.book.busy.values()):
-                # Busy: claiming, or holding tasks (idle, the claim below is as quick).
+            if self.lock.locked() or self.wakeup.backlogged or any(self.book.busy.values()):
+                # Busy: claiming, draining a backlog or holding tasks (idle, the claim below
+                # is as quick).
                 await self._claim_urgent(claim, priority)
-        if self.lock.locked():
+        if self.lock.locked() or self.wakeup.backlogged:
+            # Claiming already, or draining a backlog (the fetcher claims again as soon as
+            # there is room): the fetcher takes it, and the listener goes back to its notices
+            # (a large claim here would hold up the next urgent task's or cancel's).
             self.wakeup.kick()
             return
         async with self.lock:

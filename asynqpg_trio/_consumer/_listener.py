@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 ``asynqpg_new`` (sent by producers and retries) makes the listener claim ready tasks on its own
 connection at once (the fetcher's `Claimer`: the same plan, one claim at a time, only while the
-work runs; a NOTIFY during another claim wakes the fetcher instead).  Our producers put the
+work runs; a NOTIFY during another claim, or while the consumer drains a backlog, wakes the
+fetcher instead, so the listener is back at its notices at once).  Our producers put the
 most urgent priority they made ready in the payload (others send none): a consumer holding
 less urgent tasks claims at once, however little room it has (`Claimer.on_notify`).
 ``asynqpg_cancel`` (sent

@@ -153,3 +153,32 @@ async def test_an_urgent_claim_leaves_the_consumer_listening_for_the_next_urgent
         got = [receive.receive_nowait().task_id for _ in range(2)]
     assert got == [first, second]  # each urgent task claimed at once, most urgent first
     assert s.db.get(second).status is TaskStatus.RUNNING
+
+
+async def test_a_notify_while_draining_a_backlog_wakes_the_fetcher_instead_of_claiming(
+    autojump_clock: object, shared: Shared
+) -> None:
+    # Draining a backlog, the fetcher claims again as soon as there is room: a large claim on
+    # the listener's connection would only hold up the notices behind it (an urgent task's, a
+    # cancel).  An urgent one still gets its small claim at once.
+    s, cfg = shared, config()  # a capacity of 2
+    claimer = Claimer(cfg, s.book, s.wakeup, s.counters, s.telemetry)
+    send, receive = open_lease_buffer(cfg.limit(TYPE) + URGENT_ROOM)
+    with send, receive:
+        claimer.open({TYPE: send})
+        for _ in range(5):
+            s.db.enqueue(TYPE)
+        async with claimer.lock:
+            await claimer.claim(s.db.claim)  # the consumer works through priority 0
+        s.wakeup.backlogged.add(TYPE)  # as the fetcher marks a type that got all it asked
+        for _ in range(cfg.limit(TYPE)):  # its handlers finish: room for a regular claim
+            s.book.finished(receive.receive_nowait())
+        claimed = s.counters.claimed
+        s.wakeup.kicked = False
+        await claimer.on_notify(s.db.claim, None)
+        assert s.counters.claimed == claimed  # nothing claimed on the listener's connection
+        assert s.wakeup.kicked  # the fetcher was woken instead
+        urgent = s.db.enqueue(TYPE, priority=5)
+        await claimer.on_notify(s.db.claim, 5)
+        assert receive.receive_nowait().task_id == urgent  # claimed at once, all the same
+        assert s.counters.claimed == claimed + 1
