@@ -56,7 +56,7 @@ def enqueue_many(
     with telemetry.enqueue(plan.types, single=False, has_delay=False) as op:
         plan = with_trace(plan, op.trace)
         inserted = insert_batch(conn, plan)
-        op.inserted(inserted.rows, None)
+        op.inserted(inserted.counts, None)
     return inserted.ids
 
 
@@ -84,7 +84,7 @@ def enqueue(
             inserted = insert_batch(conn, plan)
             (task_id,) = inserted.ids
             if task_id is not None:
-                op.inserted(inserted.rows, task_id)
+                op.inserted(inserted.counts, task_id)
                 return task_id
             for holder in holders(plan, inserted, 0):
                 existing = find_holder(conn, holder)

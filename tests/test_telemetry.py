@@ -37,6 +37,7 @@ from asynqpg_trio import (
     TaskNotFound,
     TaskSnooze,
     TaskSnoozeWithError,
+    Unique,
     open_consumer,
     sync,
 )
@@ -126,6 +127,21 @@ async def test_enqueue_span_and_metrics(pool: Pool, otel: Otel, sync_conn: Any) 
     await producer.enqueue(Task("mail", b""))
     assert attrs(otel.spans("asynqpg.enqueue")[1])["has_delay"] is False
 
+
+async def test_enqueue_many_counts_each_type_of_a_mixed_batch(pool: Pool, otel: Otel) -> None:
+    producer = Producer(pool, **otel.providers)
+    # No token: every task is inserted and counted under its own type.
+    await producer.enqueue_many([Task(t, b"") for t in ("a", "b", "b", "a", "c", "b")])
+    assert otel.value("asynqpg.tasks.enqueued", task_type="a") == 2
+    assert otel.value("asynqpg.tasks.enqueued", task_type="b") == 3
+    assert otel.value("asynqpg.tasks.enqueued", task_type="c") == 1
+    # Unique tasks: the duplicate is not counted.
+    ids = await producer.enqueue_many(
+        [Task("u", b"1", unique=Unique()), Task("u", b"1", unique=Unique()), Task("c", b"")]
+    )
+    assert ids[1] is None
+    assert otel.value("asynqpg.tasks.enqueued", task_type="u") == 1
+    assert otel.value("asynqpg.tasks.enqueued", task_type="c") == 2
 
 async def test_enqueue_many_counts_inserted_rows_only(pool: Pool, otel: Otel) -> None:
     producer = Producer(pool, **otel.providers)

@@ -93,7 +93,7 @@ class Producer(PoolOwner):
                 inserted = await self._insert(plan, conn)
                 (task_id,) = inserted.ids
                 if task_id is not None:
-                    op.inserted(inserted.rows, task_id)
+                    op.inserted(inserted.counts, task_id)
                     return task_id
                 for holder in holders(plan, inserted, 0):
                     existing = await self._find(holder, conn)
@@ -151,7 +151,7 @@ class Producer(PoolOwner):
         with self._telemetry.enqueue(plan.types, single=False, has_delay=False) as op:
             plan = with_trace(plan, op.trace)
             inserted = await self._insert(plan, conn)
-            op.inserted(inserted.rows, None)
+            op.inserted(inserted.counts, None)
         return inserted.ids
 
     async def _insert(self, plan: BatchPlan, conn: psycopg.AsyncConnection[Any] | None) -> Inserted:

@@ -135,17 +135,13 @@ class Scheduler:
         types = [schedule.type] * len(tasks)
         with self._telemetry.enqueue(types, single=False, has_delay=False) as op:
             ids = await self._repo.fire(record, tasks, trace=op.trace)
-            rows = [
-                (task_id, task.type, task.idempotency_token)
-                for task_id, task in zip(ids, tasks, strict=True)
-                if task_id is not None
-            ]
-            op.inserted(rows, None)
-        self.enqueued += len(rows)
+            fired = len(ids) - ids.count(None)
+            op.inserted({schedule.type: fired}, None)
+        self.enqueued += fired
         logger.debug(
             "schedule %r: %d of %d fires enqueued, up to %s",
             schedule.name,
-            len(rows),
+            fired,
             len(tasks),
             plan.fires[-1].isoformat(),
         )

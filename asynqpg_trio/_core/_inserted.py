@@ -18,6 +18,7 @@ Duplicates: an input that got no id was skipped because its token or unique slot
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,14 +39,14 @@ ENQUEUE_ATTEMPTS = 10
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
-    """What an insert did: one entry per input, and the (id, type) of each inserted row.
+    """What an insert did: one entry per input, and how many tasks of each type it inserted.
 
     ``windows``: for a batch with unique tasks, each input's unique window (None without a
     period), as the database computed it; else None.
     """
 
     ids: list[int | None]
-    rows: Sequence[tuple[Any, ...]]
+    counts: dict[str, int]
     windows: list[datetime | None] | None = None
 
 
@@ -76,14 +77,23 @@ def read_result(plan: BatchPlan, rows: Sequence[tuple[Any, ...]]) -> Inserted:
         if len(rows) != len(plan.types):
             raise RuntimeError("the insert returned another number of rows than it was given")
         ids = [None if row[0] is None else int(row[0]) for row in rows]
-        inserted = [(i, t) for i, t in zip(ids, plan.types, strict=True) if i is not None]
-        return Inserted(ids=ids, rows=inserted, windows=[row[1] for row in rows])
+        counts = Counter(t for i, t in zip(ids, plan.types, strict=True) if i is not None)
+        return Inserted(ids=ids, counts=dict(counts), windows=[row[1] for row in rows])
     if plan.keys is None:
         ((ids, _),) = rows
         if ids is None or len(ids) != len(plan.types):
             raise RuntimeError("the insert returned another number of ids than it was given")
-        return Inserted(ids=ids, rows=list(zip(ids, plan.types, strict=True)))
-    return Inserted(ids=_map_tokened(plan.keys, rows), rows=rows)
+        return Inserted(ids=ids, counts=_all_counted(plan))
+    counts = Counter(str(row[1]) for row in rows)
+    return Inserted(ids=_map_tokened(plan.keys, rows), counts=dict(counts))
+
+
+def _all_counted(plan: BatchPlan) -> dict[str, int]:
+    """Tasks per type when every input was inserted (one type bound as a scalar: no count)."""
+    task_type = plan.params.get("type")
+    if task_type is not None:
+        return {task_type: len(plan.types)}
+    return dict(Counter(plan.types))
 
 
 def _map_tokened(

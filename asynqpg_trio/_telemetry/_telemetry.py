@@ -33,7 +33,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import Token
 from typing import TYPE_CHECKING, Any, Final
 
@@ -282,11 +282,11 @@ class EnqueueOp:
     def __enter__(self) -> EnqueueOp:
         return self
 
-    def inserted(self, rows: Sequence[Sequence[Any]], first_id: int | None) -> None:
-        """Record success: ``rows`` are the inserted (id, type, token) rows."""
+    def inserted(self, counts: Mapping[str, int], first_id: int | None) -> None:
+        """Record success: ``counts`` says how many tasks of each type were inserted."""
         seconds = time.perf_counter() - self._started
         t = self._t
-        for task_type, n in Counter(str(row[1]) for row in rows).items():
+        for task_type, n in counts.items():
             t.enqueued.add(n, t.attrs(task_type))
         for task_type in dict.fromkeys(self._types):
             t.enqueue_duration.record(seconds, t.attrs(task_type))
