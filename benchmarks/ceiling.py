@@ -9,7 +9,8 @@ sequence), each in its own processes so Python never shares a core with another 
 - *insert (unnest)*: ``INSERT ... SELECT FROM unnest(text[], bytea[])`` in chunks.
 - *insert (COPY)*: ``COPY ... FROM STDIN (FORMAT BINARY)`` in chunks; each chunk's rows share
   one ``blocked_till``, as one enqueue statement's rows do.
-- *claim+complete*: claim a batch with ``FOR NO KEY UPDATE SKIP LOCKED`` (pending -> running,
+- *claim+complete*: claim a batch with ``FOR NO KEY UPDATE SKIP LOCKED`` from one range of the
+  claim's index, as ours reads one priority level of one queue (pending -> running,
   an attempt consumed, a lease token drawn), then complete the batch with one ``UPDATE`` from
   ``unnest(ids, tokens)``; two autocommit round trips per batch, as a consumer that batches
   its completions makes.
@@ -56,7 +57,8 @@ UPDATE asynqpg_tasks t SET
     blocked_till = now() + interval '60 seconds', attempted_at = now(), updated_at = now()
 WHERE t.id = ANY(ARRAY(
     SELECT id FROM asynqpg_tasks
-    WHERE type = %s AND status IN ('pending', 'running') AND blocked_till <= now()
+    WHERE queue = 'default' AND type = %s AND priority = 0
+      AND status NOT IN ('completed', 'failed', 'cancelled') AND blocked_till <= now()
     ORDER BY blocked_till, id
     LIMIT %s
     FOR NO KEY UPDATE SKIP LOCKED
