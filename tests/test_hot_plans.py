@@ -92,9 +92,9 @@ HOT = {
     "enqueue without tokens": "array_agg",
     "enqueue unique": "unique_states",
     "find a token's holder": "idempotency_token = $2",
-    # Every outcome (complete, fail, retry, snooze, release) is one statement per flush.
+    # Every outcome (complete, fail, retry, snooze, release) is one statement per flush, its
+    # rows locked in id order first.
     "outcomes": "WHEN u.kind = 0 THEN 'completed'",
-    "lock before an outcome write": "ORDER BY t.id\n    FOR NO KEY UPDATE\n",
     "lease renewal": "make_interval(secs => $3), updated_at",
     "lost leases": "IS DISTINCT FROM u.token",
     "next ready": "CROSS JOIN generate_series(5, -5, -1)",

@@ -143,6 +143,7 @@ async def test_enqueue_many_counts_each_type_of_a_mixed_batch(pool: Pool, otel: 
     assert otel.value("asynqpg.tasks.enqueued", task_type="u") == 1
     assert otel.value("asynqpg.tasks.enqueued", task_type="c") == 2
 
+
 async def test_enqueue_many_counts_inserted_rows_only(pool: Pool, otel: Otel) -> None:
     producer = Producer(pool, **otel.providers)
     tasks = [Task("a", b"", idempotency_token="x"), Task("a", b"", idempotency_token="x")]

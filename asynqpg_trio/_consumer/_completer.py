@@ -180,9 +180,7 @@ class Completer:
 
     async def _flush(self, plan: FlushPlan) -> None:
         started = time.perf_counter()
-        written = await self.tasks.write_outcomes(
-            plan, idle_timeout=self.settings.lease_duration / 2
-        )
+        written = await self.tasks.write_outcomes(plan)
         seconds = time.perf_counter() - started
         stale: list[str] = []
         book = self.book

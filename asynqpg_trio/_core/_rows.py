@@ -146,8 +146,8 @@ class TasksRepository(Protocol):
         none), paused queues left out."""
         ...
 
-    async def write_outcomes(self, plan: FlushPlan, *, idle_timeout: float | None) -> set[int]:
-        """Write a flush plan in one transaction, fenced by lease token; return written ids."""
+    async def write_outcomes(self, plan: FlushPlan) -> set[int]:
+        """Write a flush plan in one statement, fenced by lease token; return written ids."""
         ...
 
     async def extend_leases(self, ids: list[int], tokens: list[int], lease: float) -> set[int]:

@@ -46,7 +46,6 @@ class TaskQueries:
     claim: str
     claim_spread: str
     bound_idle_in_transaction: str
-    lock_tasks: str
     write_outcomes: str
     extend_leases: str
     write_progress: str
@@ -159,14 +158,11 @@ async def bounded_transaction(
         raise psycopg.OperationalError(f"the server ended a stalled transaction: {ex}") from ex
 
 
-async def write_outcomes(
-    conn: psycopg.AsyncConnection[Any], plan: FlushPlan, *, idle_timeout: float | None = None
-) -> set[int]:
-    """Write a flush plan in one transaction, all kinds in one statement; return written ids.
+async def write_outcomes(conn: psycopg.AsyncConnection[Any], plan: FlushPlan) -> set[int]:
+    """Write a flush plan, all kinds in one autocommit statement; return the ids written.
 
-    The rows are locked in id order first, so the write never deadlocks with a lease renewal.
-    ``idle_timeout``: see `bounded_transaction` (the consumer passes half its lease, so a
-    stalled consumer's locks are gone before its leases expire).
+    The statement locks its rows in id order before it writes them, so it never deadlocks
+    with a lease renewal, and holds them only while it runs (see write_outcomes in tasks.sql).
     """
     outcomes = plan.outcomes
     ids = [o.task_id for o in outcomes]
@@ -178,10 +174,8 @@ async def write_outcomes(
         "messages": [o.message for o in outcomes],
         **_extra_params(outcomes),
     }
-    async with bounded_transaction(conn, idle_timeout):
-        await conn.execute(QUERIES.lock_tasks, {"ids": sorted(ids)})
-        cur = await conn.execute(QUERIES.write_outcomes, params)
-        row = await cur.fetchone()  # (stale ids or NULL, NOTIFYs sent)
+    cur = await conn.execute(QUERIES.write_outcomes, params)
+    row = await cur.fetchone()  # (stale ids or NULL, NOTIFYs sent)
     stale = set() if row is None or row[0] is None else {int(i) for i in row[0]}
     return set(ids) - stale if stale else set(ids)
 
@@ -292,10 +286,10 @@ class PgTasks:
         async with self.pool.connection() as conn:
             return await next_ready_in(conn, pairs)
 
-    async def write_outcomes(self, plan: FlushPlan, *, idle_timeout: float | None) -> set[int]:
+    async def write_outcomes(self, plan: FlushPlan) -> set[int]:
         """`write_outcomes` on a pooled connection."""
         async with self.pool.connection() as conn:
-            return await write_outcomes(conn, plan, idle_timeout=idle_timeout)
+            return await write_outcomes(conn, plan)
 
     async def write_progress(self, reports: Sequence[tuple[int, int, Progress]]) -> set[int]:
         """`write_progress` on a pooled connection."""

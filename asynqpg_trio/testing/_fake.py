@@ -301,7 +301,7 @@ class FakeDatabase(FakeMaintenance):
         ]
         return None if not times else min(times) - self.now()
 
-    async def write_outcomes(self, plan: FlushPlan, *, idle_timeout: float | None) -> set[int]:
+    async def write_outcomes(self, plan: FlushPlan) -> set[int]:
         """Write a flush plan at once, each outcome fenced by its lease token; return the ids
         written (the others were stale).
 

@@ -285,8 +285,7 @@ async def finalized(backend: Backend) -> tuple[int, int, int]:
                 Outcome(done.id, token(done), OutcomeKind.COMPLETE),
                 Outcome(bad.id, token(bad), OutcomeKind.FAIL, message="boom"),
             ]
-        ),
-        idle_timeout=None,
+        )
     )
     assert written == {done.id, bad.id}
     cancelled = await backend.enqueue()

@@ -69,7 +69,7 @@ async def complete(backend: Backend, rows: Iterable[ClaimedTask]) -> None:
     for r in rows:
         assert r.lease_token is not None
         outcomes.append(Outcome(r.id, r.lease_token, OutcomeKind.COMPLETE))
-    await backend.tasks.write_outcomes(flush_plan(outcomes), idle_timeout=None)
+    await backend.tasks.write_outcomes(flush_plan(outcomes))
 
 
 async def running(backend: Backend, task_ids: Iterable[int]) -> int:

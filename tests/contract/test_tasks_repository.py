@@ -48,7 +48,7 @@ def token(row: ClaimedTask) -> int:
 
 
 async def write(backend: Backend, *outcomes: Outcome) -> set[int]:
-    return await backend.tasks.write_outcomes(plan(outcomes), idle_timeout=None)
+    return await backend.tasks.write_outcomes(plan(outcomes))
 
 
 async def view(backend: Backend, task_id: int) -> View:

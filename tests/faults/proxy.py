@@ -10,10 +10,9 @@ network looks to both ends (no reset, no error).  `thaw` opens the gate and ever
 is delivered in order.  Cancelling `serve` closes every connection.
 
 `freeze_when` arms a trigger instead: the proxy freezes just before passing on the first
-server reply that matches, so the client stalls at a chosen point: `freeze_in_transaction`
-after an outcome write inside an explicit transaction (a reply ending in ReadyForQuery with
-status "T"), so that the client holds row locks; `freeze_on_bytes` when a reply carries given
-bytes (say, a marker payload the claim returns).
+server reply that matches, so the client stalls at a chosen point: `freeze_after_outcome_write`
+when an outcome write's reply is on its way (the rows are written, the consumer does not know);
+`freeze_on_bytes` when a reply carries given bytes (say, a marker payload the claim returns).
 """
 
 from __future__ import annotations
@@ -30,10 +29,6 @@ def server_address(dsn: str) -> tuple[str, int]:
     params = conninfo.conninfo_to_dict(dsn)
     host = str(params.get("host") or "/tmp")
     return host, int(params.get("port") or 5432)
-
-
-#: A ReadyForQuery message saying the session is inside a transaction block.
-_IN_TRANSACTION = b"Z\x00\x00\x00\x05T"
 
 
 class FreezingProxy:
@@ -62,14 +57,10 @@ class FreezingProxy:
         """Freeze before passing on the next server reply chunk for which ``match`` is true."""
         self._trigger_on = match
 
-    def freeze_in_transaction(self) -> None:
-        """Freeze at the next reply to a write inside a transaction (see the module doc): an
-        UPDATE, or an outcome write (a SELECT of the ids it did not write: usually none)."""
-        self.freeze_when(
-            lambda data: (
-                data.endswith(_IN_TRANSACTION) and (b"UPDATE " in data or b"SELECT 0\x00" in data)
-            )
-        )
+    def freeze_after_outcome_write(self) -> None:
+        """Freeze at the next reply to an outcome write (its columns: ``stale``, ``notified``):
+        the rows are written, and the client does not know it."""
+        self.freeze_when(lambda data: b"stale\x00" in data and b"notified\x00" in data)
 
     def freeze_on_bytes(self, marker: bytes) -> None:
         """Freeze at the next reply carrying ``marker``, raw or hex-encoded (text bytea)."""

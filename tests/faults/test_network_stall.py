@@ -3,10 +3,11 @@
 Injects: consumer F reaches the database through a TCP proxy on loopback; consumer G connects
 directly.  While F holds running tasks the proxy freezes every F connection (nothing is
 forwarded, nothing is reset) for longer than the 2 s lease, then thaws.  The freeze strikes
-while F's completer is inside its write transaction, after an UPDATE: the worst moment, as
-F then holds row locks the server must not keep for it.  F's handlers keep
-running meanwhile (their run log goes straight to the database), so their completions pile up
-behind the stall.
+as the reply to one of F's outcome writes is on its way: F's completer does not know its rows
+were written (the write is one autocommit statement, so F holds no row lock while it stalls;
+a write that took several statements once had to be bounded by the server for that).  F's
+handlers keep running meanwhile (their run log goes straight to the database), so their
+completions pile up behind the stall.
 
 Checks: no task F held is taken over before its lease could have expired; all of them are
 taken over once it has ("lease expired ..."); after the thaw F's late acknowledgements are
@@ -80,7 +81,7 @@ async def test_frozen_consumer_is_taken_over_and_its_late_acks_refused(
         with trio.fail_after(20):
             while len(running_held_by(sync_conn, "F")) < 10:
                 await trio.sleep(0.05)
-        proxy.freeze_in_transaction()  # F stalls holding the row locks of an outcome write
+        proxy.freeze_after_outcome_write()  # F stalls as an outcome write's reply comes back
         with trio.fail_after(10):
             while not proxy.frozen:
                 await trio.sleep(0.001)
@@ -90,8 +91,7 @@ async def test_frozen_consumer_is_taken_over_and_its_late_acks_refused(
         assert held
 
         # Taken over once the lease expires, and not before: F renewed at most a third of a
-        # lease before the freeze.  (Rows F locked in a transaction it was stalled in are
-        # released when the server ends that transaction, after half a lease.)
+        # lease before the freeze.
         first_takeover = None
         deadline = trio.current_time() + LEASE * 4
         while left := held & running_held_by(sync_conn, "F"):

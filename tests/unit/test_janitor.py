@@ -112,8 +112,7 @@ async def test_clean_deletes_per_status_retention_in_bounded_runs(autojump_clock
         db.enqueue(TYPE)
     done = await claim(db, 3)
     written = await db.write_outcomes(
-        plan([Outcome(r.id, r.lease_token, OutcomeKind.COMPLETE) for r in done if r.lease_token]),
-        idle_timeout=None,
+        plan([Outcome(r.id, r.lease_token, OutcomeKind.COMPLETE) for r in done if r.lease_token])
     )
     assert len(written) == 3
     assert await db.elect(GROUP, "J", 3600.0) is not None

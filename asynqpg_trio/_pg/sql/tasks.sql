@@ -453,20 +453,6 @@ RETURNING t.id, t.type, t.payload, t.idempotency_token, t.status, t.attempts_lef
 -- argument), like SET LOCAL.
 SELECT set_config('idle_in_transaction_session_timeout', %(timeout)s, true)
 
--- name: lock_tasks
--- The outcome write's first statement after the bound: lock every row the write will touch,
--- in id order.  Statements that wait for the row locks of several tasks take them in
--- ascending id order (this one, extend_leases), so two of them can never deadlock; without it
--- the write locked one outcome kind's rows, then the next kind's, while a lease renewal locked
--- the same rows in another order.  The others (claim, rescue, bulk client writes) skip locked
--- rows and never wait.
-SELECT count(*) FROM (
-    SELECT t.id FROM asynqpg_tasks t
-    WHERE t.id = ANY(%(ids)b::bigint[])
-    ORDER BY t.id
-    FOR NO KEY UPDATE
-) AS locked
-
 -- name: write_outcomes
 -- events: complete, fail, skip_retry, retry, snooze_with_error, snooze, release
 -- Every outcome of a flush in one statement: one row per task of parallel arrays (id, lease
@@ -483,6 +469,14 @@ SELECT count(*) FROM (
 -- asynqpg_done: one NOTIFY per 300 ids, payload the ids joined by commas (a payload holds at
 -- most 8000 bytes); none when nobody waits (a NOTIFY serialises the commits of the
 -- transactions that send one).
+-- One autocommit statement, no transaction around it: it holds its row locks only while it
+-- runs, so a client that stalls after sending it keeps nothing locked (a transaction of
+-- several statements had to be bounded by idle_in_transaction_session_timeout for that).
+-- Every row it touches is locked in ascending id order first (held), as extend_leases does:
+-- statements that wait for the row locks of several tasks take them in that order, so two of
+-- them can never deadlock (the others: claim, rescue, bulk client writes, skip locked rows
+-- and never wait).  A row whose lease changed while this waited for its lock is re-checked
+-- by the fence and left out.
 -- Returns one row: the ids it did not write (stale: the lease changed; usually none, NULL),
 -- cheaper for the client than reading back every id written; and the NOTIFYs sent.
 WITH u AS (
@@ -491,6 +485,11 @@ WITH u AS (
         %(messages)b::text[], %(results)b::bytea[], %(codecs)b::text[],
         %(progress)b::float8[], %(notes)b::text[]
     ) AS u(id, token, kind, delay, message, result, codec, progress, note)
+), held AS MATERIALIZED (
+    SELECT t.id FROM asynqpg_tasks t
+    WHERE t.id = ANY(%(ids)b::bigint[])
+    ORDER BY t.id
+    FOR NO KEY UPDATE OF t
 ), written AS (
     UPDATE asynqpg_tasks t SET
         status = CASE
@@ -524,7 +523,7 @@ WITH u AS (
         progress_note = CASE WHEN u.progress IS NULL THEN t.progress_note ELSE u.note END,
         progress_at = CASE WHEN u.progress IS NULL THEN t.progress_at ELSE asynqpg_now() END,
         updated_at = asynqpg_now(), lease_token = NULL, lease_owner = NULL
-    FROM u
+    FROM u JOIN held h ON h.id = u.id
     WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running'
     RETURNING t.id, t.notify_done AND t.status IN ('completed', 'failed') AS notify_done
 ), announced AS (
@@ -533,13 +532,13 @@ WITH u AS (
           FROM written w WHERE w.notify_done) AS w
     GROUP BY w.chunk
 )
-SELECT (SELECT array_agg(u.id) FROM u WHERE u.id NOT IN (SELECT w.id FROM written w)),
-       (SELECT count(*) FROM announced)
+SELECT (SELECT array_agg(u.id) FROM u WHERE u.id NOT IN (SELECT w.id FROM written w)) AS stale,
+       (SELECT count(*) FROM announced) AS notified
 
 -- name: extend_leases
 -- events: extend_lease
 -- Fenced.  Ids not returned lost their lease (cancelled, taken over).
--- The rows are locked in id order first (see lock_tasks); a row whose lease changed while this
+-- The rows are locked in id order first (see write_outcomes); a row whose lease changed while this
 -- waited for its lock is re-checked and left out.
 WITH held AS (
     SELECT t.id
