@@ -5,8 +5,8 @@ Theory of operation
 Outcomes arrive on a bounded channel.  The pure `CompletionBatch` decides when to flush (size
 or age; with the default ``batch_interval=None`` the age follows the outcome rate, measured
 here: about zero when idle, up to 50 ms when draining, see `_core._adaptive`) and cuts plans
-of at most ``batch_size``; each plan is written in one transaction with one statement per
-outcome kind, every statement matching id, status running and lease token.
+of at most ``batch_size``; each plan is written by one autocommit statement, every kind of
+outcome at once, each row matching id, status running and lease token.
 Ids the database did not update are stale acknowledgements (the lease changed meanwhile): each
 is counted and logged as a warning with the task.  After a plan is written its leases leave the
 lease book.
