@@ -7,18 +7,37 @@ connection restarts the listener, which claims again on its next connection.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import anyio
 import psycopg
 import pytest
 import trio
 
-from asynqpg_trio._consumer._buffer import open_lease_buffer
+from asynqpg_trio._consumer._buffer import LeaseReceiver, open_lease_buffer
 from asynqpg_trio._consumer._fetcher import URGENT_ROOM, Claimer
 from asynqpg_trio._consumer._listener import NEW_CHANNEL, serve_listener
 from asynqpg_trio._core._book import Lease
 from asynqpg_trio._core._row import TaskStatus
 
 from .harness import TYPE, Shared, config
+
+
+@asynccontextmanager
+async def working_through_priority_0(s: Shared) -> AsyncIterator[tuple[Claimer, LeaseReceiver]]:
+    """An open claimer (capacity 2) whose last claim brought priority-0 tasks (three more
+    wait), and the receiving end of its lease buffer."""
+    cfg = config()
+    claimer = Claimer(cfg, s.book, s.wakeup, s.counters, s.telemetry)
+    send, receive = open_lease_buffer(cfg.limit(TYPE) + URGENT_ROOM)
+    with send, receive:
+        claimer.open({TYPE: send})
+        for _ in range(5):
+            s.db.enqueue(TYPE)
+        async with claimer.lock:
+            await claimer.claim(s.db.claim)
+        yield claimer, receive
 
 
 async def test_a_notify_claims_on_the_listeners_connection(
@@ -135,15 +154,8 @@ async def test_an_urgent_claim_leaves_the_consumer_listening_for_the_next_urgent
 ) -> None:
     # The rows of an urgent claim are urgent by construction: they must not make the claimer
     # believe it now works on urgent tasks, or the next urgent task waits for a regular claim.
-    s, cfg = shared, config()  # a capacity of 2
-    claimer = Claimer(cfg, s.book, s.wakeup, s.counters, s.telemetry)
-    send, receive = open_lease_buffer(cfg.limit(TYPE) + URGENT_ROOM)
-    with send, receive:
-        claimer.open({TYPE: send})
-        for _ in range(5):
-            s.db.enqueue(TYPE)
-        async with claimer.lock:
-            await claimer.claim(s.db.claim)  # the consumer works through priority 0
+    s = shared
+    async with working_through_priority_0(s) as (claimer, receive):
         first = s.db.enqueue(TYPE, priority=5)
         async with claimer.lock:  # the fetcher's claim is in flight
             await claimer.on_notify(s.db.claim, 5)
@@ -161,17 +173,10 @@ async def test_a_notify_while_draining_a_backlog_wakes_the_fetcher_instead_of_cl
     # Draining a backlog, the fetcher claims again as soon as there is room: a large claim on
     # the listener's connection would only hold up the notices behind it (an urgent task's, a
     # cancel).  An urgent one still gets its small claim at once.
-    s, cfg = shared, config()  # a capacity of 2
-    claimer = Claimer(cfg, s.book, s.wakeup, s.counters, s.telemetry)
-    send, receive = open_lease_buffer(cfg.limit(TYPE) + URGENT_ROOM)
-    with send, receive:
-        claimer.open({TYPE: send})
-        for _ in range(5):
-            s.db.enqueue(TYPE)
-        async with claimer.lock:
-            await claimer.claim(s.db.claim)  # the consumer works through priority 0
+    s = shared
+    async with working_through_priority_0(s) as (claimer, receive):
         s.wakeup.backlogged.add(TYPE)  # as the fetcher marks a type that got all it asked
-        for _ in range(cfg.limit(TYPE)):  # its handlers finish: room for a regular claim
+        for _ in range(config().limit(TYPE)):  # its handlers finish: room for a claim
             s.book.finished(receive.receive_nowait())
         claimed = s.counters.claimed
         s.wakeup.kicked = False
