@@ -232,6 +232,11 @@ class Claimer:
         whether they still wait in its buffers or it is claiming the next ones)."""
         return self.least_urgent is not None and priority > self.least_urgent
 
+    def _fetcher_at_work(self) -> bool:
+        """Whether the fetcher is claiming, or draining a backlog (it claims again as soon as
+        there is room): then a NOTIFY needs no regular claim of the listener's."""
+        return self.lock.locked() or bool(self.wakeup.backlogged)
+
     def _got(self, rows: list[ClaimedTask]) -> None:
         if rows:
             self.least_urgent = min(row.priority for row in rows)
@@ -319,14 +324,12 @@ class Claimer:
             return
         if priority is not None and self._holds_less_urgent(priority):
             self.eager = True
-            if self.lock.locked() or self.wakeup.backlogged or any(self.book.busy.values()):
-                # Busy: claiming, draining a backlog or holding tasks (idle, the claim below
-                # is as quick).
+            if self._fetcher_at_work() or any(self.book.busy.values()):
+                # Busy, or holding tasks (idle, the claim below is as quick).
                 await self._claim_urgent(claim, priority)
-        if self.lock.locked() or self.wakeup.backlogged:
-            # Claiming already, or draining a backlog (the fetcher claims again as soon as
-            # there is room): the fetcher takes it, and the listener goes back to its notices
-            # (a large claim here would hold up the next urgent task's or cancel's).
+        if self._fetcher_at_work():
+            # The fetcher takes it, and the listener goes back to its notices (a large claim
+            # here would hold up the next urgent task's or cancel's).
             self.wakeup.kick()
             return
         async with self.lock:
